@@ -1,0 +1,30 @@
+// The _core extension module: every CPU kernel family binds itself (FM_BINDINGS in
+// csrc/bindings/core_*.cpp); this file creates the module, maps the C++ exceptions to
+// Python ones, and exposes the thread controls.
+#include <omp.h>
+
+#include "bindings/common.h"
+#include "cpu/blas.h"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fusedmlp CPU kernels (C++, OpenBLAS, OpenMP)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const fm::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const fm::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+  m.def("set_num_threads", [](int n) {
+    FM_CHECK(n >= 1, "n_threads: expected >= 1, got ", n);
+    omp_set_num_threads(n);
+    fm::cpu::set_blas_threads(n);
+  }, py::arg("n_threads"), "Threads used by the elementwise loops (OpenMP) and the GEMMs (OpenBLAS).");
+  m.def("get_num_threads", []() { return omp_get_max_threads(); });
+  m.def("get_blas_threads", []() { return fm::cpu::blas_threads(); });
+  for (auto& [name, bind] : fm::bindings::registry()) bind(m);
+}

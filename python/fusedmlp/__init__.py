@@ -1,0 +1,75 @@
+"""fusedmlp: dense neural networks trained by fused C++ and CUDA kernels.
+
+Example:
+    >>> import fusedmlp as fm
+    >>> fm.cuda_available() in (True, False)
+    True
+"""
+
+from __future__ import annotations
+
+from . import ops
+from ._loader import _core, _cuda, _cuda_import_error
+
+__version__ = "0.1.0"
+
+
+def cuda_available() -> bool:
+    """Whether the CUDA backend can run: ``_cuda`` was built and a device is present.
+
+    Returns:
+        True when ``device="cuda"`` can be used.
+
+    Example:
+        >>> import fusedmlp as fm
+        >>> isinstance(fm.cuda_available(), bool)
+        True
+    """
+    if _cuda is None:
+        return False
+    try:
+        return bool(_cuda.device_count() > 0)
+    except Exception:  # no driver, or the driver refuses: the GPU path cannot run
+        return False
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why ``cuda_available()`` is False, in words (None when it is True)."""
+    if _cuda is None:
+        return f"fusedmlp was built without its CUDA module ({_cuda_import_error})"
+    try:
+        n = _cuda.device_count()
+    except Exception as exc:
+        return f"the CUDA driver is not usable: {exc}"
+    return None if n > 0 else "no CUDA device is present"
+
+
+def set_num_threads(n_threads: int) -> None:
+    """Set the CPU threads of the elementwise loops (OpenMP) and the GEMMs (OpenBLAS).
+
+    Args:
+        n_threads: number of threads, >= 1.
+
+    Example:
+        >>> import fusedmlp as fm
+        >>> fm.set_num_threads(1); fm.get_num_threads()
+        1
+    """
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
+        raise ValueError(f"n_threads: expected an integer >= 1, got {n_threads!r}")
+    _core.set_num_threads(n_threads)
+
+
+def get_num_threads() -> int:
+    """The number of CPU threads the kernels use."""
+    return int(_core.get_num_threads())
+
+
+__all__ = [
+    "__version__",
+    "cuda_available",
+    "cuda_unavailable_reason",
+    "get_num_threads",
+    "ops",
+    "set_num_threads",
+]

@@ -1,0 +1,117 @@
+"""Input checks shared by every public entry point.
+
+Each check raises ``TypeError`` or ``ValueError`` with a message naming the argument and
+what was expected, before any C++ runs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def is_device_array(x: Any) -> bool:
+    """True for arrays living on a GPU (CuPy, or anything with ``__cuda_array_interface__``)."""
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def check_host(name: str, x: Any) -> None:
+    if is_device_array(x):
+        raise TypeError(
+            f"{name}: got a GPU array, but this entry point runs on the CPU; pass a NumPy "
+            "array (cupy.asnumpy) or use device='cuda'"
+        )
+
+
+def as_float_array(
+    name: str,
+    x: Any,
+    ndim: int | tuple[int, ...] | None = 2,
+    dtype: np.dtype | None = None,
+    finite: bool = True,
+    allow_empty: bool = False,
+) -> np.ndarray:
+    """``x`` as a C-contiguous float32/float64 NumPy array, checked.
+
+    Args:
+        name: argument name used in error messages.
+        x: array-like input. Lists are converted (to float64); NumPy arrays must already
+            have a floating dtype of float32 or float64.
+        ndim: required number of dimensions (or a tuple of allowed ones, or None).
+        dtype: when given, the required dtype.
+        finite: reject NaN and Inf.
+        allow_empty: accept arrays with a zero-length dimension.
+    """
+    check_host(name, x)
+    if isinstance(x, np.ndarray):
+        arr = x
+    elif isinstance(x, (list, tuple)) or np.isscalar(x):
+        try:
+            arr = np.asarray(x, dtype=np.float64 if dtype is None else dtype)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__}") from exc
+    elif hasattr(x, "__array__"):
+        arr = np.asarray(x)
+    else:
+        raise TypeError(f"{name}: expected a NumPy array, got {type(x).__name__}")
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {arr.dtype}")
+    if dtype is not None and arr.dtype != np.dtype(dtype):
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {arr.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-d" for d in allowed)
+            raise ValueError(f"{name}: expected a {want} array, got shape {arr.shape}")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name}: expected a non-empty array, got shape {arr.shape}")
+    if finite and not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or Inf")
+    return np.ascontiguousarray(arr)
+
+
+def check_same_dtype(**arrays: np.ndarray) -> None:
+    items = [(k, v) for k, v in arrays.items() if v is not None]
+    if not items:
+        return
+    first_name, first = items[0]
+    for k, v in items[1:]:
+        if v.dtype != first.dtype:
+            raise TypeError(f"{k}: expected dtype {first.dtype} (the dtype of {first_name}), got {v.dtype}")
+
+
+def check_shape(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> None:
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
+
+
+def real(name: str, v: Any, low: float | None = None, high: float | None = None,
+         low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number within [low, high] (ends open where asked)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(v).__name__}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite number, got {v}")
+    if low is not None and (v < low or (low_open and v == low)):
+        raise ValueError(f"{name}: expected {'>' if low_open else '>='} {low}, got {v}")
+    if high is not None and (v > high or (high_open and v == high)):
+        raise ValueError(f"{name}: expected {'<' if high_open else '<='} {high}, got {v}")
+    return v
+
+
+def integer(name: str, v: Any, low: int | None = None, high: int | None = None) -> int:
+    """An integer within [low, high]."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")
+    v = int(v)
+    if low is not None and v < low:
+        raise ValueError(f"{name}: expected >= {low}, got {v}")
+    if high is not None and v > high:
+        raise ValueError(f"{name}: expected <= {high}, got {v}")
+    return v

@@ -1,0 +1,302 @@
+"""Every activation kernel against its float64 reference (tests/reference/activation.py),
+the references against central differences, learnable-parameter gradients, RReLU's
+Philox draws, softmax and maxout, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DEVICES, assert_close
+
+import fusedmlp as fm
+from reference import activation as ref
+
+ELEMENTWISE = [n for n in fm.ops.activation_names() if n not in ("softmax", "maxout")]
+SHAPES = [(1, 1), (1, 7), (5, 1), (17, 33), (3, 1001)]
+DTYPES = [np.float64, np.float32]
+
+HYPER = {  # non-default values so the hyper-parameters are really exercised
+    "leaky_relu": {"alpha": 0.07},
+    "isru": {"alpha": 0.6},
+    "isrlu": {"alpha": 1.7},
+    "elu": {"alpha": 0.8},
+    "soft_clipping": {"alpha": 2.5},
+    "rrelu": {"lower": 0.1, "upper": 0.4},
+    "soboleva_tanh": {"a": 1.2, "b": 0.8, "c": 1.1, "d": 0.9},
+}
+KINKS = {"sqnl": (-2.0, 0.0, 2.0)}
+
+
+def make_params(name, n, rng):
+    if name == "prelu":
+        return rng.uniform(0.05, 0.5, size=(1, n))
+    if name == "soft_exponential":
+        return np.resize(np.array([-0.3, 0.4, 0.7]), (1, n)).astype(float)
+    if name == "srelu":
+        tl = rng.uniform(-1.0, -0.2, n)
+        tr = rng.uniform(0.2, 1.5, n)
+        return np.stack([tl, rng.uniform(0.01, 0.5, n), tr, rng.uniform(0.3, 2.0, n)])
+    if name == "apl":
+        s = 3
+        return np.concatenate([rng.uniform(-0.5, 0.5, (s, n)), rng.uniform(-1.5, 1.5, (s, n))])
+    return None
+
+
+def make_inputs(name, shape, rng):
+    x = rng.normal(0.0, 2.0, size=shape)
+    if name == "soft_exponential":  # stay inside the alpha < 0 branch's domain
+        x = np.clip(x, -2.5, 2.5)
+    return x
+
+
+def kink_mask(name, x, P):
+    """Points at least 1e-3 away from every kink (where the derivative jumps)."""
+    pts = list(KINKS.get(name, (0.0,)))
+    dist = np.min([np.abs(x - p) for p in pts], axis=0)
+    if name in ("srelu", "apl"):
+        rows = (0, 2) if name == "srelu" else range(P.shape[0] // 2, P.shape[0])
+        for r in rows:
+            dist = np.minimum(dist, np.abs(x - P[r][None, :]))
+    return dist > 1e-3
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_reference_derivative_matches_central_differences(name, rng):
+    x = make_inputs(name, (6, 40), rng)
+    P = make_params(name, 40, rng)
+    hp = HYPER.get(name, {})
+    fd = ref.central_difference(lambda t: ref.forward(name, t, P, **hp), x)
+    an = ref.derivative(name, x, P, **hp)
+    m = kink_mask(name, x, P)
+    np.testing.assert_allclose(an[m], fd[m], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_forward_and_derivative_match_reference(name, shape, dtype, device, rng):
+    x = make_inputs(name, shape, rng).astype(dtype)
+    P = make_params(name, shape[1], rng)
+    hp = HYPER.get(name, {})
+    Pd = None if P is None else P.astype(dtype)
+    y = fm.ops.activation(name, x, Pd, **hp)
+    assert y.dtype == dtype and y.shape == shape
+    xr = x.astype(np.float64)
+    Pr = None if P is None else Pd.astype(np.float64)
+    assert_close(y, ref.forward(name, xr, Pr, **hp), dtype, what=f"{name} forward")
+    g = fm.ops.activation_grad(name, x, Pd, **hp)
+    m = kink_mask(name, xr, Pr)
+    want = ref.derivative(name, xr, Pr, **hp)
+    tol = 1e-8 if name == "gelu_tanh" and dtype == np.float64 else None  # reference by FD
+    assert_close(g[m], want[m], dtype, tol=tol, what=f"{name} derivative")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_backward_is_upstream_times_derivative(name, dtype, rng):
+    x = make_inputs(name, (9, 31), rng).astype(dtype)
+    P = make_params(name, 31, rng)
+    Pd = None if P is None else P.astype(dtype)
+    hp = HYPER.get(name, {})
+    up = rng.normal(size=x.shape).astype(dtype)
+    dz, dp = fm.ops.activation_backward(name, x, up, Pd, **hp)
+    want = up.astype(np.float64) * fm.ops.activation_grad(name, x, Pd, **hp).astype(np.float64)
+    assert_close(dz, want, dtype, what=f"{name} backward")
+    assert (dp is None) == (P is None)
+
+
+@pytest.mark.parametrize("name", ["prelu", "srelu", "apl", "soft_exponential"])
+def test_learnable_parameter_gradients_match_finite_differences(name, rng):
+    n = 13
+    x = make_inputs(name, (11, n), rng)
+    P = make_params(name, n, rng)
+    up = rng.normal(size=x.shape)
+    _, dp = fm.ops.activation_backward(name, x, up, P)
+    want = ref.param_grad(name, x, up, P)
+    np.testing.assert_allclose(dp, want, rtol=1e-6, atol=1e-6)
+    _, dp32 = fm.ops.activation_backward(name, x.astype(np.float32), up.astype(np.float32),
+                                         P.astype(np.float32))
+    assert_close(dp32, want, np.float32, tol=1e-4, what=f"{name} dparams float32")
+
+
+def test_soft_exponential_alpha_zero_is_identity_with_limit_gradient(rng):
+    x = rng.normal(size=(4, 5))
+    P = np.zeros((1, 5))
+    np.testing.assert_array_equal(fm.ops.activation("soft_exponential", x, P), x)
+    _, dp = fm.ops.activation_backward("soft_exponential", x, np.ones_like(x), P)
+    np.testing.assert_allclose(dp[0], (1 + x**2 / 2).sum(axis=0), rtol=1e-12)
+
+
+def test_selu_uses_the_published_lambda():
+    y = fm.ops.activation("selu", np.array([[1.0]]))
+    assert abs(y[0, 0] - 1.0507009873554805) < 1e-12  # deck 000's 1.6507 is a misprint
+
+
+def test_kink_conventions():
+    z = np.zeros((1, 4))
+    for name in ("relu", "leaky_relu", "prelu", "rrelu", "brelu", "binary_step"):
+        P = np.full((1, 4), 0.25) if name == "prelu" else None
+        g = fm.ops.activation_grad(name, z, P)
+        want = {"leaky_relu": 0.01, "prelu": 0.25, "rrelu": (0.125 + 1 / 3) / 2}.get(name, 0.0)
+        if name == "brelu":
+            want = 0.0
+        np.testing.assert_allclose(g, want, err_msg=name)
+    assert fm.ops.activation("binary_step", z)[0, 0] == 1.0
+    np.testing.assert_array_equal(fm.ops.activation("sinc", z), 1.0)
+    np.testing.assert_array_equal(fm.ops.activation_grad("sinc", z), 0.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_inputs_do_not_overflow(dtype):
+    x = np.array([[-1e4, -500.0, -80.0, 0.0, 80.0, 500.0, 1e4]], dtype=dtype)
+    for name in ("sigmoid", "softplus", "elu", "selu", "silu", "soft_clipping", "gelu",
+                 "gelu_tanh", "tanh", "lecun_tanh", "soboleva_tanh", "gaussian"):
+        y = fm.ops.activation(name, x)
+        g = fm.ops.activation_grad(name, x)
+        assert np.isfinite(y).all() and np.isfinite(g).all(), name
+    assert fm.ops.activation("sigmoid", x)[0, 0] == 0.0 and fm.ops.activation("sigmoid", x)[0, -1] == 1.0
+    np.testing.assert_allclose(fm.ops.activation("softplus", x)[0, -1], 1e4, rtol=1e-6)
+    np.testing.assert_allclose(fm.ops.activation("soft_clipping", x)[0, [0, -1]], [0.0, 1.0], atol=1e-6)
+
+
+class TestRReLU:
+    def test_training_slopes_are_uniform_in_range_and_reproducible(self):
+        x = -np.ones((64, 257))
+        kw = dict(training=True, seed=123, step=7, layer=2, lower=0.1, upper=0.4)
+        y1 = fm.ops.activation("rrelu", x, **kw)
+        y2 = fm.ops.activation("rrelu", x, **kw)
+        np.testing.assert_array_equal(y1, y2)
+        slopes = -y1.ravel()
+        assert slopes.min() >= 0.1 and slopes.max() <= 0.4
+        # mean of U(0.1, 0.4) is 0.25 with sd 0.0866 / sqrt(n); 6 sigma bound
+        assert abs(slopes.mean() - 0.25) < 6 * 0.0866 / np.sqrt(slopes.size)
+        # the derivative sees the same draws
+        g = fm.ops.activation_grad("rrelu", x, **kw)
+        np.testing.assert_array_equal(g, -y1)
+
+    def test_keys_change_the_draws(self):
+        x = -np.ones((8, 16))
+        base = dict(training=True, seed=1, step=0, layer=0)
+        y = fm.ops.activation("rrelu", x, **base)
+        for change in ({"seed": 2}, {"step": 1}, {"layer": 1}):
+            other = fm.ops.activation("rrelu", x, **{**base, **change})
+            assert not np.array_equal(y, other), change
+
+    def test_float32_and_float64_draw_the_same_slopes(self):
+        x = -np.ones((4, 9))
+        kw = dict(training=True, seed=5, step=3, layer=1)
+        y64 = fm.ops.activation("rrelu", x, **kw)
+        y32 = fm.ops.activation("rrelu", x.astype(np.float32), **kw)
+        np.testing.assert_allclose(y32, y64, rtol=1e-6)
+
+    def test_thread_count_does_not_change_the_draws(self):
+        x = -np.ones((300, 300))
+        kw = dict(training=True, seed=9, step=4, layer=3)
+        n = fm.get_num_threads()
+        try:
+            fm.set_num_threads(1)
+            y1 = fm.ops.activation("rrelu", x, **kw)
+            fm.set_num_threads(2)
+            y2 = fm.ops.activation("rrelu", x, **kw)
+        finally:
+            fm.set_num_threads(n)
+        np.testing.assert_array_equal(y1, y2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 10), (7, 3), (5, 1003)])
+def test_softmax_matches_reference(shape, dtype, rng):
+    z = (rng.normal(size=shape) * 5).astype(dtype)
+    assert_close(fm.ops.softmax(z), ref.softmax(z.astype(np.float64)), dtype, what="softmax")
+    g = rng.normal(size=shape).astype(dtype)
+    dz, _ = fm.ops.activation_backward("softmax", z, g)
+    assert_close(dz, ref.softmax_backward(z.astype(np.float64), g.astype(np.float64)), dtype)
+
+
+def test_softmax_is_stable_for_huge_logits():
+    z = np.array([[1e4, 0.0, -1e4]], dtype=np.float32)
+    y = fm.ops.softmax(z)
+    assert np.isfinite(y).all() and y[0, 0] == 1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxout_matches_reference_and_routes_gradient_to_argmax(dtype, rng):
+    z = rng.normal(size=(7, 15)).astype(dtype)
+    y = fm.ops.maxout(z, pieces=3)
+    assert_close(y, ref.maxout(z.astype(np.float64), 3), dtype)
+    g = rng.normal(size=(7, 5)).astype(dtype)
+    dz, _ = fm.ops.activation_backward("maxout", z, g, pieces=3)
+    z64 = z.astype(np.float64)
+    want = np.zeros_like(z64)
+    for i in range(7):
+        for u in range(5):
+            k = int(np.argmax(z64[i, 3 * u : 3 * u + 3]))
+            want[i, 3 * u + k] = g[i, u]
+    assert_close(dz, want, dtype)
+
+
+class TestBadInput:
+    def test_unknown_name(self):
+        with pytest.raises(ValueError, match="activation: unknown activation 'nope'"):
+            fm.ops.activation("nope", np.zeros((2, 2)))
+
+    def test_wrong_dtype(self):
+        with pytest.raises(TypeError, match="z: expected dtype float32 or float64"):
+            fm.ops.activation("relu", np.zeros((2, 2), dtype=np.int64))
+
+    def test_wrong_ndim(self):
+        with pytest.raises(ValueError, match="z: expected a 2-d array"):
+            fm.ops.activation("relu", np.zeros(3))
+
+    def test_nan(self):
+        with pytest.raises(ValueError, match="z: contains NaN or Inf"):
+            fm.ops.activation("relu", np.array([[np.nan]]))
+
+    def test_empty(self):
+        with pytest.raises(ValueError, match="z: expected a non-empty array"):
+            fm.ops.activation("relu", np.zeros((0, 3)))
+
+    @pytest.mark.parametrize("name,kw,arg", [("isru", {"alpha": 0.0}, "alpha"),
+                                             ("isrlu", {"alpha": -1.0}, "alpha"),
+                                             ("soft_clipping", {"alpha": 0.0}, "alpha"),
+                                             ("elu", {"alpha": -0.5}, "alpha"),
+                                             ("rrelu", {"lower": 0.5, "upper": 0.2}, "lower"),
+                                             ("soboleva_tanh", {"c": -1.0, "d": 0.5}, "c, d"),
+                                             ("relu", {"alpha": 1.0}, "alpha")])
+    def test_hyper_parameter_out_of_range(self, name, kw, arg):
+        with pytest.raises(ValueError, match=arg):
+            fm.ops.activation(name, np.zeros((2, 2)), **kw)
+
+    def test_missing_or_misshaped_params(self):
+        with pytest.raises(ValueError, match="params"):
+            fm.ops.activation("prelu", np.zeros((2, 3)))
+        with pytest.raises(ValueError, match="params: expected shape"):
+            fm.ops.activation("srelu", np.zeros((2, 3)), np.zeros((3, 3)))
+        with pytest.raises(ValueError, match="params: APL expects"):
+            fm.ops.activation("apl", np.zeros((2, 3)), np.zeros((3, 3)))
+        with pytest.raises(ValueError, match="params: activation 'relu' has no"):
+            fm.ops.activation("relu", np.zeros((2, 3)), np.zeros((1, 3)))
+
+    def test_maxout_pieces(self):
+        with pytest.raises(ValueError, match="pieces"):
+            fm.ops.maxout(np.zeros((2, 5)), pieces=2)
+        with pytest.raises(ValueError, match="pieces"):
+            fm.ops.activation("maxout", np.zeros((2, 4)))
+
+    def test_grad_of_row_op(self):
+        with pytest.raises(ValueError, match="activation_backward"):
+            fm.ops.activation_grad("softmax", np.zeros((2, 2)))
+
+    def test_grad_shape_mismatch(self):
+        with pytest.raises(ValueError, match="grad_output: expected shape"):
+            fm.ops.activation_backward("tanh", np.zeros((2, 2)), np.zeros((2, 3)))
+
+    def test_non_contiguous_input_is_accepted(self, rng):
+        z = rng.normal(size=(6, 8))
+        np.testing.assert_array_equal(fm.ops.activation("tanh", z.T), fm.ops.activation("tanh", z.T.copy()))
+
+    def test_aliases(self):
+        z = np.array([[0.5]])
+        np.testing.assert_array_equal(fm.ops.activation("logistic", z), fm.ops.activation("sigmoid", z))
+        np.testing.assert_array_equal(fm.ops.activation("swish", z), fm.ops.activation("silu", z))
