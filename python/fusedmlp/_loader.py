@@ -8,8 +8,10 @@ absolute path first makes the import work wherever pip put the wheel (venvs, --u
 from __future__ import annotations
 
 import ctypes
+import glob
 import importlib.util
 import os
+import sys
 
 import scipy_openblas32
 
@@ -17,10 +19,34 @@ _lib = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_l
 if os.path.exists(_lib):
     ctypes.CDLL(_lib, mode=ctypes.RTLD_GLOBAL)
 
-from . import _core  # noqa: E402
+
+def _from_build_dir(name: str):
+    """Development aid: ``FUSEDMLP_BUILD_DIR=build/dev`` loads the extension modules from a
+    CMake build directory instead of the package (so several builds can share one source
+    tree). Returns None when the variable is unset or holds no such module."""
+    build = os.environ.get("FUSEDMLP_BUILD_DIR")
+    if not build:
+        return None
+    found = sorted(glob.glob(os.path.join(build, f"{name}.*.so")))
+    if not found:
+        return None
+    full = f"{__package__}.{name}"
+    spec = importlib.util.spec_from_file_location(full, found[0])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_core = _from_build_dir("_core")
+if _core is None:
+    from . import _core  # noqa: E402
 
 _cuda_import_error: str | None = None
-if importlib.util.find_spec(f"{__package__}._cuda") is None:
+_cuda = _from_build_dir("_cuda")
+if _cuda is not None:
+    pass
+elif importlib.util.find_spec(f"{__package__}._cuda") is None:
     _cuda = None  # the CUDA module is optional: built only where nvcc and cuBLAS were found
     _cuda_import_error = "_cuda was not built: no nvcc/cuBLAS at build time or FUSEDMLP_CUDA=OFF"
 else:  # pragma: no cover - depends on the build
