@@ -1,0 +1,207 @@
+// Bindings of the Network (csrc/network): one class per dtype (Network32, Network64).
+// Parameter, gradient, buffer and optimizer-state arenas are exposed as NumPy views that
+// keep the Network alive (no copies). train_step releases the GIL for the whole step.
+#include "bindings/common.h"
+#include "network/network.h"
+
+namespace fm::bindings {
+namespace {
+
+template <class T>
+py::array view(Network<T>& net, T* ptr, index_t n, py::handle owner) {
+  return py::array_t<T>({n}, {static_cast<py::ssize_t>(sizeof(T))}, ptr, owner);
+}
+
+// Targets for each head: a float array (dense targets) or an int32 array (class labels).
+template <class T>
+struct Targets {
+  std::vector<const T*> dense;
+  std::vector<const std::int32_t*> labels;
+  std::vector<py::array> keep;  // holds references while the GIL is released
+};
+
+template <class T>
+Targets<T> parse_targets(Network<T>& net, const py::list& ys, index_t batch) {
+  FM_CHECK(static_cast<int>(ys.size()) == net.n_heads(), "y: expected ", net.n_heads(),
+           " target array(s), got ", ys.size());
+  Targets<T> t;
+  for (int h = 0; h < net.n_heads(); ++h) {
+    py::array a = py::cast<py::array>(ys[h]);
+    t.keep.push_back(a);
+    if (a.dtype().is(py::dtype::of<std::int32_t>())) {
+      const std::int32_t* p = checked_ptr<std::int32_t>(a, "y", 1);
+      check_shape(a, "y", {batch});
+      t.dense.push_back(nullptr);
+      t.labels.push_back(p);
+    } else {
+      const T* p = checked_ptr<T>(a, "y", 2);
+      check_shape(a, "y", {batch, net.n_outputs(h)});
+      t.dense.push_back(p);
+      t.labels.push_back(nullptr);
+    }
+  }
+  return t;
+}
+
+template <class T>
+const T* parse_x(Network<T>& net, const py::array& X) {
+  const T* p = checked_ptr<T>(X, "X", 2);
+  FM_CHECK(X.shape(1) == net.n_in(), "X: expected ", net.n_in(), " features, got ", X.shape(1));
+  FM_CHECK(X.shape(0) >= 1, "X: expected at least one row");
+  return p;
+}
+
+template <class T>
+const T* parse_weight(const py::object& sw, index_t batch) {
+  const T* p = checked_ptr_or_null<T>(sw, "sample_weight", 1);
+  if (p) check_shape(py::cast<py::array>(sw), "sample_weight", {batch});
+  return p;
+}
+
+template <class T>
+void bind_network(py::module_& m, const char* name) {
+  using Net = Network<T>;
+  py::class_<Net>(m, name)
+      .def(py::init<index_t, std::vector<LayerSpec>, std::vector<HeadSpec>, std::uint64_t>(),
+           py::arg("n_in"), py::arg("trunk"), py::arg("heads"), py::arg("seed"))
+      .def_property_readonly("n_in", &Net::n_in)
+      .def_property_readonly("n_heads", &Net::n_heads)
+      .def_property_readonly("n_layers", &Net::n_layers)
+      .def("n_outputs", &Net::n_outputs)
+      .def("param_info", [](const Net& n) {
+        py::list out;
+        for (const auto& p : n.param_info())
+          out.append(py::make_tuple(p.layer, p.name, p.offset, p.rows, p.cols, p.trainable));
+        return out;
+      })
+      .def("params", [](py::object self) {
+        Net& n = self.cast<Net&>();
+        return view(n, n.params(), n.n_params(), self);
+      })
+      .def("grads", [](py::object self) {
+        Net& n = self.cast<Net&>();
+        return view(n, n.grads(), n.n_params(), self);
+      })
+      .def("buffers", [](py::object self) {
+        Net& n = self.cast<Net&>();
+        return view(n, n.buffers(), n.n_buffers(), self);
+      })
+      .def("opt_state", [](py::object self) {
+        Net& n = self.cast<Net&>();
+        return view(n, n.opt_state(), n.n_opt_state(), self);
+      })
+      .def("set_optimizer", &Net::set_optimizer)
+      .def("set_head_loss", &Net::set_head_loss, py::arg("head"), py::arg("loss"), py::arg("weight"),
+           py::arg("label_smoothing"), py::arg("smoothing_uniform_k"), py::arg("half"))
+      .def("set_clip_norm", &Net::set_clip_norm)
+      .def_property("opt_step", &Net::opt_step, &Net::set_opt_step)
+      .def_property("rng_step", &Net::rng_step, &Net::set_rng_step)
+      .def_property("bn_updates", &Net::bn_updates, &Net::set_bn_updates)
+      .def_property_readonly("seed", &Net::seed)
+      .def("forward", [](Net& n, py::array X, bool training) {
+        const T* xp = parse_x(n, X);
+        const index_t batch = X.shape(0);
+        py::list outs;
+        std::vector<T*> ptrs;
+        for (int h = 0; h < n.n_heads(); ++h) {
+          py::array_t<T> o({batch, n.n_outputs(h)});
+          ptrs.push_back(o.mutable_data());
+          outs.append(o);
+        }
+        {
+          py::gil_scoped_release nogil;
+          n.forward(xp, batch, ptrs, training);
+        }
+        return outs;
+      }, py::arg("X"), py::arg("training") = false)
+      .def("train_step", [](Net& n, py::array X, py::list ys, py::object sw, double lr) {
+        const T* xp = parse_x(n, X);
+        const index_t batch = X.shape(0);
+        Targets<T> t = parse_targets(n, ys, batch);
+        const T* wp = parse_weight<T>(sw, batch);
+        py::gil_scoped_release nogil;
+        return n.train_step(xp, batch, t.dense, t.labels, wp, lr);
+      }, py::arg("X"), py::arg("y"), py::arg("sample_weight"), py::arg("lr"))
+      .def("compute_gradients", [](Net& n, py::array X, py::list ys, py::object sw, bool want_dx) {
+        const T* xp = parse_x(n, X);
+        const index_t batch = X.shape(0);
+        Targets<T> t = parse_targets(n, ys, batch);
+        const T* wp = parse_weight<T>(sw, batch);
+        py::object dx = py::none();
+        T* dxp = nullptr;
+        if (want_dx) {
+          py::array_t<T> a({batch, n.n_in()});
+          dxp = a.mutable_data();
+          dx = a;
+        }
+        std::vector<double> per_head;
+        double loss;
+        {
+          py::gil_scoped_release nogil;
+          loss = n.compute_gradients(xp, batch, t.dense, t.labels, wp, dxp, &per_head);
+        }
+        return py::make_tuple(loss, dx, per_head);
+      }, py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none(), py::arg("want_dx") = false)
+      .def("apply_gradients", [](Net& n, double lr) {
+        py::gil_scoped_release nogil;
+        n.train_step_update_only(lr);
+      })
+      .def("evaluate", [](Net& n, py::array X, py::list ys, py::object sw) {
+        const T* xp = parse_x(n, X);
+        const index_t batch = X.shape(0);
+        Targets<T> t = parse_targets(n, ys, batch);
+        const T* wp = parse_weight<T>(sw, batch);
+        std::vector<double> per_head;
+        double loss;
+        {
+          py::gil_scoped_release nogil;
+          loss = n.evaluate(xp, batch, t.dense, t.labels, wp, &per_head);
+        }
+        return py::make_tuple(loss, per_head);
+      }, py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none())
+      .def("layer_output", [](Net& n, int layer) {
+        const index_t batch = n.last_batch(), w = n.layer_width(layer);
+        const T* src = n.layer_output(layer);
+        py::array_t<T> out({batch, w});
+        std::memcpy(out.mutable_data(), src, sizeof(T) * batch * w);
+        return out;
+      });
+}
+
+}  // namespace
+
+FM_BINDINGS(network) {
+  py::class_<LayerSpec>(m, "LayerSpec")
+      .def(py::init<>())
+      .def_readwrite("kind", &LayerSpec::kind)
+      .def_readwrite("units", &LayerSpec::units)
+      .def_readwrite("use_bias", &LayerSpec::use_bias)
+      .def_readwrite("act", &LayerSpec::act)
+      .def_readwrite("alpha", &LayerSpec::alpha)
+      .def_readwrite("a", &LayerSpec::a)
+      .def_readwrite("b", &LayerSpec::b)
+      .def_readwrite("c", &LayerSpec::c)
+      .def_readwrite("d", &LayerSpec::d)
+      .def_readwrite("lower", &LayerSpec::lower)
+      .def_readwrite("upper", &LayerSpec::upper)
+      .def_readwrite("hinges", &LayerSpec::hinges)
+      .def_readwrite("rate", &LayerSpec::rate)
+      .def_readwrite("momentum", &LayerSpec::momentum)
+      .def_readwrite("eps", &LayerSpec::eps)
+      .def_readwrite("affine", &LayerSpec::affine)
+      .def_readwrite("init_from_batch", &LayerSpec::init_from_batch)
+      .def_readwrite("max_norm", &LayerSpec::max_norm)
+      .def_readwrite("decay_bias", &LayerSpec::decay_bias);
+  py::class_<HeadSpec>(m, "HeadSpec")
+      .def(py::init<>())
+      .def_readwrite("layers", &HeadSpec::layers)
+      .def_readwrite("loss", &HeadSpec::loss)
+      .def_readwrite("weight", &HeadSpec::weight)
+      .def_readwrite("label_smoothing", &HeadSpec::label_smoothing)
+      .def_readwrite("smoothing_uniform_k", &HeadSpec::smoothing_uniform_k)
+      .def_readwrite("half", &HeadSpec::half);
+  bind_network<float>(m, "Network32");
+  bind_network<double>(m, "Network64");
+}
+
+}  // namespace fm::bindings

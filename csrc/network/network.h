@@ -1,0 +1,182 @@
+// The Network: a plan of layers compiled once from the Python specs, parameters and
+// gradients in flat arenas, preallocated workspaces, and the one-call training step
+// (forward, loss, backward, regularization, optimizer update) run with the GIL released.
+//
+// Structure: a trunk chain of layers followed by one or more heads (each a chain of
+// layers ending in a loss; deck 002's multi-task learning: the total loss is the
+// weighted sum of the heads' losses and the trunk receives the sum of their gradients).
+// A plain MLP is a trunk and one head with no layers of its own.
+//
+// Arenas: params (all W, b, activation parameters, BN gamma/beta), grads (same layout),
+// optimizer state (size from optimizer_state_size), buffers (BN running statistics: not
+// trained). Layers hold offsets into them. Workspaces are sized for the largest batch seen
+// so far: a larger batch grows them once, a smaller one reuses them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/activation.h"
+#include "common/loss.h"
+#include "common/optimizer.h"
+
+namespace fm {
+
+enum class LayerKind : int { dense, batchnorm, dropout, noise, activation, softmax, maxout };
+
+// One layer as specified from Python (fusedmlp.layers builds it).
+struct LayerSpec {
+  int kind = 0;
+  index_t units = 0;        // dense: n_out; maxout: pieces per unit
+  bool use_bias = true;     // dense
+  int act = 0;              // dense / activation: activation code
+  double alpha = 0.0, a = 1.0, b = 1.0, c = 1.0, d = 1.0, lower = 0.125, upper = 1.0 / 3.0;
+  int hinges = 1;           // APL
+  double rate = 0.0;        // dropout rate or noise standard deviation
+  double momentum = 0.1, eps = 1e-5;  // batchnorm
+  bool affine = true;       // batchnorm: learnable gamma and beta
+  bool init_from_batch = false;  // batchnorm: running stats start at the first batch (deck 001)
+  bool max_norm = false;    // dense: the max-norm constraint applies to W's columns
+  bool decay_bias = false;  // dense: weight decay / L1 / L2 also apply to b
+};
+
+// A head's loss: kind, weight in the total, and its parameters.
+struct HeadSpec {
+  std::vector<LayerSpec> layers;
+  int loss = 0;
+  double weight = 1.0;
+  double label_smoothing = 0.0;
+  bool smoothing_uniform_k = false;
+  bool half = false;
+};
+
+// A parameter tensor's place in the arena, for Python views and get_weights().
+struct ParamInfo {
+  int layer;          // global layer index (trunk first, then heads in order)
+  std::string name;   // "W", "b", "alpha", "gamma", "beta", ...
+  index_t offset, rows, cols;
+  bool trainable;     // false for running statistics (in the buffer arena)
+};
+
+template <class T>
+class Network {
+ public:
+  Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<HeadSpec> heads, std::uint64_t seed);
+
+  index_t n_in() const { return n_in_; }
+  index_t n_outputs(int head) const;
+  int n_heads() const { return static_cast<int>(heads_.size()); }
+  index_t n_params() const { return static_cast<index_t>(params_.size()); }
+  const std::vector<ParamInfo>& param_info() const { return info_; }
+  T* params() { return params_.data(); }
+  T* grads() { return grads_.data(); }
+  T* buffers() { return buffers_.data(); }
+  index_t n_buffers() const { return static_cast<index_t>(buffers_.size()); }
+  T* opt_state() { return state_.data(); }
+  index_t n_opt_state() const { return static_cast<index_t>(state_.size()); }
+
+  // The loss of head h (kind, weight in the total, label smoothing, MSE 1/2 convention).
+  void set_head_loss(int head, int loss, double weight, double label_smoothing,
+                     bool smoothing_uniform_k, bool half);
+
+  // Optimizer: configuration and (re)allocation of its zeroed state.
+  void set_optimizer(const OptConfig& cfg);
+  const OptConfig& optimizer() const { return opt_; }
+  std::int64_t opt_step() const { return opt_step_; }
+  void set_opt_step(std::int64_t s) { opt_step_ = s; }
+  // Gradient clipping by global norm (0 = off), applied before the update.
+  void set_clip_norm(double c) { clip_norm_ = c; }
+
+  // Random stream position (dropout, noise, RReLU): step counter of the Philox key.
+  std::uint64_t rng_step() const { return rng_step_; }
+  void set_rng_step(std::uint64_t s) { rng_step_ = s; }
+  std::uint64_t seed() const { return seed_; }
+  std::int64_t bn_updates() const { return bn_updates_; }
+  void set_bn_updates(std::int64_t n) { bn_updates_ = n; }
+
+  // Inference (training = false: running BN stats, no dropout/noise) or training-mode
+  // forward. Writes head h's output (batch, n_outputs(h)) to out[h].
+  void forward(const T* X, index_t batch, const std::vector<T*>& out, bool training);
+
+  // Targets of head h: dense (batch, n_outputs(h)) in target[h] or int32 labels in labels[h];
+  // sample_weight (batch) or null. Returns the weighted total loss; fills the gradient arena
+  // (and dX (batch, n_in) when non-null: the input gradient, for FGSM).
+  // Always in training mode (batch statistics, dropout at the current RNG step, which is
+  // not advanced: calling it twice gives the same gradients).
+  double compute_gradients(const T* X, index_t batch, const std::vector<const T*>& target,
+                           const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                           T* dX, std::vector<double>* head_losses = nullptr);
+
+  // The fused step: compute_gradients (training mode), clipping, the optimizer update with
+  // learning rate lr, the max-norm constraint. Advances the RNG and optimizer steps.
+  double train_step(const T* X, index_t batch, const std::vector<const T*>& target,
+                    const std::vector<const std::int32_t*>& labels, const T* sample_weight, double lr);
+
+  // The update alone (after compute_gradients): clipping, optimizer, max-norm. Used by
+  // callers that inspect or modify the gradients in between (FGSM, gradient checks).
+  void train_step_update_only(double lr) { apply_update(lr); ++rng_step_; }
+
+  // Loss only (inference mode, no parameter change).
+  double evaluate(const T* X, index_t batch, const std::vector<const T*>& target,
+                  const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                  std::vector<double>* head_losses = nullptr);
+
+  // Per-layer outputs of the last forward pass (diagnostics): layer l's (batch, width).
+  const T* layer_output(int layer) const;
+  index_t layer_width(int layer) const;
+  int n_layers() const { return static_cast<int>(layers_.size()); }
+  index_t last_batch() const { return last_batch_; }
+
+ private:
+  struct Layer {
+    LayerSpec spec;
+    index_t n_in = 0, n_out = 0;
+    index_t w = -1, b = -1, p = -1, gamma = -1, beta = -1;  // param arena offsets
+    index_t rmean = -1, rvar = -1;                          // buffer arena offsets
+    std::uint32_t id = 0;                                   // Philox layer number
+    std::vector<T> Z, A, mean, invstd;                      // workspaces
+    const T* in = nullptr;                                  // input of the last forward
+    const T* out = nullptr;                                 // output of the last forward
+  };
+  struct Head {
+    std::vector<int> layers;  // indices into layers_
+    HeadSpec spec;
+    index_t n_out = 0;
+    std::vector<T> dlogits;
+    const T* out = nullptr;
+  };
+
+  void ensure_workspace(index_t batch);
+  ActParams<T> act_params(const Layer& L, bool training) const;
+  const T* forward_chain(const std::vector<int>& chain, const T* x, index_t batch, bool training);
+  // Backward through a chain from dout (batch, width of the chain's output), given the
+  // chain's input x; writes the input gradient into dx when non-null.
+  void backward_chain(const std::vector<int>& chain, index_t batch, T* dout, T* dx);
+  double head_losses(index_t batch, const std::vector<const T*>& target,
+                     const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                     bool want_grad, std::vector<double>* per_head);
+  T* other_buffer(const T* g);
+  void apply_update(double lr);
+
+  index_t n_in_;
+  std::uint64_t seed_;
+  std::vector<Layer> layers_;
+  std::vector<int> trunk_;
+  std::vector<Head> heads_;
+  std::vector<T> params_, grads_, buffers_, state_;
+  std::vector<ParamInfo> info_;
+  std::vector<Segment> segments_;
+  OptConfig opt_{};
+  bool has_opt_ = false;
+  std::int64_t opt_step_ = 0;
+  double clip_norm_ = 0.0;
+  std::uint64_t rng_step_ = 0;
+  std::int64_t bn_updates_ = 0;
+  index_t capacity_ = 0, last_batch_ = 0, max_width_ = 0;
+  std::vector<T> gbuf0_, gbuf1_, trunk_grad_, head_dx_;
+  const T* trunk_out_ = nullptr;
+};
+
+}  // namespace fm

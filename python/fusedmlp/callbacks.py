@@ -1,0 +1,204 @@
+"""Trainer callbacks (Keras habits): hooks on_train_begin/end, on_epoch_begin/end,
+on_batch_end. ``trainer.stop_training = True`` ends ``fit`` after the current epoch.
+
+Example:
+    >>> import fusedmlp as fm
+    >>> cbs = [fm.callbacks.EarlyStopping(patience=5, restore_best_weights=True)]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from . import _validate as v
+
+
+class Callback:
+    """Base class: override the hooks you need. ``self.trainer`` is set by ``fit``."""
+
+    trainer = None
+
+    def on_train_begin(self, logs=None): ...
+
+    def on_train_end(self, logs=None): ...
+
+    def on_epoch_begin(self, epoch, logs=None): ...
+
+    def on_epoch_end(self, epoch, logs=None): ...
+
+    def on_batch_end(self, batch, logs=None): ...
+
+
+def _monitor_mode(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
+    if mode != "auto":
+        return mode
+    return "max" if any(k in monitor for k in ("acc", "auc")) else "min"
+
+
+class EarlyStopping(Callback):
+    """Stop when the monitored value stops improving (deck 002, Algorithm 7.1).
+
+    Every epoch the monitored value is compared with the best so far; ``patience`` epochs
+    without an improvement larger than ``min_delta`` stop training. ``best_step`` and
+    ``best_epoch`` record where the best value was seen (the i* of Algorithm 7.1);
+    ``restore_best_weights`` puts the parameters back to that point at the end.
+
+    Args:
+        monitor: a History key ("val_loss", "loss", "val_accuracy", ...).
+        patience: epochs without improvement before stopping (p in Alg. 7.1).
+        min_delta: minimum change that counts as an improvement.
+        mode: "min", "max" or "auto" (max for accuracy/auc).
+        restore_best_weights: restore the best parameters (theta* of Alg. 7.1) at the end.
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True):
+        self.monitor = monitor
+        self.patience = v.integer("patience", patience, low=0)
+        self.min_delta = v.real("min_delta", min_delta, 0.0)
+        self.mode = _monitor_mode(monitor, mode)
+        self.restore_best_weights = bool(restore_best_weights)
+        self.best = None
+        self.best_epoch = None
+        self.best_step = None
+        self.stopped_epoch = None
+        self._wait = 0
+        self._best_weights = None
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.best_step, self.stopped_epoch = None, None, None, None
+        self._wait = 0
+        self._best_weights = None
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(f"monitor: {self.monitor!r} is not in the logs ({', '.join(sorted(logs))}); "
+                             "use validation data for val_* keys")
+        value = float(logs[self.monitor])
+        if self._improved(value):
+            self.best, self.best_epoch, self.best_step = value, epoch, self.trainer.step_count
+            self._wait = 0
+            if self.restore_best_weights:
+                self._best_weights = self.trainer.model.parameters.copy(), self.trainer.model._net.buffers().copy()
+        else:
+            self._wait += 1
+            if self._wait >= self.patience:
+                self.stopped_epoch = epoch
+                self.trainer.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self._best_weights is not None:
+            p, b = self._best_weights
+            self.trainer.model.parameters[:] = p
+            self.trainer.model._net.buffers()[:] = b
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when the monitored value has not improved for
+    ``patience`` epochs (deck 003: "halve on plateau" is factor 0.5).
+
+    Args:
+        monitor, mode, min_delta: as in :class:`EarlyStopping`.
+        factor: in (0, 1).
+        patience: epochs without improvement.
+        cooldown: epochs to wait after a reduction.
+        min_lr: lower bound.
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.5, patience: int = 5,
+                 min_delta: float = 0.0, cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto"):
+        self.monitor = monitor
+        self.factor = v.real("factor", factor, 0.0, 1.0, low_open=True, high_open=True)
+        self.patience = v.integer("patience", patience, low=0)
+        self.min_delta = v.real("min_delta", min_delta, 0.0)
+        self.cooldown = v.integer("cooldown", cooldown, low=0)
+        self.min_lr = v.real("min_lr", min_lr, 0.0)
+        self.mode = _monitor_mode(monitor, mode)
+        self.best = None
+        self._wait = 0
+        self._cool = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = float((logs or {}).get(self.monitor, math.nan))
+        if math.isnan(value):
+            raise ValueError(f"monitor: {self.monitor!r} is not in the logs")
+        better = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
+                                       else value > self.best + self.min_delta)
+        if self._cool > 0:
+            self._cool -= 1
+        if better:
+            self.best, self._wait = value, 0
+            return
+        self._wait += 1
+        if self._wait >= self.patience and self._cool == 0:
+            self.trainer.lr_scale *= self.factor
+            if self.trainer.current_lr() < self.min_lr and self.trainer.base_lr() > 0:
+                self.trainer.lr_scale = self.min_lr / self.trainer.base_lr()
+            self._wait, self._cool = 0, self.cooldown
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate at the start of each epoch from ``fn(epoch, lr) -> lr``."""
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError("fn: expected a callable (epoch, lr) -> lr")
+        self.fn = fn
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = float(self.fn(epoch, self.trainer.current_lr()))
+        v.real("lr", lr, 0.0, low_open=True)
+        self.trainer.lr_scale = lr / self.trainer.base_lr()
+
+
+class ModelCheckpoint(Callback):
+    """Save the trainer (atomically) after each epoch, or only when the monitored value
+    improves (``save_best_only``). ``path`` may contain ``{epoch}``."""
+
+    def __init__(self, path: str, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto"):
+        self.path = os.fspath(path)
+        self.monitor = monitor
+        self.save_best_only = bool(save_best_only)
+        self.mode = _monitor_mode(monitor, mode)
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            value = logs.get(self.monitor)
+            if value is None:
+                raise ValueError(f"monitor: {self.monitor!r} is not in the logs")
+            if self.best is not None and not (value < self.best if self.mode == "min" else value > self.best):
+                return
+            self.best = value
+        self.trainer.save(self.path.format(epoch=epoch + 1))
+
+
+class TerminateOnNaN(Callback):
+    """Stop when a batch loss is NaN or Inf, with a message naming the step. The fused step
+    never applies an update whose loss is not finite, so the weights are the last good ones."""
+
+    def __init__(self):
+        self.message = None
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.message = (f"TerminateOnNaN: loss is {loss} at step {self.trainer.step_count} "
+                            f"(epoch {self.trainer.epoch + 1}, batch {batch}); training stopped, "
+                            "the weights are those of the last finite step")
+            print(self.message)
+            self.trainer.stop_training = True

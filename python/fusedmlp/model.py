@@ -1,0 +1,260 @@
+"""Models: layer specs compiled into one C++ Network.
+
+Example:
+    >>> import numpy as np, fusedmlp as fm
+    >>> model = fm.MLP(n_in=4, hidden=[8], n_out=3, activation="relu", seed=0)
+    >>> model.predict(np.zeros((2, 4), np.float32)).shape
+    (2, 3)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _validate as v
+from . import init as initializers
+from . import layers as L
+from ._loader import _core
+
+RELU_FAMILY = {"relu", "leaky_relu", "prelu", "rrelu", "brelu", "elu", "srelu", "apl", "gelu",
+               "gelu_tanh", "silu"}
+
+
+class Sequential:
+    """A stack of layers (the trunk), optionally followed by several output heads.
+
+    Args:
+        layers: layer specs (``fm.Dense``, ``fm.BatchNorm``, ``fm.Dropout``, ...).
+        n_in: number of input features.
+        heads: for multi-task learning (deck 002), a list of layer lists, one per output
+            head, each fed by the trunk's output. None: one head, the trunk's output.
+        device: "cpu" (NumPy arrays) or "cuda".
+        seed: seeds the initializers and the Philox stream (dropout, noise, RReLU).
+        dtype: "float32" (training type) or "float64" (gradient checks, references).
+
+    Example:
+        >>> import fusedmlp as fm
+        >>> m = fm.Sequential([fm.Dense(16, activation="tanh"), fm.Dense(1)], n_in=3)
+        >>> [w.shape for w in m.get_weights()]
+        [(3, 16), (16,), (16, 1), (1,)]
+    """
+
+    def __init__(self, layers: Sequence[L.Layer], n_in: int, heads: Sequence[Sequence[L.Layer]] | None = None,
+                 device: str = "cpu", seed: int = 0, dtype: Any = "float32"):
+        self.layers = list(layers)
+        self.heads = [list(h) for h in heads] if heads is not None else [[]]
+        for i, layer in enumerate(self.layers + [x for h in self.heads for x in h]):
+            if not isinstance(layer, L.Layer):
+                raise TypeError(f"layers[{i}]: expected a layer spec (fm.Dense, ...), got {type(layer).__name__}")
+        if not self.heads:
+            raise ValueError("heads: expected at least one head")
+        self.n_in = v.integer("n_in", n_in, low=1)
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda":
+            from . import cuda_unavailable_reason
+
+            reason = cuda_unavailable_reason()
+            if reason is not None:
+                raise ValueError(f"device: 'cuda' is not usable: {reason}")
+            raise ValueError("device: the CUDA Network is not available in this build; use device='cpu'")
+        self.device = device
+        self.seed = v.integer("seed", seed, low=0)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
+        norms = {lay.max_norm for lay in self._all_layers() if isinstance(lay, L.Dense) and lay.max_norm}
+        if len(norms) > 1:
+            raise ValueError(f"max_norm: all Dense layers must share one max_norm value, got {sorted(norms)}")
+        self.max_norm = norms.pop() if norms else 0.0
+        self._net = None
+        self._build()
+
+    # -- construction -----------------------------------------------------------------
+    def _all_layers(self) -> list[L.Layer]:
+        return self.layers + [x for h in self.heads for x in h]
+
+    def _build(self) -> None:
+        heads = []
+        for h in self.heads:
+            hs = _core.HeadSpec()
+            hs.layers = [lay.spec() for lay in h]
+            heads.append(hs)
+        cls = _core.Network32 if self.dtype == np.float32 else _core.Network64
+        self._net = cls(self.n_in, [lay.spec() for lay in self.layers], heads, self.seed)
+        self._index = {}
+        for li, name, off, rows, cols, trainable in self._net.param_info():
+            self._index[(li, name)] = (off, rows, cols, trainable)
+        self.reset_parameters()
+
+    def _network(self):
+        return self._net
+
+    def _param_view(self, layer: int, name: str) -> np.ndarray:
+        off, rows, cols, trainable = self._index[(layer, name)]
+        arena = self._net.params() if trainable else self._net.buffers()
+        view = arena[off : off + rows * cols]
+        return view.reshape(rows, cols) if name in ("W", "act_params") else view
+
+    def reset_parameters(self) -> None:
+        """(Re)draw every weight from its initializer (deterministic for ``seed``)."""
+        rng = np.random.default_rng(self.seed)
+        self._net.params()[:] = 0
+        for li, layer in enumerate(self._all_layers()):
+            if isinstance(layer, L.Dense):
+                W = self._param_view(li, "W")
+                name = initializers.canonical(layer.init)
+                W[:] = initializers.initialize("orthogonal" if name == "lsuv" else name, W.shape[0], W.shape[1], rng)
+                if layer.use_bias:
+                    self._param_view(li, "b")[:] = layer.bias_init
+            if isinstance(layer, L.BatchNorm):
+                if layer.affine:
+                    self._param_view(li, "gamma")[:] = 1.0
+                self._param_view(li, "running_mean")[:] = 0.0
+                self._param_view(li, "running_var")[:] = 1.0
+            act = getattr(layer, "_act", None)
+            if act is not None and act.learnable:
+                P = self._param_view(li, "act_params")
+                P[:] = _default_act_params(act.name, P.shape, rng)
+        self._net.bn_updates = 0
+
+    # -- weights ------------------------------------------------------------------------
+    def _weight_names(self) -> list[tuple[int, str]]:
+        order = {"W": 0, "b": 1, "gamma": 2, "beta": 3, "running_mean": 4, "running_var": 5, "act_params": 6}
+        keys = sorted(self._index, key=lambda k: (k[0], order[k[1]]))
+        return keys
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of every array, layer by layer: W, b, BN gamma, beta, running_mean,
+        running_var, learnable activation parameters."""
+        return [self._param_view(li, n).copy() for li, n in self._weight_names()]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Set every array from a list shaped like :meth:`get_weights`'s."""
+        keys = self._weight_names()
+        if len(weights) != len(keys):
+            raise ValueError(f"weights: expected {len(keys)} arrays, got {len(weights)}")
+        for i, ((li, n), w) in enumerate(zip(keys, weights)):
+            dst = self._param_view(li, n)
+            arr = np.asarray(w)
+            if arr.shape != dst.shape:
+                raise ValueError(f"weights[{i}] ({n} of layer {li}): expected shape {dst.shape}, got {arr.shape}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"weights[{i}] ({n} of layer {li}): contains NaN or Inf")
+            dst[:] = arr
+
+    @property
+    def parameters(self) -> np.ndarray:
+        """The flat parameter arena (a view: writing to it changes the model)."""
+        return self._net.params()
+
+    @property
+    def gradients(self) -> np.ndarray:
+        """The flat gradient arena of the last backward pass (a view)."""
+        return self._net.grads()
+
+    def n_outputs(self, head: int = 0) -> int:
+        return int(self._net.n_outputs(head))
+
+    # -- inference ----------------------------------------------------------------------
+    def check_X(self, X: Any, name: str = "X") -> np.ndarray:
+        X = v.as_float_array(name, X)
+        if X.shape[1] != self.n_in:
+            raise ValueError(f"{name}: expected {self.n_in} features, got {X.shape[1]}")
+        return X.astype(self.dtype, copy=False)
+
+    def predict(self, X: Any, batch_size: int = 4096) -> np.ndarray | list[np.ndarray]:
+        """The network's output in inference mode (running BN statistics, no dropout):
+        logits for classifiers. A list with one array per head for multi-head models."""
+        X = self.check_X(X)
+        batch_size = v.integer("batch_size", batch_size, low=1)
+        parts = [self._net.forward(X[s : s + batch_size], False) for s in range(0, len(X), batch_size)]
+        outs = [np.concatenate([p[h] for p in parts]) for h in range(len(self.heads))]
+        return outs[0] if len(outs) == 1 else outs
+
+    def __call__(self, X):
+        return self.predict(X)
+
+    def config(self) -> dict:
+        """The architecture as JSON-ready data (checkpoints)."""
+        return {
+            "class": "Sequential",
+            "layers": [lay.to_dict() for lay in self.layers],
+            "heads": [[lay.to_dict() for lay in h] for h in self.heads],
+            "n_in": self.n_in,
+            "seed": self.seed,
+            "dtype": self.dtype.name,
+        }
+
+    @staticmethod
+    def from_config(cfg: dict) -> "Sequential":
+        return Sequential([L.from_dict(d) for d in cfg["layers"]], n_in=cfg["n_in"],
+                          heads=[[L.from_dict(d) for d in h] for h in cfg["heads"]], seed=cfg["seed"],
+                          dtype=cfg["dtype"])
+
+
+def _default_act_params(name: str, shape, rng) -> np.ndarray:
+    from . import _activations as acts
+
+    if name == "apl":  # small random hinges (Agostinelli et al. initialize a, b near 0)
+        s = shape[0] // 2
+        return np.concatenate([rng.uniform(-0.1, 0.1, (s, shape[1])), rng.uniform(-0.5, 0.5, (s, shape[1]))])
+    rows, init = acts.LEARNABLE[name]
+    return np.repeat(np.asarray(init, dtype=float)[:, None], shape[1], axis=1)
+
+
+class MLP(Sequential):
+    """A multilayer perceptron: Dense hidden layers (optionally with batch norm and dropout)
+    and a linear output layer.
+
+    Args:
+        n_in, hidden, n_out: input width, hidden widths, output width.
+        activation: hidden activation (any elementwise name); activation_params its
+            hyper-parameters.
+        batchnorm: insert BatchNorm after each hidden Dense (deck 002 puts it between the
+            weights and the activation: use ``batchnorm="pre"`` for that order).
+        dropout: drop rate after each hidden layer; input_dropout: on the inputs (deck 002
+            suggests a lower rate there).
+        init: weight initializer (default he_normal for ReLU-like, glorot_uniform otherwise).
+        bias_init: initial hidden bias (a small positive value for ReLU units, deck 000).
+        device, seed, dtype: as in :class:`Sequential`.
+
+    Example:
+        >>> import fusedmlp as fm
+        >>> m = fm.MLP(n_in=784, hidden=[256, 256], n_out=10, dropout=0.2)
+    """
+
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation: str = "relu",
+                 batchnorm: bool | str = False, dropout: float = 0.0, input_dropout: float = 0.0,
+                 init: str | None = None, bias_init: float = 0.0, max_norm: float | None = None,
+                 activation_params: dict | None = None, device: str = "cpu", seed: int = 0,
+                 dtype: Any = "float32"):
+        from . import _activations as acts
+
+        act = acts.canonical(activation)
+        if init is None:
+            init = "he_normal" if act in RELU_FAMILY else "glorot_uniform"
+        if batchnorm not in (False, True, "post", "pre"):
+            raise ValueError(f"batchnorm: expected False, True, 'post' or 'pre', got {batchnorm!r}")
+        v.real("dropout", dropout, 0.0, 1.0, high_open=True)
+        v.real("input_dropout", input_dropout, 0.0, 1.0, high_open=True)
+        hp = dict(activation_params or {})
+        layers: list[L.Layer] = []
+        if input_dropout > 0:
+            layers.append(L.Dropout(input_dropout))
+        for i, width in enumerate(hidden):
+            v.integer(f"hidden[{i}]", width, low=1)
+            if batchnorm == "pre":
+                layers += [L.Dense(width, "identity", init, True, bias_init, max_norm), L.BatchNorm(),
+                           L.Activation(act, params=hp)]
+            else:
+                layers.append(L.Dense(width, act, init, True, bias_init, max_norm, hp))
+                if batchnorm:
+                    layers.append(L.BatchNorm())
+            if dropout > 0:
+                layers.append(L.Dropout(dropout))
+        out_init = "glorot_uniform" if init in ("he_normal", "he_uniform", "kaiming_normal", "kaiming_uniform") else init
+        layers.append(L.Dense(v.integer("n_out", n_out, low=1), "identity", out_init, True, 0.0, max_norm))
+        super().__init__(layers, n_in=n_in, device=device, seed=seed, dtype=dtype)

@@ -1,0 +1,482 @@
+"""The Trainer: the habits of Keras' ``fit`` and a hand-written PyTorch loop, on top of the
+fused C++ step (one call per batch: forward, loss, backward, regularization, update).
+
+Example:
+    >>> import numpy as np, fusedmlp as fm
+    >>> X = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    >>> y = (X[:, 0] > 0).astype(np.int64)
+    >>> model = fm.MLP(n_in=4, hidden=[16], n_out=2, seed=0)
+    >>> trainer = fm.Trainer(model, loss="cross_entropy", optimizer=fm.optim.Adam(lr=1e-2))
+    >>> hist = trainer.fit(X, y, epochs=5, batch_size=16, verbose=0)
+    >>> len(hist.history["loss"])
+    5
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _losses
+from . import _validate as v
+from . import callbacks as cb
+from . import metrics as M
+from . import optim as optim_mod
+from . import regularizers as R
+from . import schedules as S
+from .model import Sequential
+
+CHECKPOINT_FORMAT = "fusedmlp-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class History:
+    """Per-epoch training and validation loss and metrics (``history.history[key]``)."""
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def append(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for k, val in logs.items():
+            self.history.setdefault(k, []).append(float(val))
+
+    def plot(self, keys: Sequence[str] | None = None, ax=None, path: str | None = None):
+        """Learning curves with matplotlib (an optional dependency): one line per key
+        (default: every loss key), epochs on x. Saves to ``path`` when given.
+
+        Returns:
+            the matplotlib Axes.
+        """
+        try:
+            import matplotlib
+
+            if ax is None and path is not None:
+                matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib") from exc
+        keys = list(keys) if keys is not None else [k for k in self.history if k.endswith("loss")]
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 4))
+        for k in keys:
+            if k not in self.history:
+                raise ValueError(f"keys: {k!r} is not in the history ({', '.join(self.history)})")
+            ax.plot(np.arange(1, len(self.history[k]) + 1), self.history[k], label=k)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        if path is not None:
+            ax.figure.savefig(path, dpi=100, bbox_inches="tight")
+        return ax
+
+
+class Trainer:
+    """Trains a model with a loss, an optimizer, an optional schedule, regularizers,
+    callbacks and metrics.
+
+    Args:
+        model: a :class:`fusedmlp.Sequential` / :class:`fusedmlp.MLP`.
+        loss: "mse", "binary_cross_entropy" or "cross_entropy" (aliases accepted); a list
+            with one loss per head for multi-head models.
+        optimizer: a ``fusedmlp.optim`` optimizer (default Adam(lr=1e-3)) or its name.
+        schedule: a ``fusedmlp.schedules`` schedule (per step or per epoch) or None.
+        regularizers: ``fusedmlp.regularizers`` objects (L1, L2, L1L2, MaxNorm, ClipNorm,
+            ClipValue), fused into the update.
+        callbacks: ``fusedmlp.callbacks`` objects.
+        metrics: metric names or callables evaluated per epoch ("accuracy", "mse", "roc_auc").
+        loss_weights: weight of each head's loss in the total (deck 002 multi-task).
+        label_smoothing: epsilon for the classification losses; ``smoothing`` "deck"
+            (eps/(k-1) and 1-eps, deck 002) or "uniform" (eps/k, the common libraries').
+        half_mse: the 1/2 (y - t)^2 convention (deck 004's backprop example).
+        adversarial_eps: FGSM adversarial training (deck 002): each batch is trained together
+            with x + eps * sign(grad_x L) (equal weights).
+    """
+
+    def __init__(self, model: Sequential, loss: str | Sequence[str] = "cross_entropy", optimizer: Any = None,
+                 schedule: Any = None, regularizers: Sequence[Any] | None = None,
+                 callbacks: Sequence[cb.Callback] | None = None, metrics: Sequence[Any] = ("accuracy",),
+                 loss_weights: Sequence[float] | None = None, label_smoothing: float = 0.0,
+                 smoothing: str = "deck", half_mse: bool = False, adversarial_eps: float | None = None):
+        if not isinstance(model, Sequential):
+            raise TypeError(f"model: expected a fusedmlp model (Sequential/MLP), got {type(model).__name__}")
+        self.model = model
+        n_heads = len(model.heads)
+        losses = [loss] * n_heads if isinstance(loss, str) else list(loss)
+        if len(losses) != n_heads:
+            raise ValueError(f"loss: expected {n_heads} loss name(s), one per head, got {len(losses)}")
+        self.losses = [_losses.canonical(name) for name in losses]
+        weights = [1.0] * n_heads if loss_weights is None else list(loss_weights)
+        if len(weights) != n_heads:
+            raise ValueError(f"loss_weights: expected {n_heads} weight(s), got {len(weights)}")
+        self.loss_weights = [v.real("loss_weights", w, 0.0) for w in weights]
+        self.label_smoothing = v.real("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
+        if smoothing not in _losses.SMOOTHING:
+            raise ValueError(f"smoothing: expected one of {_losses.SMOOTHING}, got {smoothing!r}")
+        self.smoothing = smoothing
+        self.half_mse = bool(half_mse)
+        for h, name in enumerate(self.losses):
+            model._net.set_head_loss(h, _losses._CODES[name], self.loss_weights[h], self.label_smoothing,
+                                     smoothing == "uniform", self.half_mse)
+        if optimizer is None:
+            optimizer = optim_mod.Adam(lr=1e-3)
+        elif isinstance(optimizer, str):
+            optimizer = optim_mod.get(optimizer)
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.regularizers = list(regularizers or [])
+        self.callbacks = list(callbacks or [])
+        for c in self.callbacks:
+            if not isinstance(c, cb.Callback):
+                raise TypeError(f"callbacks: expected fusedmlp.callbacks.Callback objects, got {type(c).__name__}")
+        self.metrics = {(m if isinstance(m, str) else getattr(m, "__name__", "metric")): M.get(m) for m in metrics}
+        self.adversarial_eps = None if adversarial_eps is None else v.real("adversarial_eps", adversarial_eps, 0.0,
+                                                                           low_open=True)
+        self.step_count = 0
+        self.epoch = 0
+        self.lr_scale = 1.0
+        self.stop_training = False
+        self.history = History()
+        self._configure_optimizer()
+
+    # -- optimizer wiring ------------------------------------------------------------------
+    def _configure_optimizer(self) -> None:
+        cfg = self.optimizer.config()
+        clip_norm = R.apply_to_config(self.regularizers, cfg)
+        if self.model.max_norm:
+            cfg.max_norm = float(self.model.max_norm)
+        self.model._net.set_optimizer(cfg)
+        self.model._net.set_clip_norm(float(clip_norm or 0.0))
+
+    def base_lr(self) -> float:
+        """The learning rate before ReduceLROnPlateau/LearningRateScheduler scaling."""
+        if self.schedule is None:
+            return float(self.optimizer.lr)
+        return float(self.schedule.lr_at(self.step_count, self.epoch))
+
+    def current_lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self.base_lr() * self.lr_scale
+
+    # -- data ------------------------------------------------------------------------------
+    def _targets(self, y: Any, n: int, check: bool = True) -> list[np.ndarray]:
+        ys = [y] if len(self.losses) == 1 else list(y)
+        if len(ys) != len(self.losses):
+            raise ValueError(f"y: expected a list of {len(self.losses)} target arrays, one per head")
+        out = []
+        for h, (name, t) in enumerate(zip(self.losses, ys)):
+            what = "y" if len(ys) == 1 else f"y[{h}]"
+            k = self.model.n_outputs(h)
+            t = np.asarray(t)
+            if t.shape[:1] != (n,):
+                raise ValueError(f"{what}: expected {n} rows (the rows of X), got shape {t.shape}")
+            if name == "cross_entropy" and t.ndim == 1:
+                if not np.issubdtype(t.dtype, np.integer):
+                    if not np.issubdtype(t.dtype, np.floating) or not np.all(np.mod(t, 1) == 0):
+                        raise ValueError(f"{what}: expected integer class labels 0..{k - 1} "
+                                         f"(or one-hot/probability rows of width {k})")
+                if check and (t.min() < 0 or t.max() >= k):
+                    raise ValueError(f"{what}: labels must be in [0, {k - 1}], got range "
+                                     f"[{t.min()}, {t.max()}]")
+                out.append(t.astype(np.int32))
+                continue
+            t = t.reshape(n, -1) if t.ndim == 1 else t
+            if t.ndim != 2 or t.shape[1] != k:
+                raise ValueError(f"{what}: expected shape ({n}, {k}) for {name}, got {t.shape}")
+            if not np.issubdtype(t.dtype, np.number) or t.dtype == np.bool_:
+                t = t.astype(np.float64)
+            t = np.ascontiguousarray(t, dtype=self.model.dtype)
+            if check and not np.isfinite(t).all():
+                raise ValueError(f"{what}: contains NaN or Inf")
+            out.append(t)
+        return out
+
+    def _sample_weight(self, sw: Any, n: int) -> np.ndarray | None:
+        if sw is None:
+            return None
+        sw = v.as_float_array("sample_weight", sw, ndim=1).astype(self.model.dtype, copy=False)
+        if sw.shape != (n,):
+            raise ValueError(f"sample_weight: expected shape ({n},), got {sw.shape}")
+        if np.any(sw < 0):
+            raise ValueError("sample_weight: expected non-negative weights")
+        return sw
+
+    # -- training --------------------------------------------------------------------------
+    def train_step(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """One fused training step on a batch; returns the batch loss (before the update).
+
+        Raises:
+            ValueError: bad shapes, NaN/Inf in X or y, labels out of range.
+        """
+        X = self._fast_x(X)
+        ys = self._targets(y, len(X))
+        sw = self._sample_weight(sample_weight, len(X))
+        return self._step(X, ys, sw)
+
+    def _fast_x(self, X: Any) -> np.ndarray:
+        if isinstance(X, np.ndarray) and X.dtype == self.model.dtype and X.ndim == 2 and X.flags.c_contiguous:
+            if X.shape[1] != self.model.n_in:
+                raise ValueError(f"X: expected {self.model.n_in} features, got {X.shape[1]}")
+            if X.shape[0] == 0:
+                raise ValueError("X: expected a non-empty array")
+            # One vectorized sum finds NaN/Inf; only a non-finite sum pays for the full scan.
+            if not np.isfinite(X.sum()) and not np.isfinite(X).all():
+                raise ValueError("X: contains NaN or Inf")
+            return X
+        return self.model.check_X(X)
+
+    def _step(self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None) -> float:
+        net = self.model._net
+        if self.adversarial_eps is not None:
+            _, dX, _ = net.compute_gradients(X, ys, sw, True)
+            X = np.concatenate([X, X + self.adversarial_eps * np.sign(dX)]).astype(self.model.dtype)
+            ys = [np.concatenate([t, t]) for t in ys]
+            sw = None if sw is None else np.concatenate([sw, sw])
+        loss = net.train_step(X, ys, sw, self.current_lr())
+        self.step_count += 1
+        return float(loss)
+
+    def fit(self, X: Any, y: Any, epochs: int = 10, batch_size: int | None = 32, validation_split: float = 0.0,
+            validation_data: tuple | None = None, shuffle: bool = True, verbose: int = 1,
+            sample_weight: Any = None) -> History:
+        """Train for ``epochs`` passes over the data.
+
+        Args:
+            X, y: inputs (n, n_in) and targets (labels (n,) or arrays (n, k); a list per head).
+            epochs: passes over the data (>= 1).
+            batch_size: mini-batch size; None or >= n is full-batch gradient descent, 1 is
+                single-sample SGD (deck 002).
+            validation_split: fraction in [0, 1) of the data (the last rows, as Keras) held
+                out for validation.
+            validation_data: (X_val, y_val) instead of a split.
+            shuffle: reshuffle the training rows each epoch (deterministic for the model seed).
+            verbose: 0 silent, 1 progress bar (tqdm), 2 one line per epoch.
+            sample_weight: per-row loss weights (n,).
+
+        Returns:
+            the :class:`History` (also ``trainer.history``).
+        """
+        X = self.model.check_X(X)
+        n = len(X)
+        ys = self._targets(y, n)
+        sw = self._sample_weight(sample_weight, n)
+        epochs = v.integer("epochs", epochs, low=1)
+        bs = n if batch_size is None else v.integer("batch_size", batch_size, low=1)
+        bs = min(bs, n)
+        vs = v.real("validation_split", validation_split, 0.0, 1.0, high_open=True)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+        val = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data: expected a tuple (X_val, y_val)")
+            Xv = self.model.check_X(validation_data[0], "validation_data[0]")
+            val = (Xv, self._targets(validation_data[1], len(Xv)))
+        elif vs > 0:
+            n_val = int(round(n * vs))
+            if n_val < 1 or n_val >= n:
+                raise ValueError(f"validation_split: {vs} leaves no training or no validation rows for n={n}")
+            val = (X[n - n_val :], [t[n - n_val :] for t in ys])
+            X, ys, n = X[: n - n_val], [t[: n - n_val] for t in ys], n - n_val
+            sw = None if sw is None else sw[:n]
+        rng = np.random.default_rng([self.model.seed, self.epoch])
+        self.stop_training = False
+        for c in self.callbacks:
+            c.trainer = self
+            c.on_train_begin()
+        bar = _progress(verbose, epochs)
+        start_epoch = self.epoch
+        for epoch in range(start_epoch, start_epoch + epochs):
+            for c in self.callbacks:
+                c.on_epoch_begin(epoch)
+            t0 = time.perf_counter()
+            order = rng.permutation(n) if shuffle else None
+            total, seen = 0.0, 0
+            for b, s in enumerate(range(0, n, bs)):
+                if order is None:
+                    xb, yb, wb = X[s : s + bs], [t[s : s + bs] for t in ys], None if sw is None else sw[s : s + bs]
+                else:
+                    idx = order[s : s + bs]
+                    xb, yb, wb = X[idx], [t[idx] for t in ys], None if sw is None else sw[idx]
+                loss = self._step(np.ascontiguousarray(xb), yb, wb)
+                total += loss * len(xb)
+                seen += len(xb)
+                for c in self.callbacks:
+                    c.on_batch_end(b, {"loss": loss})
+                if self.stop_training:
+                    break
+            self.epoch = epoch + 1
+            logs = {"loss": total / max(seen, 1), "lr": self.current_lr()}
+            if self.metrics:
+                logs.update(self._metric_values(X, ys, prefix=""))
+            if val is not None:
+                logs.update(self._evaluate(val[0], val[1], None, prefix="val_"))
+            self.history.append(epoch, logs)
+            if self.schedule is not None and hasattr(self.schedule, "on_epoch_end"):
+                self.schedule.on_epoch_end(logs)
+            for c in self.callbacks:
+                c.on_epoch_end(epoch, logs)
+            _report(bar, verbose, epoch, start_epoch + epochs, logs, time.perf_counter() - t0)
+            if self.stop_training:
+                break
+        if bar is not None:
+            bar.close()
+        for c in self.callbacks:
+            c.on_train_end()
+        return self.history
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _metric_values(self, X: np.ndarray, ys: list[np.ndarray], prefix: str) -> dict:
+        if not self.metrics:
+            return {}
+        preds = self.predict(X)
+        preds = preds if isinstance(preds, list) else [preds]
+        out = {}
+        for name, fn in self.metrics.items():
+            vals = [fn(t, p) for t, p in zip(ys, preds)]
+            out[prefix + name] = float(np.mean(vals))
+        return out
+
+    def evaluate(self, X: Any, y: Any, sample_weight: Any = None, prefix: str = "") -> dict:
+        """Loss (inference mode) and metrics on (X, y).
+
+        Returns:
+            ``{"loss": ..., "<metric>": ...}`` (keys prefixed by ``prefix``).
+        """
+        X = self.model.check_X(X)
+        return self._evaluate(X, self._targets(y, len(X)), self._sample_weight(sample_weight, len(X)), prefix)
+
+    def _evaluate(self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None, prefix: str) -> dict:
+        total = 0.0
+        bs = 8192
+        for s in range(0, len(X), bs):
+            loss, _ = self.model._net.evaluate(np.ascontiguousarray(X[s : s + bs]), [t[s : s + bs] for t in ys],
+                                               None if sw is None else sw[s : s + bs])
+            total += loss * len(X[s : s + bs])
+        out = {prefix + "loss": total / len(X)}
+        out.update(self._metric_values(X, ys, prefix))
+        return out
+
+    def predict(self, X: Any) -> np.ndarray | list[np.ndarray]:
+        """The model's output passed through each loss's output activation: softmax
+        probabilities for cross_entropy, sigmoid for binary_cross_entropy, identity for mse."""
+        from . import ops
+
+        out = self.model.predict(X)
+        outs = out if isinstance(out, list) else [out]
+        res = [ops.loss_output(name, o) for name, o in zip(self.losses, outs)]
+        return res[0] if len(res) == 1 else res
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a checkpoint atomically (temp file + rename: a crash mid-save keeps the
+        previous file). Format: an ``.npz`` with a JSON ``header`` (architecture, loss,
+        optimizer and schedule state, RNG/optimizer steps, epoch) and the arrays ``params``,
+        ``buffers`` (BN running statistics) and ``opt_state``."""
+        path = os.fspath(path)
+        net = self.model._net
+        header = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model": self.model.config(),
+            "losses": self.losses,
+            "loss_weights": self.loss_weights,
+            "label_smoothing": self.label_smoothing,
+            "smoothing": self.smoothing,
+            "half_mse": self.half_mse,
+            "adversarial_eps": self.adversarial_eps,
+            "metrics": [m for m in self.metrics if m in M.METRICS],
+            "optimizer": optim_mod.to_config(self.optimizer),
+            "schedule": None if self.schedule is None else S.to_config(self.schedule),
+            "regularizers": R.to_config(self.regularizers),
+            "step_count": self.step_count,
+            "epoch": self.epoch,
+            "lr_scale": self.lr_scale,
+            "opt_step": int(net.opt_step),
+            "rng_step": int(net.rng_step),
+            "bn_updates": int(net.bn_updates),
+            "history": {"history": self.history.history, "epoch": self.history.epoch},
+        }
+        directory = os.path.dirname(os.path.abspath(path)) or "."
+        fd, tmp = tempfile.mkstemp(prefix=".fusedmlp-", suffix=".npz.tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+                         params=net.params(), buffers=net.buffers(), opt_state=net.opt_state())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Trainer":
+        """Rebuild a Trainer from :meth:`save`'s file; training resumes on the same trajectory.
+
+        Raises:
+            ValueError: the file is not a readable fusedmlp checkpoint.
+        """
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(bytes(z["header"]).decode())
+                arrays = {k: z[k] for k in ("params", "buffers", "opt_state")}
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"path: {path!r} is not a readable fusedmlp checkpoint ({exc})") from exc
+        if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"path: {path!r} is not a fusedmlp checkpoint")
+        if header.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"path: checkpoint version {header.get('version')} is not supported "
+                             f"(this fusedmlp reads version {CHECKPOINT_VERSION})")
+        try:
+            model = Sequential.from_config(header["model"])
+            t = cls(model, loss=header["losses"], optimizer=optim_mod.from_config(header["optimizer"]),
+                    schedule=None if header["schedule"] is None else S.from_config(header["schedule"]),
+                    regularizers=R.from_config(header["regularizers"]), metrics=header["metrics"],
+                    loss_weights=header["loss_weights"], label_smoothing=header["label_smoothing"],
+                    smoothing=header["smoothing"], half_mse=header["half_mse"],
+                    adversarial_eps=header["adversarial_eps"])
+            net = model._net
+            for name, dst in (("params", net.params()), ("buffers", net.buffers()), ("opt_state", net.opt_state())):
+                src = arrays[name]
+                if src.shape != dst.shape:
+                    raise ValueError(f"{name} has shape {src.shape}, the architecture needs {dst.shape}")
+                dst[:] = src
+            net.opt_step = int(header["opt_step"])
+            net.rng_step = int(header["rng_step"])
+            net.bn_updates = int(header["bn_updates"])
+            t.step_count, t.epoch, t.lr_scale = int(header["step_count"]), int(header["epoch"]), float(header["lr_scale"])
+            t.history.history = {k: list(val) for k, val in header["history"]["history"].items()}
+            t.history.epoch = list(header["history"]["epoch"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"path: {path!r} is a damaged fusedmlp checkpoint (missing {exc})") from exc
+        return t
+
+
+def _progress(verbose: int, epochs: int):
+    if verbose != 1:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=epochs, unit="epoch", file=sys.stdout, leave=True)
+
+
+def _report(bar, verbose: int, epoch: int, total: int, logs: dict, seconds: float) -> None:
+    text = "  ".join(f"{k} {val:.4g}" for k, val in logs.items())
+    if bar is not None:
+        bar.set_postfix_str(text)
+        bar.update(1)
+    elif verbose:
+        print(f"epoch {epoch + 1}/{total}  {text}  ({seconds:.2f} s)")

@@ -1,0 +1,263 @@
+"""The Network's fused step against an independent float64 NumPy reference of the same
+network, finite differences through the whole network, determinism, multi-head training,
+initializer statistics and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fusedmlp as fm
+from fusedmlp import _core
+from fusedmlp import layers as L
+from fusedmlp.model import MLP, Sequential
+
+LOSS = {"mse": 0, "binary_cross_entropy": 1, "cross_entropy": 2}
+
+
+def _sgd(lr):
+    c = _core.OptConfig()
+    c.opt = 0
+    c.lr = lr
+    return c
+
+
+def reference_grads(Ws, bs, acts, X, T, loss):
+    """Plain NumPy backprop of a dense network (float64), written from decks 003/004."""
+    A = [X]
+    Zs = []
+    for W, b, act in zip(Ws, bs, acts):
+        Z = A[-1] @ W + b
+        Zs.append(Z)
+        A.append(np.tanh(Z) if act == "tanh" else Z)
+    Zout = A[-1]
+    n = len(X)
+    if loss == "cross_entropy":
+        P = np.exp(Zout - Zout.max(axis=1, keepdims=True))
+        P /= P.sum(axis=1, keepdims=True)
+        Y = np.eye(Zout.shape[1])[T]
+        value = -np.sum(Y * np.log(P)) / n
+        d = (P - Y) / n
+    elif loss == "mse":
+        value = np.sum((Zout - T) ** 2) / n
+        d = 2 * (Zout - T) / n
+    else:
+        S = 1 / (1 + np.exp(-Zout))
+        value = -np.sum(T * np.log(S) + (1 - T) * np.log(1 - S)) / n
+        d = (S - T) / n
+    gW, gb = [], []
+    for i in reversed(range(len(Ws))):
+        if acts[i] == "tanh":
+            d = d * (1 - np.tanh(Zs[i]) ** 2)
+        gW.insert(0, A[i].T @ d)
+        gb.insert(0, d.sum(axis=0))
+        d = d @ Ws[i].T
+    return value, gW, gb
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "binary_cross_entropy"])
+def test_fused_gradients_match_numpy_backprop(loss, rng):
+    X = rng.normal(size=(9, 5))
+    k = 3
+    m = MLP(n_in=5, hidden=[7, 6], n_out=k, activation="tanh", seed=3, dtype="float64")
+    m._net.set_head_loss(0, LOSS[loss], 1.0, 0.0, False, False)
+    if loss == "cross_entropy":
+        T = rng.integers(0, k, size=9)
+        y = [T.astype(np.int32)]
+    elif loss == "mse":
+        T = rng.normal(size=(9, k))
+        y = [T]
+    else:
+        T = (rng.random((9, k)) > 0.5).astype(float)
+        y = [T]
+    w = m.get_weights()
+    value, gW, gb = reference_grads(w[0::2], w[1::2], ["tanh", "tanh", "identity"], X, T, loss)
+    got, _, _ = m._net.compute_gradients(X, y, None, False)
+    assert abs(got - value) < 1e-12 * max(1, abs(value))
+    grads = m._net.grads()
+    offs = [(li, n) for li, n in m._weight_names()]
+    for (li, name), want in zip(offs, [g for pair in zip(gW, gb) for g in pair]):
+        off, rows, cols, _ = m._index[(li, name)]
+        np.testing.assert_allclose(grads[off : off + rows * cols].reshape(want.shape), want, rtol=1e-10, atol=1e-13)
+
+
+def test_sgd_step_is_theta_minus_lr_grad(rng):
+    m = MLP(n_in=4, hidden=[5], n_out=2, activation="tanh", seed=1, dtype="float64")
+    m._net.set_head_loss(0, LOSS["cross_entropy"], 1.0, 0.0, False, False)
+    m._net.set_optimizer(_sgd(0.1))
+    X = rng.normal(size=(6, 4))
+    y = [rng.integers(0, 2, 6).astype(np.int32)]
+    before = m.parameters.copy()
+    m._net.compute_gradients(X, y, None, False)
+    g = m.gradients.copy()
+    m._net.train_step(X, y, None, 0.1)
+    np.testing.assert_allclose(m.parameters, before - 0.1 * g, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("layers", [
+    [L.Dense(6, "elu"), L.BatchNorm(), L.Dropout(0.3), L.Dense(5, "prelu"), L.GaussianNoise(0.1), L.Dense(3)],
+    [L.Dense(8, "identity"), L.Activation("maxout", pieces=2), L.Dense(6, "srelu"), L.Activation("softmax"),
+     L.Dense(3)],
+    [L.Dropout(0.2), L.Dense(6, "apl", activation_params={"hinges": 2}), L.BatchNorm(init="first_batch"),
+     L.Activation("soft_exponential"), L.Dense(3)],
+], ids=["bn-dropout-prelu-noise", "maxout-srelu-softmax", "apl-softexp"])
+def test_whole_network_gradient_matches_finite_differences(layers, rng):
+    m = Sequential(layers, n_in=4, seed=5, dtype="float64")
+    net = m._net
+    net.set_head_loss(0, LOSS["cross_entropy"], 1.0, 0.1, False, False)
+    X = rng.normal(size=(7, 4))
+    y = [rng.integers(0, 3, 7).astype(np.int32)]
+    net.rng_step = 11
+    _, dX, _ = net.compute_gradients(X, y, None, True)
+    g = net.grads().copy()
+    p = net.params()
+    h = 1e-6
+    idx = rng.choice(len(p), size=min(len(p), 40), replace=False)
+    for i in idx:
+        old = p[i]
+        p[i] = old + h
+        lp = net.compute_gradients(X, y, None, False)[0]
+        p[i] = old - h
+        lm = net.compute_gradients(X, y, None, False)[0]
+        p[i] = old
+        assert abs((lp - lm) / (2 * h) - g[i]) < 1e-6 * max(1.0, abs(g[i])), f"param {i}"
+    for r, c in [(0, 0), (3, 2), (6, 3)]:
+        Xp, Xm = X.copy(), X.copy()
+        Xp[r, c] += h
+        Xm[r, c] -= h
+        fd = (net.compute_gradients(Xp, y, None, False)[0] - net.compute_gradients(Xm, y, None, False)[0]) / (2 * h)
+        assert abs(fd - dX[r, c]) < 1e-6 * max(1.0, abs(fd))
+
+
+def test_same_seed_same_trajectory_bit_for_bit(rng):
+    X = rng.normal(size=(32, 10)).astype(np.float32)
+    y = [rng.integers(0, 4, 32).astype(np.int32)]
+    runs = []
+    for _ in range(2):
+        m = MLP(n_in=10, hidden=[16, 16], n_out=4, dropout=0.3, batchnorm=True, seed=7)
+        m._net.set_head_loss(0, LOSS["cross_entropy"], 1.0, 0.0, False, False)
+        c = _core.OptConfig()
+        c.opt = 4
+        m._net.set_optimizer(c)
+        losses = [m._net.train_step(X, y, None, 1e-2) for _ in range(20)]
+        runs.append((losses, m.parameters.copy()))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_multi_head_loss_is_weighted_sum_and_trunk_gets_both_gradients(rng):
+    trunk = [L.Dense(6, "tanh")]
+    heads = [[L.Dense(3)], [L.Dense(2)]]
+    m = Sequential(trunk, n_in=4, heads=heads, seed=2, dtype="float64")
+    net = m._net
+    net.set_head_loss(0, LOSS["cross_entropy"], 1.0, 0.0, False, False)
+    net.set_head_loss(1, LOSS["mse"], 0.5, 0.0, False, False)
+    X = rng.normal(size=(5, 4))
+    y = [rng.integers(0, 3, 5).astype(np.int32), rng.normal(size=(5, 2))]
+    total, _, per_head = net.compute_gradients(X, y, None, False)
+    assert abs(total - (per_head[0] + 0.5 * per_head[1])) < 1e-12
+    g = net.grads().copy()
+    p = net.params()
+    h = 1e-6
+    for i in range(0, len(p), 3):
+        old = p[i]
+        p[i] = old + h
+        lp = net.compute_gradients(X, y, None, False)[0]
+        p[i] = old - h
+        lm = net.compute_gradients(X, y, None, False)[0]
+        p[i] = old
+        assert abs((lp - lm) / (2 * h) - g[i]) < 1e-6
+    outs = m.predict(X)
+    assert [o.shape for o in outs] == [(5, 3), (5, 2)]
+
+
+def test_nonfinite_loss_leaves_weights_unchanged():
+    m = MLP(n_in=2, hidden=[3], n_out=1, seed=0, dtype="float64")
+    m._net.set_head_loss(0, LOSS["mse"], 1.0, 0.0, False, False)
+    m._net.set_optimizer(_sgd(0.1))
+    before = m.parameters.copy()
+    loss = m._net.train_step(np.ones((2, 2)), [np.full((2, 1), np.inf)], None, 0.1)
+    assert not np.isfinite(loss)
+    np.testing.assert_array_equal(m.parameters, before)
+
+
+@pytest.mark.parametrize("name,var", [
+    ("glorot_normal", lambda i, o: 2 / (i + o)), ("glorot_uniform", lambda i, o: 2 / (i + o)),
+    ("he_normal", lambda i, o: 2 / i), ("he_uniform", lambda i, o: 2 / i), ("lecun_normal", lambda i, o: 1 / i),
+    ("normal", lambda i, o: 0.01**2), ("uniform", lambda i, o: 0.05**2 / 3),
+])
+def test_initializer_variance_within_sampling_error(name, var):
+    n_in, n_out = 300, 200
+    W = fm.init.initialize(name, n_in, n_out, np.random.default_rng(0))
+    want = var(n_in, n_out)
+    n = W.size
+    # sampling sd of the variance estimate: sqrt(2/n) var (normal); uniform's is smaller
+    assert abs(W.var() - want) < 5 * np.sqrt(2 / n) * want
+    assert abs(W.mean()) < 5 * np.sqrt(want / n)
+
+
+def test_orthogonal_and_symmetric_inits():
+    W = fm.init.initialize("orthogonal", 50, 30, np.random.default_rng(1))
+    np.testing.assert_allclose(W.T @ W, np.eye(30), atol=1e-12)
+    assert np.all(fm.init.initialize("zeros", 3, 4, None) == 0)
+    assert np.all(fm.init.initialize("constant", 3, 4, None, value=0.5) == 0.5)
+    with pytest.raises(ValueError, match="init: unknown initializer"):
+        fm.init.initialize("nope", 2, 2, None)
+
+
+def test_model_initialization_is_deterministic_for_a_seed():
+    a = MLP(n_in=8, hidden=[16], n_out=3, seed=4).get_weights()
+    b = MLP(n_in=8, hidden=[16], n_out=3, seed=4).get_weights()
+    c = MLP(n_in=8, hidden=[16], n_out=3, seed=5).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_weights_round_trip_and_views_share_memory():
+    m = MLP(n_in=3, hidden=[4], n_out=2, batchnorm=True, seed=0)
+    ws = m.get_weights()
+    assert [w.shape for w in ws] == [(3, 4), (4,), (4,), (4,), (4,), (4,), (4, 2), (2,)]
+    ws[0][:] = 1.5
+    m.set_weights(ws)
+    assert np.all(m.get_weights()[0] == 1.5)
+    m.parameters[0] = -2.0
+    assert m.get_weights()[0][0, 0] == -2.0
+    with pytest.raises(ValueError, match="weights: expected 8 arrays"):
+        m.set_weights(ws[:-1])
+    with pytest.raises(ValueError, match=r"weights\[0\]"):
+        m.set_weights([np.zeros((2, 2))] + ws[1:])
+
+
+class TestBadInput:
+    def test_predict_feature_count(self):
+        m = MLP(n_in=3, hidden=[4], n_out=2)
+        with pytest.raises(ValueError, match="X: expected 3 features, got 5"):
+            m.predict(np.zeros((2, 5), np.float32))
+
+    def test_layer_specs(self):
+        with pytest.raises(ValueError, match="rate"):
+            L.Dropout(1.0)
+        with pytest.raises(ValueError, match="units"):
+            L.Dense(0)
+        with pytest.raises(TypeError, match="layers\\[0\\]"):
+            Sequential(["dense"], n_in=3)
+        with pytest.raises(ValueError, match="maxout pieces"):
+            Sequential([L.Dense(5), L.Activation("maxout", pieces=2)], n_in=3)
+
+    def test_cuda_device_without_cuda(self):
+        if fm.cuda_available():
+            pytest.skip("a CUDA device is present")
+        with pytest.raises(ValueError, match="device: 'cuda' is not usable"):
+            MLP(n_in=3, hidden=[4], n_out=2, device="cuda")
+
+    def test_batchnorm_batch_of_one(self):
+        m = MLP(n_in=3, hidden=[4], n_out=2, batchnorm=True)
+        m._net.set_head_loss(0, LOSS["cross_entropy"], 1.0, 0.0, False, False)
+        with pytest.raises(ValueError, match="batch"):
+            m._net.compute_gradients(np.zeros((1, 3), np.float32), [np.zeros(1, np.int32)], None, False)
+
+    def test_train_without_optimizer(self):
+        m = MLP(n_in=3, hidden=[4], n_out=2)
+        m._net.set_head_loss(0, LOSS["cross_entropy"], 1.0, 0.0, False, False)
+        with pytest.raises(ValueError, match="optimizer"):
+            m._net.train_step(np.zeros((2, 3), np.float32), [np.zeros(2, np.int32)], None, 0.1)
