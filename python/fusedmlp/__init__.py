@@ -8,8 +8,11 @@ Example:
 
 from __future__ import annotations
 
-from . import ops
+from . import callbacks, datasets, init, metrics, ops, optim, preprocessing, regularizers, schedules
 from ._loader import _core, _cuda, _cuda_import_error
+from .layers import Activation, BatchNorm, Dense, Dropout, GaussianNoise
+from .model import MLP, Sequential
+from .trainer import History, Trainer
 
 __version__ = "0.1.0"
 
@@ -66,6 +69,23 @@ def get_num_threads() -> int:
 
 
 __all__ = [
+    "MLP",
+    "Activation",
+    "BatchNorm",
+    "Dense",
+    "Dropout",
+    "GaussianNoise",
+    "History",
+    "Sequential",
+    "Trainer",
+    "callbacks",
+    "datasets",
+    "init",
+    "metrics",
+    "optim",
+    "preprocessing",
+    "regularizers",
+    "schedules",
     "__version__",
     "cuda_available",
     "cuda_unavailable_reason",

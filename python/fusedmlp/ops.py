@@ -13,11 +13,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _activations as acts
+from . import _losses
 from . import _validate as v
 from ._loader import _core
 
@@ -342,3 +343,388 @@ def dense_backward(
     if dp is not None and params is not None and np.ndim(params) == 1:
         dp = dp[0]
     return {"dX": dX, "dW": dW, "db": db, "dparams": dp}
+
+
+# --------------------------------------------------------------------------- batch norm
+
+
+class BatchNormSaved(NamedTuple):
+    """What :func:`batchnorm_backward` needs from a training forward pass.
+
+    Attributes:
+        mean: the batch mean mu_B per feature, (features,).
+        invstd: 1 / sqrt(sigma_B^2 + eps) per feature, (features,).
+    """
+
+    mean: np.ndarray
+    invstd: np.ndarray
+
+
+def _feature_params(x: np.ndarray, gamma: Any, beta: Any):
+    if (gamma is None) != (beta is None):
+        raise ValueError("gamma, beta: pass both (affine layer) or neither (non-affine)")
+    if gamma is None:
+        return None, None
+    n = x.shape[1]
+    gamma = v.as_float_array("gamma", gamma, ndim=1, dtype=x.dtype)
+    v.check_shape("gamma", gamma, (n,))
+    beta = v.as_float_array("beta", beta, ndim=1, dtype=x.dtype)
+    v.check_shape("beta", beta, (n,))
+    return gamma, beta
+
+
+def _running_stat(name: str, a: Any, n: int, dtype: np.dtype) -> np.ndarray:
+    """A running statistic updated in place: a writeable C-contiguous ndarray, no copy."""
+    v.check_host(name, a)
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy array (it is updated in place), "
+                        f"got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} (the dtype of x), got {a.dtype}")
+    v.check_shape(name, a, (n,))
+    if not a.flags.c_contiguous or not a.flags.writeable:
+        raise ValueError(f"{name}: expected a writeable C-contiguous array "
+                         "(it is updated in place)")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: contains NaN or Inf")
+    return a
+
+
+def batchnorm_forward(
+    x: Any,
+    gamma: Any,
+    beta: Any,
+    running_mean: Any,
+    running_var: Any,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    init_from_batch: bool = False,
+) -> tuple[np.ndarray, BatchNormSaved | None]:
+    """Batch normalization over the batch axis of ``x`` (batch, features) (decks 000-002).
+
+    Training normalizes with the batch mean and biased variance,
+    ``y = gamma * (x - mu_B) / sqrt(sigma_B^2 + eps) + beta``, and updates the running
+    statistics in place: ``r = (1 - momentum) * r + momentum * stat``. ``momentum`` is deck
+    001's delta (PyTorch's convention; Keras' momentum is 1 - delta). The running variance
+    records the unbiased batch variance ``sigma_B^2 * m / (m - 1)``, as PyTorch and Keras do.
+    Inference normalizes with the running statistics. Placing the layer before or after an
+    activation is the caller's choice.
+
+    The running statistics start where the caller puts them: zeros and ones (the common
+    libraries' start, the default because a fresh model then predicts with the identity
+    normalization and no "first batch seen" state is needed), or pass
+    ``init_from_batch=True`` on the first training step to set them to that batch's
+    statistics (deck 001's MA(1) = mu_B(1)).
+
+    Args:
+        x: inputs (batch, features), float32 or float64; batch >= 2 in training.
+        gamma, beta: learnable scale and shift (features,), or both None (non-affine).
+        running_mean, running_var: running statistics (features,) of x's dtype. In training
+            they are updated in place (writeable C-contiguous NumPy arrays; both None: not
+            tracked); at inference they are required.
+        training: batch statistics (True) or running statistics (False).
+        momentum: weight of the new batch in the running averages, in [0, 1].
+        eps: added to the variance, > 0.
+        init_from_batch: set (not average) the running statistics to this batch's.
+
+    Returns:
+        ``(y, saved)``: the output and, in training, a :class:`BatchNormSaved` for
+        :func:`batchnorm_backward` (None at inference).
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> x = np.array([[1.0], [3.0]]); rm, rv = np.zeros(1), np.ones(1)
+        >>> y, saved = fm.ops.batchnorm_forward(x, np.ones(1), np.zeros(1), rm, rv, eps=0.0001)
+        >>> np.round(y, 4), rm, rv
+        (array([[-1.],
+               [ 1.]]), array([0.2]), array([1.1]))
+    """
+    x = v.as_float_array("x", x)
+    gamma, beta = _feature_params(x, gamma, beta)
+    eps = v.real("eps", eps, low=0.0, low_open=True)
+    n = x.shape[1]
+    if not training:
+        if running_mean is None or running_var is None:
+            raise ValueError("running_mean, running_var: inference normalizes with the running "
+                             "statistics; pass both")
+        rm = v.as_float_array("running_mean", running_mean, ndim=1, dtype=x.dtype)
+        v.check_shape("running_mean", rm, (n,))
+        rv = v.as_float_array("running_var", running_var, ndim=1, dtype=x.dtype)
+        v.check_shape("running_var", rv, (n,))
+        if (rv < 0).any():
+            raise ValueError("running_var: expected values >= 0")
+        return _core.batchnorm_forward_infer(x, gamma, beta, rm, rv, eps), None
+    momentum = v.real("momentum", momentum, low=0.0, high=1.0)
+    if x.shape[0] < 2:
+        raise ValueError(f"x: batch normalization in training needs a batch of at least 2 samples "
+                         f"(the batch variance of one sample is undefined), got shape {x.shape}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean, running_var: pass both or neither")
+    rm = rv = None
+    if running_mean is not None:
+        rm = _running_stat("running_mean", running_mean, n, x.dtype)
+        rv = _running_stat("running_var", running_var, n, x.dtype)
+        if (rv < 0).any():
+            raise ValueError("running_var: expected values >= 0")
+    y, mean, invstd = _core.batchnorm_forward_train(x, gamma, beta, rm, rv, momentum, eps,
+                                                    bool(init_from_batch))
+    return y, BatchNormSaved(mean, invstd)
+
+
+def batchnorm_backward(
+    x: Any, grad_output: Any, gamma: Any, saved: BatchNormSaved | tuple
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Backward pass of training-mode batch normalization, in closed form.
+
+    With ``xhat = (x - mean) * invstd`` and m the batch size:
+    ``dbeta = sum dy``, ``dgamma = sum dy * xhat`` (one pass) and
+    ``dx = gamma * invstd * (dy - dbeta / m - xhat * dgamma / m)`` (one pass).
+
+    Args:
+        x: the training forward's input (batch, features), batch >= 2.
+        grad_output: dL/dy, same shape.
+        gamma: the scale (features,), or None for the non-affine layer.
+        saved: the :class:`BatchNormSaved` returned by :func:`batchnorm_forward`.
+
+    Returns:
+        ``(dx, dgamma, dbeta)``; dgamma and dbeta are None for the non-affine layer.
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> x = np.array([[1.0], [3.0]]); g = np.ones(1)
+        >>> y, saved = fm.ops.batchnorm_forward(x, g, np.zeros(1), None, None)
+        >>> dx, dg, db = fm.ops.batchnorm_backward(x, np.array([[1.0], [1.0]]), g, saved)
+        >>> dx, db
+        (array([[0.],
+               [0.]]), array([2.]))
+    """
+    x = v.as_float_array("x", x)
+    if x.shape[0] < 2:
+        raise ValueError(f"x: batch normalization in training needs a batch of at least 2 samples, "
+                         f"got shape {x.shape}")
+    g = v.as_float_array("grad_output", grad_output, dtype=x.dtype)
+    v.check_shape("grad_output", g, x.shape)
+    n = x.shape[1]
+    if gamma is not None:
+        gamma = v.as_float_array("gamma", gamma, ndim=1, dtype=x.dtype)
+        v.check_shape("gamma", gamma, (n,))
+    if not isinstance(saved, tuple) or len(saved) != 2:
+        raise TypeError("saved: expected the BatchNormSaved (mean, invstd) returned by "
+                        "batchnorm_forward in training")
+    mean = v.as_float_array("saved.mean", saved[0], ndim=1, dtype=x.dtype)
+    v.check_shape("saved.mean", mean, (n,))
+    invstd = v.as_float_array("saved.invstd", saved[1], ndim=1, dtype=x.dtype)
+    v.check_shape("saved.invstd", invstd, (n,))
+    if (invstd <= 0).any():
+        raise ValueError("saved.invstd: expected values > 0")
+    return _core.batchnorm_backward(x, g, gamma, mean, invstd)
+
+
+# --------------------------------------------------------------------------- dropout, noise
+
+
+def _philox_key(seed: Any, step: Any, layer: Any) -> tuple[int, int, int]:
+    return (v.integer("seed", seed, low=0, high=2**64 - 1),
+            v.integer("step", step, low=0, high=2**64 - 1),
+            v.integer("layer", layer, low=0, high=2**32 - 1))
+
+
+def dropout(
+    x: Any, rate: float, seed: int = 0, step: int = 0, layer: int = 0, training: bool = True
+) -> np.ndarray:
+    """Inverted dropout (decks 000, 001, 002) of an array of any shape.
+
+    In training each element is kept with probability ``1 - rate`` and kept elements are
+    scaled by ``1 / (1 - rate)``, so the expectation is unchanged; at inference it is the
+    identity. (Deck 002's p is the keep probability, ``1 - rate`` here.) Element e (flat,
+    row-major index) is kept iff its Philox4x32-10 uniform, keyed by ``(seed, step, layer)``,
+    is >= rate: the mask is reproducible, independent of the thread count and of the dtype,
+    and the same on the GPU. Use one ``layer`` id per dropout layer (input dropout included)
+    and a new ``step`` per training step.
+
+    Args:
+        x: inputs, float32 or float64.
+        rate: drop probability in [0, 1).
+        seed, step, layer: the Philox key (seed, step < 2**64; layer < 2**32).
+        training: apply the mask (True) or the identity (False).
+
+    Returns:
+        The output, same shape and dtype as ``x`` (a new array).
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> y = fm.ops.dropout(np.ones((2, 4)), 0.5, seed=1)
+        >>> sorted(set(y.ravel().tolist())) in ([0.0, 2.0], [0.0], [2.0])
+        True
+    """
+    x = v.as_float_array("x", x, ndim=None)
+    rate = v.real("rate", rate, low=0.0, high=1.0, high_open=True)
+    key = _philox_key(seed, step, layer)
+    if not training:
+        return x.copy()
+    return _core.dropout_forward(x, rate, *key)
+
+
+def dropout_backward(
+    grad_output: Any, rate: float, seed: int = 0, step: int = 0, layer: int = 0,
+    training: bool = True,
+) -> np.ndarray:
+    """Backward pass of :func:`dropout`: the same mask and scale applied to ``grad_output``.
+
+    The mask is regenerated from ``(seed, step, layer)``; nothing is stored by the forward.
+
+    Args:
+        grad_output: dL/dy, the shape of the forward's input.
+        rate, seed, step, layer, training: exactly as passed to :func:`dropout`.
+
+    Returns:
+        dL/dx, same shape and dtype.
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> x = np.ones((3, 5))
+        >>> y = fm.ops.dropout(x, 0.3, seed=4, step=2)
+        >>> bool((fm.ops.dropout_backward(np.ones_like(x), 0.3, seed=4, step=2) == y).all())
+        True
+    """
+    g = v.as_float_array("grad_output", grad_output, ndim=None)
+    rate = v.real("rate", rate, low=0.0, high=1.0, high_open=True)
+    key = _philox_key(seed, step, layer)
+    if not training:
+        return g.copy()
+    return _core.dropout_backward(g, rate, *key)
+
+
+def gaussian_noise(
+    x: Any, stddev: float, seed: int = 0, step: int = 0, layer: int = 0, training: bool = True
+) -> np.ndarray:
+    """Additive Gaussian noise, in training only (deck 002, noise injection).
+
+    ``y = x + stddev * n`` with n standard normal from the Philox stream keyed by
+    ``(seed, step, layer)`` (Box-Muller on the element's words, reproducible and independent
+    of the thread count). The backward pass is the identity. At inference ``y = x``.
+
+    Args:
+        x: inputs, float32 or float64, any shape.
+        stddev: the noise standard deviation, >= 0.
+        seed, step, layer: the Philox key.
+        training: add noise (True) or the identity (False).
+
+    Returns:
+        The output, same shape and dtype as ``x`` (a new array).
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> y = fm.ops.gaussian_noise(np.zeros((1000, 10)), 0.5, seed=3)
+        >>> bool(abs(y.std() - 0.5) < 0.02)
+        True
+    """
+    x = v.as_float_array("x", x, ndim=None)
+    stddev = v.real("stddev", stddev, low=0.0)
+    key = _philox_key(seed, step, layer)
+    if not training:
+        return x.copy()
+    return _core.gaussian_noise_forward(x, stddev, *key)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def loss(
+    name: str,
+    logits: Any,
+    target: Any,
+    sample_weight: Any = None,
+    label_smoothing: float = 0.0,
+    smoothing: str = "deck",
+    half: bool = False,
+    *,
+    grad: bool = True,
+) -> tuple[float, np.ndarray | None]:
+    """A loss fused with its output activation: the loss and d loss / d logits in one pass.
+
+    ``L = (1/N) sum_i w_i l_i`` over the N samples (Keras' "sum over batch size"; PyTorch's
+    weighted mean divides by ``sum_i w_i`` instead), with per-sample l_i:
+
+    - ``"mse"`` (identity output): ``sum_o (z_o - t_o)^2``, deck 004's multi-output MSE
+      (summed over outputs, unlike PyTorch's elementwise mean); ``half=True`` gives
+      ``1/2 sum_o (z_o - t_o)^2`` (deck 004's backprop example).
+    - ``"binary_cross_entropy"`` (sigmoid output): ``sum_o softplus(z_o) - t_o z_o``, BCE from
+      logits in log-sum-exp form, finite for any logit; 0/1 labels or probabilities, several
+      labels per sample allowed (summed over outputs).
+    - ``"cross_entropy"`` (softmax output): ``sum_j t_j (logsumexp(z) - z_j)``,
+      max-subtracted; targets are integer labels (batch,) or one-hot/probability rows.
+
+    Label smoothing (deck 002) with k classes (k = 2 per output for BCE): ``smoothing="deck"``
+    replaces the hard targets 0 and 1 by ``eps/(k-1)`` and ``1 - eps``; ``"uniform"`` (PyTorch,
+    Keras) by ``eps/k`` and ``1 - eps + eps/k``. Probability targets are mapped linearly.
+
+    Args:
+        name: "mse", "binary_cross_entropy" or "cross_entropy" (aliases: "bce", "ce",
+            "categorical_crossentropy", "mean_squared_error", ...).
+        logits: pre-activations of the output layer (batch, outputs), float32 or float64.
+        target: dense targets (batch, outputs) (cast to the logits' dtype; (batch,) when there
+            is one output), or for cross_entropy integer class labels (batch,).
+        sample_weight: non-negative weights (batch,), or None.
+        label_smoothing: eps in [0, 1) (classification losses).
+        smoothing: "deck" or "uniform", see above.
+        half: the 1/2 convention (mse only).
+        grad: also compute d loss / d logits.
+
+    Returns:
+        ``(loss, dlogits)``: a float and the gradient (batch, outputs), already divided by N
+        (None with ``grad=False``).
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> L, d = fm.ops.loss("ce", np.zeros((2, 4)), np.array([0, 3]))
+        >>> round(L, 6), d[0]
+        (1.386294, array([-0.375,  0.125,  0.125,  0.125]))
+    """
+    key = _losses.canonical(name, "name")
+    z = v.as_float_array("logits", logits)
+    rows, cols = z.shape
+    t = _losses.check_target(key, target, rows, cols, z.dtype)
+    w = _losses.check_sample_weight(sample_weight, rows, z.dtype)
+    eps = v.real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
+    if smoothing not in _losses.SMOOTHING:
+        raise ValueError(f"smoothing: expected one of {', '.join(_losses.SMOOTHING)}, "
+                         f"got {smoothing!r}")
+    if eps > 0 and key == "mse":
+        raise ValueError("label_smoothing: only the classification losses take label "
+                         "smoothing, not mse")
+    if eps > 0 and key == "cross_entropy" and smoothing == "deck" and cols < 2:
+        raise ValueError("label_smoothing: the deck's eps/(k-1) rule needs at least 2 classes")
+    if half and key != "mse":
+        raise ValueError(f"half: the 1/2 convention applies to mse only, not {key!r}")
+    return _core.loss_forward_backward(_losses.code(key), z, t, w, bool(grad), eps,
+                                       smoothing == "uniform", bool(half))
+
+
+def loss_output(name: str, logits: Any) -> np.ndarray:
+    """The output activation a loss is fused with, for predictions.
+
+    identity for mse, sigmoid for binary_cross_entropy (probabilities per output), row
+    softmax for cross_entropy (class probabilities), deck 003.
+
+    Args:
+        name: a loss name or alias, as in :func:`loss`.
+        logits: (batch, outputs), float32 or float64.
+
+    Returns:
+        The predictions, same shape and dtype.
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> fm.ops.loss_output("bce", np.array([[0.0, 1000.0]]))
+        array([[0.5, 1. ]])
+    """
+    key = _losses.canonical(name, "name")
+    z = v.as_float_array("logits", logits)
+    return _core.loss_output(_losses.code(key), z)
+
+
+def loss_names() -> list[str]:
+    """The canonical loss names accepted by :func:`loss` (aliases excluded)."""
+    return _losses.names()

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -130,7 +131,7 @@ class Trainer:
             optimizer = optim_mod.get(optimizer)
         self.optimizer = optimizer
         self.schedule = schedule
-        self.regularizers = list(regularizers or [])
+        self.regularizers = R._check(regularizers)
         self.callbacks = list(callbacks or [])
         for c in self.callbacks:
             if not isinstance(c, cb.Callback):
@@ -148,7 +149,11 @@ class Trainer:
     # -- optimizer wiring ------------------------------------------------------------------
     def _configure_optimizer(self) -> None:
         cfg = self.optimizer.config()
-        clip_norm = R.apply_to_config(self.regularizers, cfg)
+        R.configure(cfg, self.regularizers)
+        clip_norm = getattr(self.optimizer.hyper, "clip_norm", None) or 0.0
+        for r in self.regularizers:
+            if isinstance(r, R.ClipNorm):
+                clip_norm = r.max_norm
         if self.model.max_norm:
             cfg.max_norm = float(self.model.max_norm)
         self.model._net.set_optimizer(cfg)
@@ -158,7 +163,7 @@ class Trainer:
         """The learning rate before ReduceLROnPlateau/LearningRateScheduler scaling."""
         if self.schedule is None:
             return float(self.optimizer.lr)
-        return float(self.schedule.lr_at(self.step_count, self.epoch))
+        return float(self.schedule.get_lr())
 
     def current_lr(self) -> float:
         """The learning rate the next step will use."""
@@ -240,6 +245,8 @@ class Trainer:
             sw = None if sw is None else np.concatenate([sw, sw])
         loss = net.train_step(X, ys, sw, self.current_lr())
         self.step_count += 1
+        if self.schedule is not None:
+            self.schedule.step()
         return float(loss)
 
     def fit(self, X: Any, y: Any, epochs: int = 10, batch_size: int | None = 32, validation_split: float = 0.0,
@@ -312,14 +319,14 @@ class Trainer:
                 if self.stop_training:
                     break
             self.epoch = epoch + 1
-            logs = {"loss": total / max(seen, 1), "lr": self.current_lr()}
+            logs = {"loss": total / max(seen, 1), "lr": self.current_lr()}  # the lr this epoch used
             if self.metrics:
                 logs.update(self._metric_values(X, ys, prefix=""))
             if val is not None:
                 logs.update(self._evaluate(val[0], val[1], None, prefix="val_"))
             self.history.append(epoch, logs)
-            if self.schedule is not None and hasattr(self.schedule, "on_epoch_end"):
-                self.schedule.on_epoch_end(logs)
+            if self.schedule is not None:  # ReduceOnPlateau monitors val_loss (else loss)
+                self.schedule.epoch_end(logs.get("val_loss", logs["loss"]))
             for c in self.callbacks:
                 c.on_epoch_end(epoch, logs)
             _report(bar, verbose, epoch, start_epoch + epochs, logs, time.perf_counter() - t0)
@@ -392,9 +399,9 @@ class Trainer:
             "half_mse": self.half_mse,
             "adversarial_eps": self.adversarial_eps,
             "metrics": [m for m in self.metrics if m in M.METRICS],
-            "optimizer": optim_mod.to_config(self.optimizer),
-            "schedule": None if self.schedule is None else S.to_config(self.schedule),
-            "regularizers": R.to_config(self.regularizers),
+            "optimizer": {**self.optimizer.state_dict(), "state": None, "step": 0},
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
+            "regularizers": [{"type": type(r).__name__, **dataclasses.asdict(r)} for r in self.regularizers],
             "step_count": self.step_count,
             "epoch": self.epoch,
             "lr_scale": self.lr_scale,
@@ -428,21 +435,23 @@ class Trainer:
         try:
             with np.load(path, allow_pickle=False) as z:
                 header = json.loads(bytes(z["header"]).decode())
+                if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
+                    raise ValueError(f"path: {path!r} is not a fusedmlp checkpoint")
                 arrays = {k: z[k] for k in ("params", "buffers", "opt_state")}
-        except FileNotFoundError:
-            raise
+        except (FileNotFoundError, ValueError) as exc:
+            if isinstance(exc, FileNotFoundError) or "not a fusedmlp checkpoint" in str(exc):
+                raise
+            raise ValueError(f"path: {path!r} is not a readable fusedmlp checkpoint ({exc})") from exc
         except Exception as exc:
             raise ValueError(f"path: {path!r} is not a readable fusedmlp checkpoint ({exc})") from exc
-        if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"path: {path!r} is not a fusedmlp checkpoint")
         if header.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"path: checkpoint version {header.get('version')} is not supported "
                              f"(this fusedmlp reads version {CHECKPOINT_VERSION})")
         try:
             model = Sequential.from_config(header["model"])
-            t = cls(model, loss=header["losses"], optimizer=optim_mod.from_config(header["optimizer"]),
-                    schedule=None if header["schedule"] is None else S.from_config(header["schedule"]),
-                    regularizers=R.from_config(header["regularizers"]), metrics=header["metrics"],
+            t = cls(model, loss=header["losses"], optimizer=optim_mod.from_state_dict(header["optimizer"]),
+                    schedule=None if header["schedule"] is None else S.from_state_dict(header["schedule"]),
+                    regularizers=[_regularizer(d) for d in header["regularizers"]], metrics=header["metrics"],
                     loss_weights=header["loss_weights"], label_smoothing=header["label_smoothing"],
                     smoothing=header["smoothing"], half_mse=header["half_mse"],
                     adversarial_eps=header["adversarial_eps"])
@@ -461,6 +470,14 @@ class Trainer:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"path: {path!r} is a damaged fusedmlp checkpoint (missing {exc})") from exc
         return t
+
+
+def _regularizer(d: dict):
+    d = dict(d)
+    cls = {c.__name__: c for c in R.REGULARIZERS}.get(d.pop("type", None))
+    if cls is None:
+        raise ValueError(f"unknown regularizer {d!r}")
+    return cls(**d)
 
 
 def _progress(verbose: int, epochs: int):

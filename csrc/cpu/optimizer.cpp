@@ -1,0 +1,318 @@
+// CPU optimizer step: one pass over the flat parameter arena applying the per-element rule of
+// csrc/common/optimizer.h with the regularization fused in front of it, then the per-unit
+// max-norm constraint on the segments that ask for it. Adafactor adds the reductions its
+// factored second moment needs (row and column means of g^2, RMS of theta and of the update).
+//
+// Layout: params, grads (n); state: opt_state_arrays(c) arrays of n back to back (slot j of
+// element i at state[j * n + i]), or for Adafactor per segment R (rows) + C (cols) when
+// factored, V (rows * cols) otherwise.
+// Cost per element: 5-20 flops; bytes (float32): 8 (param r/w) + 4 (grad) + 8 per state array.
+// Adafactor reads the gradient three times and the parameter twice; its state is O(rows+cols).
+// Threads split the arena into contiguous chunks (elementwise, so the result does not depend
+// on the split); reductions sum fixed blocks in a fixed order.
+#include "cpu/optimizer.h"
+
+#include <array>
+#include <cmath>
+#include <vector>
+
+#include "cpu/parallel.h"
+
+namespace fm::cpu {
+namespace {
+
+// Reduction block of the deterministic sums (elements).
+constexpr index_t kSumBlock = 4096;
+
+// Sums K quantities over [0, len): fn(i0, i1, acc) adds the terms of [i0, i1) into acc[K].
+// Blocks of kSumBlock elements are summed independently (in parallel when large) and their
+// partial sums added in block order, so the result is the same for every thread count.
+template <int K, class F>
+std::array<double, K> blocked_sum(index_t len, F&& fn) {
+  std::array<double, K> total{};
+  const index_t nb = (len + kSumBlock - 1) / kSumBlock;
+  if (nb <= 1) {
+    fn(index_t(0), len, total.data());
+    return total;
+  }
+  std::vector<std::array<double, K>> part(static_cast<size_t>(nb));
+  const bool par = num_threads() > 1 && len >= kParallelMinElements;
+#pragma omp parallel for schedule(static) if (par)
+  for (index_t b = 0; b < nb; ++b) {
+    part[b] = std::array<double, K>{};
+    fn(b * kSumBlock, std::min(len, (b + 1) * kSumBlock), part[b].data());
+  }
+  for (index_t b = 0; b < nb; ++b)
+    for (int q = 0; q < K; ++q) total[q] += part[b][q];
+  return total;
+}
+
+// fn(c0, c1) over column blocks of at most kColumnBlock columns (parallel_column_blocks
+// hands a thread several blocks at once, or all columns below its threshold): callers keep
+// a fixed kColumnBlock-wide accumulator per block, each column summed in row order.
+template <class F>
+void column_blocks(index_t rows, index_t cols, F&& fn) {
+  parallel_column_blocks(rows, cols, [&](index_t c0, index_t c1) {
+    for (index_t b = c0; b < c1; b += kColumnBlock) fn(b, std::min(c1, b + kColumnBlock));
+  });
+}
+
+void check_segments(const Segment* segs, int nseg, index_t n) {
+  FM_CHECK(n >= 0, "n: expected >= 0, got ", n);
+  FM_CHECK(nseg >= 0, "nseg: expected >= 0, got ", nseg);
+  FM_CHECK(nseg == 0 || segs != nullptr, "segments: null pointer with nseg = ", nseg);
+  index_t end = 0;
+  for (int s = 0; s < nseg; ++s) {
+    const Segment& g = segs[s];
+    FM_CHECK(g.rows >= 1 && g.cols >= 1, "segments[", s, "]: expected rows >= 1 and cols >= 1, got (",
+             g.rows, ", ", g.cols, ")");
+    FM_CHECK(g.offset >= end, "segments[", s, "]: offset ", g.offset,
+             " overlaps the previous segment or is out of order (previous end ", end, ")");
+    end = g.offset + g.rows * g.cols;
+    FM_CHECK(end <= n, "segments[", s, "]: ends at ", end, ", past the arena of ", n, " elements");
+  }
+}
+
+// The segments to walk: the given ones, or the whole arena as one decaying vector.
+struct SegmentList {
+  const Segment* segs;
+  int nseg;
+  Segment whole;
+};
+SegmentList segment_list(const Segment* segs, int nseg, index_t n) {
+  SegmentList l{segs, nseg, Segment{0, 1, n, true, false}};
+  if (nseg == 0) {
+    l.segs = &l.whole;
+    l.nseg = n > 0 ? 1 : 0;
+  }
+  return l;
+}
+
+// Elementwise rules: contiguous chunks of the arena, each walking the segments it overlaps.
+template <class T, Opt O>
+void elementwise_step(const OptCoef<T>& k, T* p, const T* g, T* st, index_t n, const Segment* segs,
+                      int nseg) {
+  auto run = [&](index_t i0, index_t i1) {
+    for (int s = 0; s < nseg; ++s) {
+      const index_t lo = std::max(i0, segs[s].offset);
+      const index_t hi = std::min(i1, segs[s].offset + segs[s].rows * segs[s].cols);
+      if (lo >= hi) continue;
+      const bool decay = segs[s].decay;
+      const T mult = decay ? k.decay_mult : T(1);
+      for (index_t e = lo; e < hi; ++e) {
+        T pe = p[e];
+        const T ge = opt_effective_grad(g[e], pe, k, decay);
+        pe *= mult;
+        OptRule<O>::apply(pe, ge, st + e, n, k);
+        p[e] = pe;
+      }
+    }
+  };
+  const int nt = num_threads();
+  if (nt <= 1 || n < kParallelMinElements) {
+    run(0, n);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    const index_t t = omp_get_thread_num(), m = omp_get_num_threads();
+    run(n * t / m, n * (t + 1) / m);
+  }
+}
+
+// Adafactor on one segment; st points at the segment's state.
+template <class T>
+void adafactor_segment(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g, T* st,
+                       const Segment& sg, std::int64_t t, double lr) {
+  const index_t rows = sg.rows, cols = sg.cols, len = rows * cols;
+  const bool decay = sg.decay;
+  const T w = T(std::pow(double(t), c.beta2_decay));  // 1 - beta2_t (= 1 at t = 1)
+  const T eps1 = c.eps > 0 ? T(c.eps) : std::numeric_limits<T>::epsilon();
+  const double rho_t = c.relative_step ? std::min(lr, 1.0 / std::sqrt(double(t))) : lr;
+  double p_sq = 0.0, u_sq = 0.0;
+
+  if (adafactor_factored(rows, cols)) {
+    T* R = st;
+    T* C = st + rows;
+    std::vector<double> row_p(static_cast<size_t>(rows)), row_u(static_cast<size_t>(rows));
+    // Row means of g^2 (one thread per row) and the squared norm of theta by rows.
+    parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
+      for (index_t i = r0; i < r1; ++i) {
+        double sg2 = 0.0, sp2 = 0.0;
+        for (index_t j = 0; j < cols; ++j) {
+          const T pe = p[i * cols + j];
+          const T ge = opt_effective_grad(g[i * cols + j], pe, k, decay);
+          sg2 += double(ge) * double(ge);
+          sp2 += double(pe) * double(pe);
+        }
+        R[i] = adafactor_lerp(R[i], T(sg2 / double(cols)), w);
+        row_p[i] = sp2;
+      }
+    });
+    // Column means of g^2: each column summed by one thread, in row order.
+    column_blocks(rows, cols, [&](index_t c0, index_t c1) {
+      std::array<double, kColumnBlock> acc{};
+      for (index_t i = 0; i < rows; ++i)
+        for (index_t j = c0; j < c1; ++j) {
+          const T ge = opt_effective_grad(g[i * cols + j], p[i * cols + j], k, decay);
+          acc[j - c0] += double(ge) * double(ge);
+        }
+      for (index_t j = c0; j < c1; ++j) C[j] = adafactor_lerp(C[j], T(acc[j - c0] / double(rows)), w);
+    });
+    double r_sum = 0.0;
+    for (index_t i = 0; i < rows; ++i) {
+      p_sq += row_p[i];
+      r_sum += double(R[i]);
+    }
+    const T r_mean = T(r_sum / double(rows));
+    const T r_den = r_mean > eps1 ? r_mean : eps1;
+    parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
+      for (index_t i = r0; i < r1; ++i) {
+        double su = 0.0;
+        for (index_t j = 0; j < cols; ++j) {
+          const T ge = opt_effective_grad(g[i * cols + j], p[i * cols + j], k, decay);
+          const T u = adafactor_u(ge, R[i] * C[j] / r_den, eps1);
+          su += double(u) * double(u);
+        }
+        row_u[i] = su;
+      }
+    });
+    for (index_t i = 0; i < rows; ++i) u_sq += row_u[i];
+    const double rms_p = std::sqrt(p_sq / double(len)), rms_u = std::sqrt(u_sq / double(len));
+    const double alpha = (c.scale_parameter ? std::max(c.eps2, rms_p) : 1.0) * rho_t;
+    const T step = T(alpha / std::max(1.0, rms_u / c.clip_threshold));
+    const T mult = decay ? k.decay_mult : T(1);
+    parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
+      for (index_t i = r0; i < r1; ++i)
+        for (index_t j = 0; j < cols; ++j) {
+          const T pe = p[i * cols + j];
+          const T ge = opt_effective_grad(g[i * cols + j], pe, k, decay);
+          p[i * cols + j] = pe * mult - step * adafactor_u(ge, R[i] * C[j] / r_den, eps1);
+        }
+    });
+    return;
+  }
+  // Vector: V updated and RMS(theta), RMS(U) summed in one pass, then the update.
+  T* V = st;
+  const auto sums = blocked_sum<2>(len, [&](index_t i0, index_t i1, double* acc) {
+    for (index_t e = i0; e < i1; ++e) {
+      const T pe = p[e];
+      const T ge = opt_effective_grad(g[e], pe, k, decay);
+      V[e] = adafactor_lerp(V[e], ge * ge, w);
+      const T u = adafactor_u(ge, V[e], eps1);
+      acc[0] += double(pe) * double(pe);
+      acc[1] += double(u) * double(u);
+    }
+  });
+  const double rms_p = std::sqrt(sums[0] / double(len)), rms_u = std::sqrt(sums[1] / double(len));
+  const double alpha = (c.scale_parameter ? std::max(c.eps2, rms_p) : 1.0) * rho_t;
+  const T step = T(alpha / std::max(1.0, rms_u / c.clip_threshold));
+  const T mult = decay ? k.decay_mult : T(1);
+  parallel_rows(len, 1, [&](index_t i0, index_t i1) {
+    for (index_t e = i0; e < i1; ++e) {
+      const T pe = p[e];
+      const T ge = opt_effective_grad(g[e], pe, k, decay);
+      p[e] = pe * mult - step * adafactor_u(ge, V[e], eps1);
+    }
+  });
+}
+
+// Max-norm constraint (Srivastava et al. 2014; deck 002): each unit's incoming weight vector,
+// a column of the (rows, cols) block, is projected onto the ball of radius c.
+template <class T>
+void max_norm_segment(T* p, const Segment& sg, double c) {
+  const index_t rows = sg.rows, cols = sg.cols;
+  column_blocks(rows, cols, [&](index_t c0, index_t c1) {
+    std::array<double, kColumnBlock> acc{};
+    for (index_t i = 0; i < rows; ++i)
+      for (index_t j = c0; j < c1; ++j) acc[j - c0] += double(p[i * cols + j]) * double(p[i * cols + j]);
+    for (index_t j = c0; j < c1; ++j) {
+      const double norm = std::sqrt(acc[j - c0]);
+      if (norm <= c) continue;
+      const T scale = T(c / norm);
+      for (index_t i = 0; i < rows; ++i) p[i * cols + j] *= scale;
+    }
+  });
+}
+
+}  // namespace
+
+index_t optimizer_state_size(const OptConfig& c, const Segment* segs, int nseg, index_t n) {
+  check_opt_config(c);
+  check_segments(segs, nseg, n);
+  if (static_cast<Opt>(c.opt) != Opt::adafactor) return index_t(opt_state_arrays(c)) * n;
+  const SegmentList l = segment_list(segs, nseg, n);
+  index_t size = 0;
+  for (int s = 0; s < l.nseg; ++s) {
+    const Segment& sg = l.segs[s];
+    size += adafactor_factored(sg.rows, sg.cols) ? sg.rows + sg.cols : sg.rows * sg.cols;
+  }
+  return size;
+}
+
+template <class T>
+void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, const Segment* segs,
+                    int nseg, index_t n, std::int64_t step, double lr, double grad_scale) {
+  check_opt_config(c);
+  check_segments(segs, nseg, n);
+  FM_CHECK(step >= 1, "step: expected the 1-based step number >= 1, got ", step);
+  FM_CHECK(std::isfinite(lr) && lr > 0, "lr: expected > 0, got ", lr);
+  FM_CHECK(std::isfinite(grad_scale) && grad_scale >= 0, "grad_scale: expected a finite number >= 0, got ",
+           grad_scale);
+  if (n == 0) return;
+  FM_CHECK(params && grads, "params, grads: null pointer");
+  FM_CHECK(state || optimizer_state_size(c, segs, nseg, n) == 0, "state: null pointer");
+  const SegmentList l = segment_list(segs, nseg, n);
+  const OptCoef<T> k = make_opt_coef<T>(c, step, lr, grad_scale);
+  const Opt o = static_cast<Opt>(c.opt);
+  switch (o) {
+#define FM_OPT_STEP(name)                                                      \
+  case Opt::name:                                                              \
+    elementwise_step<T, Opt::name>(k, params, grads, state, n, l.segs, l.nseg); \
+    break;
+    FM_OPT_STEP(sgd)
+    FM_OPT_STEP(adagrad)
+    FM_OPT_STEP(rmsprop)
+    FM_OPT_STEP(adadelta)
+    FM_OPT_STEP(adam)
+    FM_OPT_STEP(adamw)
+    FM_OPT_STEP(nadam)
+    FM_OPT_STEP(adamax)
+    FM_OPT_STEP(adabelief)
+#undef FM_OPT_STEP
+    case Opt::adafactor: {
+      index_t off = 0;
+      for (int s = 0; s < l.nseg; ++s) {
+        const Segment& sg = l.segs[s];
+        adafactor_segment(c, k, params + sg.offset, grads + sg.offset, state + off, sg, step, lr);
+        off += adafactor_factored(sg.rows, sg.cols) ? sg.rows + sg.cols : sg.rows * sg.cols;
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  if (c.max_norm > 0)
+    for (int s = 0; s < l.nseg; ++s)
+      if (l.segs[s].max_norm) max_norm_segment(params + l.segs[s].offset, l.segs[s], c.max_norm);
+}
+
+template <class T>
+double grad_sq_norm(const T* grads, index_t n) {
+  FM_CHECK(n >= 0, "n: expected >= 0, got ", n);
+  return blocked_sum<1>(n, [&](index_t i0, index_t i1, double* acc) {
+    double s = 0.0;
+    for (index_t i = i0; i < i1; ++i) s += double(grads[i]) * double(grads[i]);
+    acc[0] += s;
+  })[0];
+}
+
+#define FM_INSTANTIATE(T)                                                                          \
+  template void optimizer_step<T>(const OptConfig&, T*, const T*, T*, const Segment*, int, index_t, \
+                                  std::int64_t, double, double);                                  \
+  template double grad_sq_norm<T>(const T*, index_t);
+FM_INSTANTIATE(float)
+FM_INSTANTIATE(double)
+#undef FM_INSTANTIATE
+
+}  // namespace fm::cpu
