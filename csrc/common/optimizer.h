@@ -40,9 +40,22 @@
 namespace fm {
 
 #define FM_OPT_LIST(X) \
-  X(sgd) X(adagrad) X(rmsprop) X(adadelta) X(adam) X(adamw) X(nadam) X(adamax) X(adabelief) X(adafactor)
+  X(sgd)               \
+  X(adagrad) X(rmsprop) X(adadelta) X(adam) X(adamw) X(nadam) X(adamax) X(adabelief) X(adafactor)
 
-enum class Opt : int { sgd, adagrad, rmsprop, adadelta, adam, adamw, nadam, adamax, adabelief, adafactor, count };
+enum class Opt : int {
+  sgd,
+  adagrad,
+  rmsprop,
+  adadelta,
+  adam,
+  adamw,
+  nadam,
+  adamax,
+  adabelief,
+  adafactor,
+  count
+};
 
 // Hyper-parameters of one optimizer. Fields a rule does not use are ignored. `lr` is the base
 // learning rate; optimizer_step takes the scheduled lr of each step separately.
@@ -52,10 +65,10 @@ struct OptConfig {
   double momentum = 0.0;   // SGD, RMSProp: momentum (mu / deck "alpha" / "rho" of deck 000)
   double dampening = 0.0;  // SGD (torch): b <- mu b + (1 - dampening) g
   double beta1 = 0.9, beta2 = 0.999;  // Adam family (deck 002's rho_1, rho_2)
-  double eps = 1e-8;  // delta of the decks; Adafactor: eps1 (0 = machine epsilon of T)
-  double rho = 0.9;   // RMSProp decay rate (torch "alpha"), AdaDelta rho
-  double weight_decay = 0.0;            // coupled L2: g += weight_decay * theta
-  double l1 = 0.0;                      // L1: g += l1 * sign(theta)
+  double eps = 1e-8;          // delta of the decks; Adafactor: eps1 (0 = machine epsilon of T)
+  double rho = 0.9;           // RMSProp decay rate (torch "alpha"), AdaDelta rho
+  double weight_decay = 0.0;  // coupled L2: g += weight_decay * theta
+  double l1 = 0.0;            // L1: g += l1 * sign(theta)
   double decoupled_weight_decay = 0.0;  // theta <- theta (1 - lr * decoupled_weight_decay)
   double clip_value = 0.0;              // clip g to [-clip_value, clip_value]; 0 = off
   double max_norm = 0.0;                // per-unit max-norm constraint radius c; 0 = off
@@ -94,16 +107,19 @@ inline const char* opt_name(Opt o) {
 
 // Throws ValueError naming the first hyper-parameter out of its published range.
 inline void check_opt_config(const OptConfig& c) {
-  FM_CHECK(c.opt >= 0 && c.opt < static_cast<int>(Opt::count), "opt: unknown optimizer code ", c.opt);
+  FM_CHECK(c.opt >= 0 && c.opt < static_cast<int>(Opt::count), "opt: unknown optimizer code ",
+           c.opt);
   const Opt o = static_cast<Opt>(c.opt);
   auto finite = [](double v) { return std::isfinite(v); };
   FM_CHECK(finite(c.lr) && c.lr > 0, "lr: expected > 0, got ", c.lr);
-  FM_CHECK(finite(c.momentum) && c.momentum >= 0 && c.momentum < 1, "momentum: expected in [0, 1), got ",
-           c.momentum);
+  FM_CHECK(finite(c.momentum) && c.momentum >= 0 && c.momentum < 1,
+           "momentum: expected in [0, 1), got ", c.momentum);
   FM_CHECK(finite(c.dampening) && c.dampening >= 0 && c.dampening <= 1,
            "dampening: expected in [0, 1], got ", c.dampening);
-  FM_CHECK(finite(c.beta1) && c.beta1 >= 0 && c.beta1 < 1, "beta1: expected in [0, 1), got ", c.beta1);
-  FM_CHECK(finite(c.beta2) && c.beta2 >= 0 && c.beta2 < 1, "beta2: expected in [0, 1), got ", c.beta2);
+  FM_CHECK(finite(c.beta1) && c.beta1 >= 0 && c.beta1 < 1, "beta1: expected in [0, 1), got ",
+           c.beta1);
+  FM_CHECK(finite(c.beta2) && c.beta2 >= 0 && c.beta2 < 1, "beta2: expected in [0, 1), got ",
+           c.beta2);
   if (o == Opt::adafactor)
     FM_CHECK(finite(c.eps) && c.eps >= 0, "eps: expected >= 0 (0 = machine epsilon), got ", c.eps);
   else
@@ -112,13 +128,15 @@ inline void check_opt_config(const OptConfig& c) {
     FM_CHECK(finite(c.rho) && c.rho >= 0 && c.rho <= 1, "rho: expected in [0, 1], got ", c.rho);
   else
     FM_CHECK(finite(c.rho) && c.rho >= 0 && c.rho < 1, "rho: expected in [0, 1), got ", c.rho);
-  FM_CHECK(finite(c.weight_decay) && c.weight_decay >= 0, "weight_decay: expected >= 0, got ", c.weight_decay);
+  FM_CHECK(finite(c.weight_decay) && c.weight_decay >= 0, "weight_decay: expected >= 0, got ",
+           c.weight_decay);
   FM_CHECK(finite(c.l1) && c.l1 >= 0, "l1: expected >= 0, got ", c.l1);
   FM_CHECK(finite(c.decoupled_weight_decay) && c.decoupled_weight_decay >= 0,
            "decoupled_weight_decay: expected >= 0, got ", c.decoupled_weight_decay);
   FM_CHECK(finite(c.clip_value) && c.clip_value >= 0, "clip_value: expected >= 0 (0 = off), got ",
            c.clip_value);
-  FM_CHECK(finite(c.max_norm) && c.max_norm >= 0, "max_norm: expected >= 0 (0 = off), got ", c.max_norm);
+  FM_CHECK(finite(c.max_norm) && c.max_norm >= 0, "max_norm: expected >= 0 (0 = off), got ",
+           c.max_norm);
   FM_CHECK(!c.nesterov || (o == Opt::sgd && c.momentum > 0 && c.dampening == 0),
            "nesterov: needs SGD with momentum > 0 and dampening = 0");
   FM_CHECK(finite(c.lr_decay) && c.lr_decay >= 0, "lr_decay: expected >= 0, got ", c.lr_decay);
@@ -126,7 +144,8 @@ inline void check_opt_config(const OptConfig& c) {
            "initial_accumulator_value: expected >= 0, got ", c.initial_accumulator_value);
   FM_CHECK(finite(c.momentum_decay) && c.momentum_decay >= 0, "momentum_decay: expected >= 0, got ",
            c.momentum_decay);
-  FM_CHECK(finite(c.beta2_decay) && c.beta2_decay <= 0, "beta2_decay: expected <= 0, got ", c.beta2_decay);
+  FM_CHECK(finite(c.beta2_decay) && c.beta2_decay <= 0, "beta2_decay: expected <= 0, got ",
+           c.beta2_decay);
   FM_CHECK(finite(c.eps2) && c.eps2 >= 0, "eps2: expected >= 0, got ", c.eps2);
   FM_CHECK(finite(c.clip_threshold) && c.clip_threshold > 0, "clip_threshold: expected > 0, got ",
            c.clip_threshold);
@@ -139,38 +158,54 @@ inline void check_opt_config(const OptConfig& c) {
 //   nadam: m, v      adamax: m, u (inf norm)   adabelief: m, s, [s max if amsgrad]
 inline int opt_state_arrays(const OptConfig& c) {
   switch (static_cast<Opt>(c.opt)) {
-    case Opt::sgd: return c.momentum > 0 ? 1 : 0;
-    case Opt::adagrad: return 1;
-    case Opt::rmsprop: return 1 + (c.momentum > 0 ? 1 : 0) + (c.centered ? 1 : 0);
-    case Opt::adadelta: return 2;
+    case Opt::sgd:
+      return c.momentum > 0 ? 1 : 0;
+    case Opt::adagrad:
+      return 1;
+    case Opt::rmsprop:
+      return 1 + (c.momentum > 0 ? 1 : 0) + (c.centered ? 1 : 0);
+    case Opt::adadelta:
+      return 2;
     case Opt::adam:
     case Opt::adamw:
-    case Opt::adabelief: return 2 + (c.amsgrad ? 1 : 0);
+    case Opt::adabelief:
+      return 2 + (c.amsgrad ? 1 : 0);
     case Opt::nadam:
-    case Opt::adamax: return 2;
-    default: return 0;
+    case Opt::adamax:
+      return 2;
+    default:
+      return 0;
   }
 }
 
 // Adafactor factors the second moment of a matrix (rows >= 2 and cols >= 2): a row vector
 // and a column vector instead of rows x cols (Shazeer & Stern 2018; deck 000's
 // memory-efficient optimizer). Vectors keep the full second moment.
-FM_HD bool adafactor_factored(index_t rows, index_t cols) { return rows >= 2 && cols >= 2; }
+FM_HD bool adafactor_factored(index_t rows, index_t cols) {
+  return rows >= 2 && cols >= 2;
+}
 
 // Scalars of one step in the parameter type: constants of the rule, bias corrections and
 // schedules evaluated once on the host (make_opt_coef), so the per-element code is the
-// formula and nothing else.
+// formula and nothing else. The torch and deck forms are folded into coefficients (see each
+// rule), so the element loop has no data-independent branches and vectorizes.
 template <class T>
 struct OptCoef {
-  T lr, grad_scale, clip_value, weight_decay, l1, decay_mult;
-  T momentum, one_minus_dampening;
-  T beta1, beta2, one_minus_beta1, one_minus_beta2, eps, rho, one_minus_rho;
-  T step_size;         // Adam family, AdaMax, AdaBelief: lr / (1 - beta1^t); AdaGrad: decayed lr
-  T bc2, bc2_sqrt;     // 1 - beta2^t and its square root
-  T nadam_c1, nadam_c2;  // NAdam: mu_{t+1} / (1 - prod_{i<=t+1} mu_i), (1 - mu_t) / (1 - prod_{i<=t} mu_i)
-  T init_acc;          // AdaGrad r_0
+  T lr;
+  T grad_mult;  // grad_scale, negated when maximizing
+  T clip;       // clip_value, +inf when off
+  T weight_decay, l1, decay_mult;
+  T momentum, one_minus_beta1, one_minus_beta2, beta1, beta2, eps, rho, one_minus_rho;
+  T sgd_gain, sgd_buf, sgd_grad;  // SGD: b <- mu b + sgd_gain g; theta += sgd_buf b + sgd_grad g
+  T eps_in, eps_out;  // RMSProp/Adam denominators: sqrt(x c_in + eps_in) c_out + eps_out
+  T c_in, c_out;
+  T step_size;           // Adam family, AdaMax, AdaBelief: lr / (1 - beta1^t); AdaGrad: decayed lr
+  T inv_bc2_sqrt;        // 1 / sqrt(1 - beta2^t)
+  T nadam_c1, nadam_c2;  // NAdam: lr mu_{t+1} / (1 - prod_{i<=t+1} mu_i), lr (1 - mu_t) / (1 -
+                         // prod_{i<=t} mu_i)
+  T init_acc;            // AdaGrad r_0
   int slot_buf, slot_avg;  // RMSProp: state slots of the momentum buffer and the grad average
-  bool first, nesterov, amsgrad, centered, deck, maximize, has_momentum;
+  bool has_momentum, centered, amsgrad;  // rule variants with their own state arrays
 };
 
 namespace opt_detail {
@@ -196,13 +231,12 @@ OptCoef<T> make_opt_coef(const OptConfig& c, std::int64_t t, double lr, double g
   const Opt o = static_cast<Opt>(c.opt);
   OptCoef<T> k{};
   k.lr = T(lr);
-  k.grad_scale = T(grad_scale);
-  k.clip_value = T(c.clip_value);
+  k.grad_mult = T(c.maximize ? -grad_scale : grad_scale);
+  k.clip = c.clip_value > 0 ? T(c.clip_value) : std::numeric_limits<T>::infinity();
   k.weight_decay = T(c.weight_decay);
   k.l1 = T(c.l1);
   k.decay_mult = T(1.0 - lr * c.decoupled_weight_decay);
   k.momentum = T(c.momentum);
-  k.one_minus_dampening = T(1.0 - c.dampening);
   k.beta1 = T(c.beta1);
   k.beta2 = T(c.beta2);
   k.one_minus_beta1 = T(1.0 - c.beta1);
@@ -210,69 +244,89 @@ OptCoef<T> make_opt_coef(const OptConfig& c, std::int64_t t, double lr, double g
   k.eps = T(c.eps);
   k.rho = T(c.rho);
   k.one_minus_rho = T(1.0 - c.rho);
+  // SGD. torch: b <- mu b + g_d, theta += -lr b (Nesterov: -lr mu b - lr g); the first buffer
+  // is g itself (g_d = g at t = 1, (1 - dampening) g after). Decks: v <- mu v - lr g_d,
+  // theta += v (Nesterov: mu v - lr g).
+  const double gd = t == 1 ? 1.0 : 1.0 - c.dampening;
+  const double nb = c.nesterov ? c.momentum : 1.0;
+  k.sgd_gain = T(c.deck_variant ? -lr * gd : gd);
+  k.sgd_buf = T(c.deck_variant ? nb : -lr * nb);
+  k.sgd_grad = T(c.nesterov ? -lr : 0.0);
   const double bc1 = 1.0 - std::pow(c.beta1, double(t));
   const double bc2 = 1.0 - std::pow(c.beta2, double(t));
   k.step_size = T(lr / bc1);
   if (o == Opt::adagrad) k.step_size = T(lr / (1.0 + double(t - 1) * c.lr_decay));
-  k.bc2 = T(bc2);
-  k.bc2_sqrt = T(std::sqrt(bc2));
+  k.inv_bc2_sqrt = T(1.0 / std::sqrt(bc2));
+  // Denominators. RMSProp torch: sqrt(r) + eps; deck 002: sqrt(r + eps). Adam torch:
+  // sqrt(v) / sqrt(bc2) + eps; deck 002: sqrt(v / bc2 + eps).
+  const bool adam_like = o == Opt::adam || o == Opt::adamw;
+  const double bc = adam_like ? bc2 : 1.0;
+  k.c_in = T(c.deck_variant ? 1.0 / bc : 1.0);
+  k.c_out = T(c.deck_variant ? 1.0 : 1.0 / std::sqrt(bc));
+  k.eps_in = T(c.deck_variant ? c.eps : 0.0);
+  k.eps_out = T(c.deck_variant ? 0.0 : c.eps);
   if (o == Opt::nadam) {
     const double mu = opt_detail::nadam_mu(c, t), mu_next = opt_detail::nadam_mu(c, t + 1);
     const double prod = opt_detail::nadam_mu_product(c, t);
-    k.nadam_c1 = T(mu_next / (1.0 - prod * mu_next));
-    k.nadam_c2 = T((1.0 - mu) / (1.0 - prod));
+    k.nadam_c1 = T(lr * mu_next / (1.0 - prod * mu_next));
+    k.nadam_c2 = T(lr * (1.0 - mu) / (1.0 - prod));
   }
   k.init_acc = T(c.initial_accumulator_value);
   k.has_momentum = c.momentum > 0;
+  k.centered = c.centered;
+  k.amsgrad = c.amsgrad;
   k.slot_buf = k.has_momentum ? 1 : -1;
   k.slot_avg = c.centered ? (k.has_momentum ? 2 : 1) : -1;
-  k.first = t == 1;
-  k.nesterov = c.nesterov;
-  k.amsgrad = c.amsgrad;
-  k.centered = c.centered;
-  k.deck = c.deck_variant;
-  k.maximize = c.maximize;
   return k;
 }
 
 // The gradient the rule sees (deck 002): g * grad_scale, clipped by value, negated when
 // maximizing (torch), plus lambda theta (coupled L2) and lambda_1 sign(theta) (L1) where the
 // segment decays.
+// wd and l1 are the segment's coefficients (0 where it does not decay).
 template <class T>
-FM_HD T opt_effective_grad(T g, T p, const OptCoef<T>& k, bool decay) {
-  g *= k.grad_scale;
-  if (k.clip_value > T(0)) g = g > k.clip_value ? k.clip_value : (g < -k.clip_value ? -k.clip_value : g);
-  if (k.maximize) g = -g;
-  if (decay) {
-    const T sgn = p > T(0) ? T(1) : (p < T(0) ? T(-1) : T(0));
-    g += k.weight_decay * p + k.l1 * sgn;
-  }
-  return g;
+FM_HD T opt_effective_grad(T g, T p, const OptCoef<T>& k, T wd, T l1) {
+  g *= k.grad_mult;
+  g = g > k.clip ? k.clip : g;
+  g = g < -k.clip ? -k.clip : g;
+  // sign(p) with sign(0) = 0 as arithmetic on the comparisons: conditionals here would stop
+  // the compiler vectorizing the element loop.
+  const T sgn = T(p > T(0)) - T(p < T(0));
+  return g + wd * p + l1 * sgn;
 }
 
-// OptRule<O>::apply(p, g, s, n, k): one element. p is the parameter (already multiplied by
-// the decoupled decay factor), g the effective gradient, s points at the element's first state
-// slot; slot j lives at s[j * n].
+// OptRule<O>::apply<A, B>(p, g, s, n, k): one element. p is the parameter (already multiplied
+// by the decoupled decay factor), g the effective gradient, s points at the element's first
+// state slot; slot j lives at s[j * n]. A and B select the variants that own state arrays
+// (the caller passes variant_a / variant_b of the config) so they are compile-time.
 template <Opt O>
 struct OptRule;
 
+template <Opt O, class T>
+FM_HD bool opt_variant_a(const OptCoef<T>& k) {
+  if constexpr (O == Opt::sgd) return k.has_momentum;
+  if constexpr (O == Opt::rmsprop) return k.centered;
+  if constexpr (O == Opt::adam || O == Opt::adamw || O == Opt::adabelief) return k.amsgrad;
+  return false;
+}
+template <Opt O, class T>
+FM_HD bool opt_variant_b(const OptCoef<T>& k) {
+  if constexpr (O == Opt::rmsprop) return k.has_momentum;
+  return false;
+}
+
 // SGD (deck 002 Alg. 8.1/8.2; deck 000 momentum; deck 003 Alg. 2/3; torch.optim.SGD).
+// A = momentum. The coefficients (make_opt_coef) select torch's buffer or the decks' velocity.
 template <>
 struct OptRule<Opt::sgd> {
-  template <class T>
+  template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
-    if (!k.has_momentum) {
+    if constexpr (!A) {
       p -= k.lr * g;
-      return;
-    }
-    T& b = s[0];
-    const T gd = k.first ? g : k.one_minus_dampening * g;  // torch: the first buffer is g itself
-    if (!k.deck) {
-      b = k.momentum * b + gd;
-      p -= k.lr * (k.nesterov ? g + k.momentum * b : b);
     } else {
-      b = k.momentum * b - k.lr * gd;                       // v <- alpha v - eps g
-      p += k.nesterov ? k.momentum * b - k.lr * g : b;      // theta <- theta + v (+ look-ahead)
+      T& b = s[0];
+      b = k.momentum * b + k.sgd_gain * g;
+      p += k.sgd_buf * b + k.sgd_grad * g;
     }
   }
 };
@@ -281,7 +335,7 @@ struct OptRule<Opt::sgd> {
 // initial_accumulator_value). The slot holds r - r_0 so that zero-initialized state is right.
 template <>
 struct OptRule<Opt::adagrad> {
-  template <class T>
+  template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& r = s[0];
     r += g * g;
@@ -289,21 +343,21 @@ struct OptRule<Opt::adagrad> {
   }
 };
 
-// RMSProp (deck 000; deck 002 Alg. 8.5; torch.optim.RMSprop: centered, momentum).
+// RMSProp (deck 000; deck 002 Alg. 8.5; torch.optim.RMSprop). A = centered, B = momentum.
 template <>
 struct OptRule<Opt::rmsprop> {
-  template <class T>
+  template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& sq = s[0];
     sq = k.rho * sq + k.one_minus_rho * g * g;
     T avg = sq;
-    if (k.centered) {
+    if constexpr (A) {
       T& ga = s[k.slot_avg * n];
       ga = k.rho * ga + k.one_minus_rho * g;
       avg -= ga * ga;
     }
-    const T denom = k.deck ? std::sqrt(avg + k.eps) : std::sqrt(avg) + k.eps;
-    if (k.has_momentum) {
+    const T denom = std::sqrt(avg + k.eps_in) + k.eps_out;
+    if constexpr (B) {
       T& b = s[k.slot_buf * n];
       b = k.momentum * b + g / denom;
       p -= k.lr * b;
@@ -316,7 +370,7 @@ struct OptRule<Opt::rmsprop> {
 // AdaDelta (Zeiler 2012; deck 001's "AdaDelta approximation" D G^-1; torch.optim.Adadelta).
 template <>
 struct OptRule<Opt::adadelta> {
-  template <class T>
+  template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& sq = s[0];
     T& acc = s[n];
@@ -327,25 +381,24 @@ struct OptRule<Opt::adadelta> {
   }
 };
 
-// Adam with bias correction 1 - beta^t (deck 002 Alg. 8.7, deck 000; torch.optim.Adam, AMSGrad
-// keeps the running maximum of v and bias-corrects it). AdamW is the same rule; its decay is
-// the decoupled one, applied before the rule.
+// Adam with bias correction 1 - beta^t (deck 002 Alg. 8.7, deck 000; torch.optim.Adam). A =
+// AMSGrad: the running maximum of v, bias-corrected. AdamW is the same rule; its decay is the
+// decoupled one, applied before the rule.
 template <>
 struct OptRule<Opt::adam> {
-  template <class T>
+  template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& m = s[0];
     T& v = s[n];
     m = k.beta1 * m + k.one_minus_beta1 * g;
     v = k.beta2 * v + k.one_minus_beta2 * g * g;
     T vv = v;
-    if (k.amsgrad) {
+    if constexpr (A) {
       T& vmax = s[2 * n];
       vmax = vmax > v ? vmax : v;
       vv = vmax;
     }
-    const T denom = k.deck ? std::sqrt(vv / k.bc2 + k.eps) : std::sqrt(vv) / k.bc2_sqrt + k.eps;
-    p -= k.step_size * m / denom;
+    p -= k.step_size * m / (std::sqrt(vv * k.c_in + k.eps_in) * k.c_out + k.eps_out);
   }
 };
 template <>
@@ -354,21 +407,20 @@ struct OptRule<Opt::adamw> : OptRule<Opt::adam> {};
 // NAdam (Dozat 2016; torch.optim.NAdam): Nesterov momentum inside Adam.
 template <>
 struct OptRule<Opt::nadam> {
-  template <class T>
+  template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& m = s[0];
     T& v = s[n];
     m = k.beta1 * m + k.one_minus_beta1 * g;
     v = k.beta2 * v + k.one_minus_beta2 * g * g;
-    const T denom = std::sqrt(v) / k.bc2_sqrt + k.eps;
-    p -= k.lr * (k.nadam_c1 * m + k.nadam_c2 * g) / denom;
+    p -= (k.nadam_c1 * m + k.nadam_c2 * g) / (std::sqrt(v) * k.inv_bc2_sqrt + k.eps);
   }
 };
 
 // AdaMax (Kingma & Ba 2015 Alg. 2; torch.optim.Adamax): infinity-norm second moment.
 template <>
 struct OptRule<Opt::adamax> {
-  template <class T>
+  template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& m = s[0];
     T& u = s[n];
@@ -380,10 +432,10 @@ struct OptRule<Opt::adamax> {
 };
 
 // AdaBelief (Zhuang et al. 2020, Alg. 2, as the authors' adabelief-pytorch 0.2 without
-// rectification): s tracks the "belief" (g - m)^2; eps is added to s every step.
+// rectification): s tracks the "belief" (g - m)^2; eps is added to s every step. A = AMSGrad.
 template <>
 struct OptRule<Opt::adabelief> {
-  template <class T>
+  template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& m = s[0];
     T& sv = s[n];
@@ -391,12 +443,12 @@ struct OptRule<Opt::adabelief> {
     const T d = g - m;
     sv = k.beta2 * sv + k.one_minus_beta2 * d * d + k.eps;
     T ss = sv;
-    if (k.amsgrad) {
+    if constexpr (A) {
       T& smax = s[2 * n];
       smax = smax > sv ? smax : sv;
       ss = smax;
     }
-    p -= k.step_size * m / (std::sqrt(ss) / k.bc2_sqrt + k.eps);
+    p -= k.step_size * m / (std::sqrt(ss) * k.inv_bc2_sqrt + k.eps);
   }
 };
 
@@ -408,7 +460,9 @@ struct OptRule<Opt::adabelief> {
 //   vector: V <- lerp(V, g^2, w)
 //   U = g / sqrt(max(V, eps1^2)),  theta <- theta - alpha_t / max(1, RMS(U) / d) * U.
 template <class T>
-FM_HD T adafactor_lerp(T a, T b, T w) { return a + w * (b - a); }
+FM_HD T adafactor_lerp(T a, T b, T w) {
+  return a + w * (b - a);
+}
 template <class T>
 FM_HD T adafactor_u(T g, T v, T eps1) {
   const T floor = eps1 * eps1;

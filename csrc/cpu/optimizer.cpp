@@ -64,8 +64,8 @@ void check_segments(const Segment* segs, int nseg, index_t n) {
   index_t end = 0;
   for (int s = 0; s < nseg; ++s) {
     const Segment& g = segs[s];
-    FM_CHECK(g.rows >= 1 && g.cols >= 1, "segments[", s, "]: expected rows >= 1 and cols >= 1, got (",
-             g.rows, ", ", g.cols, ")");
+    FM_CHECK(g.rows >= 1 && g.cols >= 1, "segments[", s,
+             "]: expected rows >= 1 and cols >= 1, got (", g.rows, ", ", g.cols, ")");
     FM_CHECK(g.offset >= end, "segments[", s, "]: offset ", g.offset,
              " overlaps the previous segment or is out of order (previous end ", end, ")");
     end = g.offset + g.rows * g.cols;
@@ -88,24 +88,32 @@ SegmentList segment_list(const Segment* segs, int nseg, index_t n) {
   return l;
 }
 
+// The rule over elements [lo, hi) of one segment. k is taken by value and the arrays are
+// restrict-qualified: nothing the loop stores can change a coefficient, so they stay in
+// registers; with the variants A, B compile-time the loop has no branches and vectorizes.
+template <class T, Opt O, bool A, bool B>
+void update_range(const OptCoef<T> k, T* __restrict p, const T* __restrict g, T* __restrict st,
+                  index_t n, index_t lo, index_t hi, bool decay) {
+  const T mult = decay ? k.decay_mult : T(1);
+  const T wd = decay ? k.weight_decay : T(0), l1 = decay ? k.l1 : T(0);
+  for (index_t e = lo; e < hi; ++e) {
+    T pe = p[e];
+    const T ge = opt_effective_grad(g[e], pe, k, wd, l1);
+    pe *= mult;
+    OptRule<O>::template apply<A, B>(pe, ge, st + e, n, k);
+    p[e] = pe;
+  }
+}
+
 // Elementwise rules: contiguous chunks of the arena, each walking the segments it overlaps.
-template <class T, Opt O>
+template <class T, Opt O, bool A, bool B>
 void elementwise_step(const OptCoef<T>& k, T* p, const T* g, T* st, index_t n, const Segment* segs,
                       int nseg) {
   auto run = [&](index_t i0, index_t i1) {
     for (int s = 0; s < nseg; ++s) {
       const index_t lo = std::max(i0, segs[s].offset);
       const index_t hi = std::min(i1, segs[s].offset + segs[s].rows * segs[s].cols);
-      if (lo >= hi) continue;
-      const bool decay = segs[s].decay;
-      const T mult = decay ? k.decay_mult : T(1);
-      for (index_t e = lo; e < hi; ++e) {
-        T pe = p[e];
-        const T ge = opt_effective_grad(g[e], pe, k, decay);
-        pe *= mult;
-        OptRule<O>::apply(pe, ge, st + e, n, k);
-        p[e] = pe;
-      }
+      if (lo < hi) update_range<T, O, A, B>(k, p, g, st, n, lo, hi, segs[s].decay);
     }
   };
   const int nt = num_threads();
@@ -120,12 +128,27 @@ void elementwise_step(const OptCoef<T>& k, T* p, const T* g, T* st, index_t n, c
   }
 }
 
+template <class T, Opt O>
+void elementwise_step(const OptCoef<T>& k, T* p, const T* g, T* st, index_t n, const Segment* segs,
+                      int nseg) {
+  const bool a = opt_variant_a<O>(k), b = opt_variant_b<O>(k);
+  if (a && b)
+    elementwise_step<T, O, true, true>(k, p, g, st, n, segs, nseg);
+  else if (a)
+    elementwise_step<T, O, true, false>(k, p, g, st, n, segs, nseg);
+  else if (b)
+    elementwise_step<T, O, false, true>(k, p, g, st, n, segs, nseg);
+  else
+    elementwise_step<T, O, false, false>(k, p, g, st, n, segs, nseg);
+}
+
 // Adafactor on one segment; st points at the segment's state.
 template <class T>
 void adafactor_segment(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g, T* st,
                        const Segment& sg, std::int64_t t, double lr) {
   const index_t rows = sg.rows, cols = sg.cols, len = rows * cols;
   const bool decay = sg.decay;
+  const T wd = decay ? k.weight_decay : T(0), l1 = decay ? k.l1 : T(0);
   const T w = T(std::pow(double(t), c.beta2_decay));  // 1 - beta2_t (= 1 at t = 1)
   const T eps1 = c.eps > 0 ? T(c.eps) : std::numeric_limits<T>::epsilon();
   const double rho_t = c.relative_step ? std::min(lr, 1.0 / std::sqrt(double(t))) : lr;
@@ -139,9 +162,10 @@ void adafactor_segment(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g
     parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
       for (index_t i = r0; i < r1; ++i) {
         double sg2 = 0.0, sp2 = 0.0;
+#pragma omp simd reduction(+ : sg2, sp2)
         for (index_t j = 0; j < cols; ++j) {
           const T pe = p[i * cols + j];
-          const T ge = opt_effective_grad(g[i * cols + j], pe, k, decay);
+          const T ge = opt_effective_grad(g[i * cols + j], pe, k, wd, l1);
           sg2 += double(ge) * double(ge);
           sp2 += double(pe) * double(pe);
         }
@@ -154,10 +178,11 @@ void adafactor_segment(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g
       std::array<double, kColumnBlock> acc{};
       for (index_t i = 0; i < rows; ++i)
         for (index_t j = c0; j < c1; ++j) {
-          const T ge = opt_effective_grad(g[i * cols + j], p[i * cols + j], k, decay);
+          const T ge = opt_effective_grad(g[i * cols + j], p[i * cols + j], k, wd, l1);
           acc[j - c0] += double(ge) * double(ge);
         }
-      for (index_t j = c0; j < c1; ++j) C[j] = adafactor_lerp(C[j], T(acc[j - c0] / double(rows)), w);
+      for (index_t j = c0; j < c1; ++j)
+        C[j] = adafactor_lerp(C[j], T(acc[j - c0] / double(rows)), w);
     });
     double r_sum = 0.0;
     for (index_t i = 0; i < rows; ++i) {
@@ -169,9 +194,11 @@ void adafactor_segment(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g
     parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
       for (index_t i = r0; i < r1; ++i) {
         double su = 0.0;
+        const T ri = R[i];
+#pragma omp simd reduction(+ : su)
         for (index_t j = 0; j < cols; ++j) {
-          const T ge = opt_effective_grad(g[i * cols + j], p[i * cols + j], k, decay);
-          const T u = adafactor_u(ge, R[i] * C[j] / r_den, eps1);
+          const T ge = opt_effective_grad(g[i * cols + j], p[i * cols + j], k, wd, l1);
+          const T u = adafactor_u(ge, ri * C[j] / r_den, eps1);
           su += double(u) * double(u);
         }
         row_u[i] = su;
@@ -183,26 +210,33 @@ void adafactor_segment(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g
     const T step = T(alpha / std::max(1.0, rms_u / c.clip_threshold));
     const T mult = decay ? k.decay_mult : T(1);
     parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
-      for (index_t i = r0; i < r1; ++i)
+      for (index_t i = r0; i < r1; ++i) {
+        const T ri = R[i];
         for (index_t j = 0; j < cols; ++j) {
           const T pe = p[i * cols + j];
-          const T ge = opt_effective_grad(g[i * cols + j], pe, k, decay);
-          p[i * cols + j] = pe * mult - step * adafactor_u(ge, R[i] * C[j] / r_den, eps1);
+          const T ge = opt_effective_grad(g[i * cols + j], pe, k, wd, l1);
+          p[i * cols + j] = pe * mult - step * adafactor_u(ge, ri * C[j] / r_den, eps1);
         }
+      }
     });
     return;
   }
   // Vector: V updated and RMS(theta), RMS(U) summed in one pass, then the update.
   T* V = st;
   const auto sums = blocked_sum<2>(len, [&](index_t i0, index_t i1, double* acc) {
+    double sp2 = 0.0, su = 0.0;
+#pragma omp simd reduction(+ : sp2, su)
     for (index_t e = i0; e < i1; ++e) {
       const T pe = p[e];
-      const T ge = opt_effective_grad(g[e], pe, k, decay);
-      V[e] = adafactor_lerp(V[e], ge * ge, w);
-      const T u = adafactor_u(ge, V[e], eps1);
-      acc[0] += double(pe) * double(pe);
-      acc[1] += double(u) * double(u);
+      const T ge = opt_effective_grad(g[e], pe, k, wd, l1);
+      const T v = adafactor_lerp(V[e], ge * ge, w);
+      V[e] = v;
+      const T u = adafactor_u(ge, v, eps1);
+      sp2 += double(pe) * double(pe);
+      su += double(u) * double(u);
     }
+    acc[0] += sp2;
+    acc[1] += su;
   });
   const double rms_p = std::sqrt(sums[0] / double(len)), rms_u = std::sqrt(sums[1] / double(len));
   const double alpha = (c.scale_parameter ? std::max(c.eps2, rms_p) : 1.0) * rho_t;
@@ -211,7 +245,7 @@ void adafactor_segment(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g
   parallel_rows(len, 1, [&](index_t i0, index_t i1) {
     for (index_t e = i0; e < i1; ++e) {
       const T pe = p[e];
-      const T ge = opt_effective_grad(g[e], pe, k, decay);
+      const T ge = opt_effective_grad(g[e], pe, k, wd, l1);
       p[e] = pe * mult - step * adafactor_u(ge, V[e], eps1);
     }
   });
@@ -225,7 +259,8 @@ void max_norm_segment(T* p, const Segment& sg, double c) {
   column_blocks(rows, cols, [&](index_t c0, index_t c1) {
     std::array<double, kColumnBlock> acc{};
     for (index_t i = 0; i < rows; ++i)
-      for (index_t j = c0; j < c1; ++j) acc[j - c0] += double(p[i * cols + j]) * double(p[i * cols + j]);
+      for (index_t j = c0; j < c1; ++j)
+        acc[j - c0] += double(p[i * cols + j]) * double(p[i * cols + j]);
     for (index_t j = c0; j < c1; ++j) {
       const double norm = std::sqrt(acc[j - c0]);
       if (norm <= c) continue;
@@ -257,8 +292,8 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
   check_segments(segs, nseg, n);
   FM_CHECK(step >= 1, "step: expected the 1-based step number >= 1, got ", step);
   FM_CHECK(std::isfinite(lr) && lr > 0, "lr: expected > 0, got ", lr);
-  FM_CHECK(std::isfinite(grad_scale) && grad_scale >= 0, "grad_scale: expected a finite number >= 0, got ",
-           grad_scale);
+  FM_CHECK(std::isfinite(grad_scale) && grad_scale >= 0,
+           "grad_scale: expected a finite number >= 0, got ", grad_scale);
   if (n == 0) return;
   FM_CHECK(params && grads, "params, grads: null pointer");
   FM_CHECK(state || optimizer_state_size(c, segs, nseg, n) == 0, "state: null pointer");
@@ -266,8 +301,8 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
   const OptCoef<T> k = make_opt_coef<T>(c, step, lr, grad_scale);
   const Opt o = static_cast<Opt>(c.opt);
   switch (o) {
-#define FM_OPT_STEP(name)                                                      \
-  case Opt::name:                                                              \
+#define FM_OPT_STEP(name)                                                       \
+  case Opt::name:                                                               \
     elementwise_step<T, Opt::name>(k, params, grads, state, n, l.segs, l.nseg); \
     break;
     FM_OPT_STEP(sgd)
@@ -302,14 +337,15 @@ double grad_sq_norm(const T* grads, index_t n) {
   FM_CHECK(n >= 0, "n: expected >= 0, got ", n);
   return blocked_sum<1>(n, [&](index_t i0, index_t i1, double* acc) {
     double s = 0.0;
+#pragma omp simd reduction(+ : s)
     for (index_t i = i0; i < i1; ++i) s += double(grads[i]) * double(grads[i]);
     acc[0] += s;
   })[0];
 }
 
-#define FM_INSTANTIATE(T)                                                                          \
-  template void optimizer_step<T>(const OptConfig&, T*, const T*, T*, const Segment*, int, index_t, \
-                                  std::int64_t, double, double);                                  \
+#define FM_INSTANTIATE(T)                                                                  \
+  template void optimizer_step<T>(const OptConfig&, T*, const T*, T*, const Segment*, int, \
+                                  index_t, std::int64_t, double, double);                  \
   template double grad_sq_norm<T>(const T*, index_t);
 FM_INSTANTIATE(float)
 FM_INSTANTIATE(double)

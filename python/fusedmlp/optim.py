@@ -63,8 +63,10 @@ _DECAY_SCOPES = ("weights", "all", "none")
 def _betas(name: str, betas: Any) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"{name}: expected a pair (beta1, beta2), got {betas!r}")
-    return (v.real(f"{name}[0]", betas[0], 0.0, 1.0, high_open=True),
-            v.real(f"{name}[1]", betas[1], 0.0, 1.0, high_open=True))
+    return (
+        v.real(f"{name}[0]", betas[0], 0.0, 1.0, high_open=True),
+        v.real(f"{name}[1]", betas[1], 0.0, 1.0, high_open=True),
+    )
 
 
 def _flag(name: str, x: Any) -> bool:
@@ -192,8 +194,9 @@ class Optimizer:
         return [p.ndim == 2 for p in params]
 
     # ------------------------------------------------------------------ the step
-    def step(self, params: list, grads: list, *, lr: float | None = None,
-             decay: list[bool] | None = None) -> None:
+    def step(
+        self, params: list, grads: list, *, lr: float | None = None, decay: list[bool] | None = None
+    ) -> None:
         """One update of every parameter, in place.
 
         Args:
@@ -225,21 +228,23 @@ class Optimizer:
 
             scale = clip_grad_norm_scale(global_grad_norm(grads), self.hyper.clip_norm)
         t = self.state.step + 1
-        for p, g, s, d in zip(params, grads, buffers, mask):
+        for p, g, s, d in zip(params, grads, buffers, mask, strict=True):
             _core.optimizer_step(cfg, p, g, s, t, step_lr, scale, d, d and p.ndim == 2)
         self.state.step = t
 
     def _buffers(self, cfg: Any, params: list[np.ndarray]) -> list[np.ndarray]:
         sizes = [_core.optimizer_param_state_size(cfg, *_rows_cols(p)) for p in params]
         if self.state.buffers is None:
-            self.state.buffers = [np.zeros(n, dtype=p.dtype) for n, p in zip(sizes, params)]
+            self.state.buffers = [
+                np.zeros(n, dtype=p.dtype) for n, p in zip(sizes, params, strict=True)
+            ]
             return self.state.buffers
         bufs = self.state.buffers
         if len(bufs) != len(params):
             raise ValueError(
                 f"params: this optimizer holds state for {len(bufs)} parameters, got {len(params)}"
             )
-        for i, (b, n, p) in enumerate(zip(bufs, sizes, params)):
+        for i, (b, n, p) in enumerate(zip(bufs, sizes, params, strict=True)):
             if b.size != n or b.dtype != p.dtype:
                 raise ValueError(
                     f"params[{i}]: shape {p.shape} / dtype {p.dtype} does not match the optimizer "
@@ -283,7 +288,9 @@ class Optimizer:
         fields = {f.name for f in dataclasses.fields(self.hyper)}
         hyper = dict(state["hyper"])
         if set(hyper) != fields:
-            raise ValueError(f"state['hyper']: expected the fields {sorted(fields)}, got {sorted(hyper)}")
+            raise ValueError(
+                f"state['hyper']: expected the fields {sorted(fields)}, got {sorted(hyper)}"
+            )
         if "betas" in hyper:
             hyper["betas"] = tuple(hyper["betas"])
         if "eps" in hyper and isinstance(hyper["eps"], list):
@@ -295,8 +302,12 @@ class Optimizer:
         if bufs is not None:
             if not isinstance(bufs, (list, tuple)):
                 raise TypeError("state['state']: expected a list of arrays or None")
-            bufs = [v.as_float_array(f"state['state'][{i}]", b, ndim=1, finite=False, allow_empty=True)
-                    .copy() for i, b in enumerate(bufs)]
+            bufs = [
+                v.as_float_array(
+                    f"state['state'][{i}]", b, ndim=1, finite=False, allow_empty=True
+                ).copy()
+                for i, b in enumerate(bufs)
+            ]
         self.hyper = new_hyper
         self.state = OptimizerState(step=step, buffers=bufs)
 
@@ -314,15 +325,19 @@ def _check_pairs(params: Any, grads: Any) -> tuple[list[np.ndarray], list[np.nda
     if not isinstance(grads, (list, tuple)):
         raise TypeError(f"grads: expected a list of arrays, got {type(grads).__name__}")
     if len(params) != len(grads):
-        raise ValueError(f"grads: expected {len(params)} gradients (one per parameter), got {len(grads)}")
+        raise ValueError(
+            f"grads: expected {len(params)} gradients (one per parameter), got {len(grads)}"
+        )
     if not params:
         raise ValueError("params: expected at least one parameter")
     out_p, out_g = [], []
-    for i, (p, g) in enumerate(zip(params, grads)):
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         name = f"params[{i}]"
         v.check_host(name, p)
         if not isinstance(p, np.ndarray):
-            raise TypeError(f"{name}: expected a NumPy array (updated in place), got {type(p).__name__}")
+            raise TypeError(
+                f"{name}: expected a NumPy array (updated in place), got {type(p).__name__}"
+            )
         if p.dtype not in v.FLOAT_DTYPES:
             raise TypeError(f"{name}: expected dtype float32 or float64, got {p.dtype}")
         if p.ndim not in (1, 2) or p.size == 0:
@@ -391,10 +406,26 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, lr: float = 1e-3, momentum: float = 0.0, nesterov: bool = False, *,
-                 dampening: float = 0.0, deck_variant: bool = False, **common: Any):
-        super().__init__(SGDHyper(lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening,
-                                  deck_variant=deck_variant, **common))
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        *,
+        dampening: float = 0.0,
+        deck_variant: bool = False,
+        **common: Any,
+    ):
+        super().__init__(
+            SGDHyper(
+                lr=lr,
+                momentum=momentum,
+                nesterov=nesterov,
+                dampening=dampening,
+                deck_variant=deck_variant,
+                **common,
+            )
+        )
 
 
 @dataclass
@@ -411,7 +442,8 @@ class AdaGradHyper(Hyper):
         self.eps = v.real("eps", self.eps, 0.0, low_open=True)
         self.lr_decay = v.real("lr_decay", self.lr_decay, 0.0)
         self.initial_accumulator_value = v.real(
-            "initial_accumulator_value", self.initial_accumulator_value, 0.0)
+            "initial_accumulator_value", self.initial_accumulator_value, 0.0
+        )
 
     def fill(self, cfg: Any) -> None:
         cfg.eps, cfg.lr_decay = self.eps, self.lr_decay
@@ -440,10 +472,24 @@ class AdaGrad(Optimizer):
 
     name = "adagrad"
 
-    def __init__(self, lr: float = 1e-2, eps: float = 1e-10, *, lr_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, **common: Any):
-        super().__init__(AdaGradHyper(lr=lr, eps=eps, lr_decay=lr_decay,
-                                      initial_accumulator_value=initial_accumulator_value, **common))
+    def __init__(
+        self,
+        lr: float = 1e-2,
+        eps: float = 1e-10,
+        *,
+        lr_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        **common: Any,
+    ):
+        super().__init__(
+            AdaGradHyper(
+                lr=lr,
+                eps=eps,
+                lr_decay=lr_decay,
+                initial_accumulator_value=initial_accumulator_value,
+                **common,
+            )
+        )
 
 
 @dataclass
@@ -496,10 +542,28 @@ class RMSProp(Optimizer):
 
     name = "rmsprop"
 
-    def __init__(self, lr: float = 1e-2, rho: float = 0.9, eps: float = 1e-8, momentum: float = 0.0,
-                 centered: bool = False, *, deck_variant: bool = False, **common: Any):
-        super().__init__(RMSPropHyper(lr=lr, rho=rho, eps=eps, momentum=momentum, centered=centered,
-                                      deck_variant=deck_variant, **common))
+    def __init__(
+        self,
+        lr: float = 1e-2,
+        rho: float = 0.9,
+        eps: float = 1e-8,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        deck_variant: bool = False,
+        **common: Any,
+    ):
+        super().__init__(
+            RMSPropHyper(
+                lr=lr,
+                rho=rho,
+                eps=eps,
+                momentum=momentum,
+                centered=centered,
+                deck_variant=deck_variant,
+                **common,
+            )
+        )
 
 
 @dataclass
@@ -590,11 +654,28 @@ class Adam(Optimizer):
 
     name = "adam"
 
-    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False, *, deck_variant: bool = False,
-                 **common: Any):
-        super().__init__(AdamHyper(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                   amsgrad=amsgrad, deck_variant=deck_variant, **common))
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        deck_variant: bool = False,
+        **common: Any,
+    ):
+        super().__init__(
+            AdamHyper(
+                lr=lr,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+                amsgrad=amsgrad,
+                deck_variant=deck_variant,
+                **common,
+            )
+        )
 
 
 @dataclass
@@ -627,11 +708,28 @@ class AdamW(Optimizer):
 
     name = "adamw"
 
-    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *, deck_variant: bool = False,
-                 **common: Any):
-        super().__init__(AdamWHyper(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                    amsgrad=amsgrad, deck_variant=deck_variant, **common))
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        deck_variant: bool = False,
+        **common: Any,
+    ):
+        super().__init__(
+            AdamWHyper(
+                lr=lr,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+                amsgrad=amsgrad,
+                deck_variant=deck_variant,
+                **common,
+            )
+        )
 
 
 @dataclass
@@ -654,7 +752,11 @@ class NAdamHyper(Hyper):
 
     def fill(self, cfg: Any) -> None:
         cfg.beta1, cfg.beta2 = self.betas
-        cfg.eps, cfg.momentum_decay, cfg.deck_variant = self.eps, self.momentum_decay, self.deck_variant
+        cfg.eps, cfg.momentum_decay, cfg.deck_variant = (
+            self.eps,
+            self.momentum_decay,
+            self.deck_variant,
+        )
 
 
 class NAdam(Optimizer):
@@ -678,10 +780,26 @@ class NAdam(Optimizer):
 
     name = "nadam"
 
-    def __init__(self, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 momentum_decay: float = 4e-3, *, deck_variant: bool = False, **common: Any):
-        super().__init__(NAdamHyper(lr=lr, betas=betas, eps=eps, momentum_decay=momentum_decay,
-                                    deck_variant=deck_variant, **common))
+    def __init__(
+        self,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        momentum_decay: float = 4e-3,
+        *,
+        deck_variant: bool = False,
+        **common: Any,
+    ):
+        super().__init__(
+            NAdamHyper(
+                lr=lr,
+                betas=betas,
+                eps=eps,
+                momentum_decay=momentum_decay,
+                deck_variant=deck_variant,
+                **common,
+            )
+        )
 
 
 @dataclass
@@ -719,8 +837,13 @@ class AdaMax(Optimizer):
 
     name = "adamax"
 
-    def __init__(self, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 **common: Any):
+    def __init__(
+        self,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        **common: Any,
+    ):
         super().__init__(AdaMaxHyper(lr=lr, betas=betas, eps=eps, **common))
 
 
@@ -763,8 +886,14 @@ class AdaBelief(Optimizer):
 
     name = "adabelief"
 
-    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-16,
-                 amsgrad: bool = False, **common: Any):
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-16,
+        amsgrad: bool = False,
+        **common: Any,
+    ):
         super().__init__(AdaBeliefHyper(lr=lr, betas=betas, eps=eps, amsgrad=amsgrad, **common))
 
 
@@ -838,21 +967,37 @@ class Adafactor(Optimizer):
 
     name = "adafactor"
 
-    def __init__(self, lr: float | None = None, beta2_decay: float = -0.8,
-                 eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,
-                 weight_decay: float = 0.0, *, relative_step: bool | None = None,
-                 scale_parameter: bool = True, **common: Any):
+    def __init__(
+        self,
+        lr: float | None = None,
+        beta2_decay: float = -0.8,
+        eps: tuple[float | None, float] = (None, 1e-3),
+        d: float = 1.0,
+        weight_decay: float = 0.0,
+        *,
+        relative_step: bool | None = None,
+        scale_parameter: bool = True,
+        **common: Any,
+    ):
         if relative_step is None:
             relative_step = lr is None
-        super().__init__(AdafactorHyper(lr=1e-2 if lr is None else lr, beta2_decay=beta2_decay,
-                                        eps=eps, d=d, weight_decay=weight_decay,
-                                        relative_step=relative_step,
-                                        scale_parameter=scale_parameter, **common))
+        super().__init__(
+            AdafactorHyper(
+                lr=1e-2 if lr is None else lr,
+                beta2_decay=beta2_decay,
+                eps=eps,
+                d=d,
+                weight_decay=weight_decay,
+                relative_step=relative_step,
+                scale_parameter=scale_parameter,
+                **common,
+            )
+        )
 
 
 _CLASSES: dict[str, type[Optimizer]] = {
-    c.name: c for c in (SGD, AdaGrad, RMSProp, AdaDelta, Adam, AdamW, NAdam, AdaMax, AdaBelief,
-                        Adafactor)
+    c.name: c
+    for c in (SGD, AdaGrad, RMSProp, AdaDelta, Adam, AdamW, NAdam, AdaMax, AdaBelief, Adafactor)
 }
 _ALIASES = {"amsgrad": ("adam", {"amsgrad": True})}
 
@@ -910,6 +1055,22 @@ def from_state_dict(state: dict) -> Optimizer:
     return opt
 
 
-__all__ = ["OPTIMIZERS", "AdaBelief", "AdaDelta", "AdaGrad", "AdaMax", "Adafactor", "Adam", "AdamW",
-           "Hyper", "NAdam", "Optimizer", "OptimizerState", "RMSProp", "SGD", "from_state_dict",
-           "get", "names"]
+__all__ = [
+    "OPTIMIZERS",
+    "AdaBelief",
+    "AdaDelta",
+    "AdaGrad",
+    "AdaMax",
+    "Adafactor",
+    "Adam",
+    "AdamW",
+    "Hyper",
+    "NAdam",
+    "Optimizer",
+    "OptimizerState",
+    "RMSProp",
+    "SGD",
+    "from_state_dict",
+    "get",
+    "names",
+]

@@ -198,8 +198,10 @@ def _check(regs: Any) -> list:
         regs = [regs]
     for i, r in enumerate(regs):
         if not isinstance(r, REGULARIZERS):
-            raise TypeError(f"regularizers[{i}]: expected one of "
-                            f"{[c.__name__ for c in REGULARIZERS]}, got {type(r).__name__}")
+            raise TypeError(
+                f"regularizers[{i}]: expected one of "
+                f"{[c.__name__ for c in REGULARIZERS]}, got {type(r).__name__}"
+            )
     return list(regs)
 
 
@@ -275,5 +277,17 @@ def grad_scale(regs: Any, grads: list) -> float:
     return clip_grad_norm_scale(global_grad_norm(grads), min(clips))
 
 
-__all__ = ["L1", "L1L2", "L2", "ClipNorm", "ClipValue", "MaxNorm", "WeightDecay", "clip_grad_norm_scale",
-           "configure", "global_grad_norm", "grad_scale", "penalty"]
+__all__ = [
+    "L1",
+    "L1L2",
+    "L2",
+    "ClipNorm",
+    "ClipValue",
+    "MaxNorm",
+    "WeightDecay",
+    "clip_grad_norm_scale",
+    "configure",
+    "global_grad_norm",
+    "grad_scale",
+    "penalty",
+]

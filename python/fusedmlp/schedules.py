@@ -79,8 +79,9 @@ class Schedule:
         if not isinstance(state, dict) or state.get("schedule") != self.name:
             raise ValueError(f"state: expected a state_dict of schedule {self.name!r}")
         names = {f.name for f in dataclasses.fields(self)}
-        if set(state) - {"schedule"} != names:
-            raise ValueError(f"state: expected the fields {sorted(names)}, got {sorted(set(state) - {'schedule'})}")
+        given = set(state) - {"schedule"}
+        if given != names:
+            raise ValueError(f"state: expected the fields {sorted(names)}, got {sorted(given)}")
         for k in names:
             val = state[k]
             if isinstance(val, dict) and "schedule" in val:
@@ -289,8 +290,9 @@ class Warmup(Schedule):
         self.lr = _lr("lr", self.lr)
         self.warmup = v.integer("warmup", self.warmup, 1)
         self.start_factor = v.real("start_factor", self.start_factor, 0.0, 1.0)
-        if self.after is not None and (not isinstance(self.after, Schedule)
-                                       or isinstance(self.after, ReduceOnPlateau)):
+        if self.after is not None and (
+            not isinstance(self.after, Schedule) or isinstance(self.after, ReduceOnPlateau)
+        ):
             raise TypeError(f"after: expected a closed-form Schedule or None, got {self.after!r}")
         self.per = _per(self.per)
 
@@ -328,7 +330,9 @@ class OneCycle(Schedule):
         super().__post_init__()
         self.max_lr = _lr("max_lr", self.max_lr)
         self.total = v.integer("total", self.total, 2)
-        self.pct_start = v.real("pct_start", self.pct_start, 0.0, 1.0, low_open=True, high_open=True)
+        self.pct_start = v.real(
+            "pct_start", self.pct_start, 0.0, 1.0, low_open=True, high_open=True
+        )
         self.div_factor = v.real("div_factor", self.div_factor, 1.0)
         self.final_div_factor = v.real("final_div_factor", self.final_div_factor, 1.0)
         if self.anneal not in ("cos", "linear"):
@@ -338,8 +342,10 @@ class OneCycle(Schedule):
         self.per = _per(self.per)
         up = self.pct_start * self.total - 1
         ends = [up, 2 * up, self.total - 1] if self.three_phase else [up, self.total - 1]
-        if any(b <= a for a, b in zip([0.0, *ends], ends)):
-            raise ValueError(f"pct_start: {self.pct_start} leaves an empty phase with total={self.total}")
+        if any(b <= a for a, b in zip([0.0, *ends[:-1]], ends, strict=True)):
+            raise ValueError(
+                f"pct_start: {self.pct_start} leaves an empty phase with total={self.total}"
+            )
 
     def lr_at(self, step: float, epoch: float = 0) -> float:
         t = self._t(step, epoch)
@@ -347,7 +353,11 @@ class OneCycle(Schedule):
         low = init / self.final_div_factor
         up = self.pct_start * self.total - 1
         if self.three_phase:
-            phases = [(up, init, self.max_lr), (2 * up, self.max_lr, init), (self.total - 1, init, low)]
+            phases = [
+                (up, init, self.max_lr),
+                (2 * up, self.max_lr, init),
+                (self.total - 1, init, low),
+            ]
         else:
             phases = [(up, init, self.max_lr), (self.total - 1, self.max_lr, low)]
         start = 0.0
@@ -447,7 +457,9 @@ class ReduceOnPlateau(Schedule):
             raise ValueError(f"mode: expected 'min' or 'max', got {self.mode!r}")
         self.threshold = v.real("threshold", self.threshold, 0.0)
         if self.threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"threshold_mode: expected 'rel' or 'abs', got {self.threshold_mode!r}")
+            raise ValueError(
+                f"threshold_mode: expected 'rel' or 'abs', got {self.threshold_mode!r}"
+            )
         self.cooldown = v.integer("cooldown", self.cooldown, 0)
         self.lr_min = v.real("lr_min", self.lr_min, 0.0, self.lr)
         self.current = self.lr if self.current is None else _lr("current", self.current)
@@ -462,9 +474,17 @@ class ReduceOnPlateau(Schedule):
 
     def _better(self, a: float) -> bool:
         if self.mode == "min":
-            ref = self.best * (1 - self.threshold) if self.threshold_mode == "rel" else self.best - self.threshold
+            ref = (
+                self.best * (1 - self.threshold)
+                if self.threshold_mode == "rel"
+                else self.best - self.threshold
+            )
             return a < ref
-        ref = self.best * (1 + self.threshold) if self.threshold_mode == "rel" else self.best + self.threshold
+        ref = (
+            self.best * (1 + self.threshold)
+            if self.threshold_mode == "rel"
+            else self.best + self.threshold
+        )
         return a > ref
 
     def report(self, metric: float) -> None:
@@ -493,11 +513,28 @@ class ReduceOnPlateau(Schedule):
 
 
 _CLASSES: dict[str, type[Schedule]] = {
-    c.name: c for c in (Constant, StepDecay, MultiStep, Exponential, LinearDecay, Cosine, Warmup,
-                        OneCycle, SGDR, ReduceOnPlateau)
+    c.name: c
+    for c in (
+        Constant,
+        StepDecay,
+        MultiStep,
+        Exponential,
+        LinearDecay,
+        Cosine,
+        Warmup,
+        OneCycle,
+        SGDR,
+        ReduceOnPlateau,
+    )
 }
-_ALIASES = {"step": "step_decay", "multistep": "multi_step", "linear": "linear_decay",
-            "cosine_warm_restarts": "sgdr", "onecycle": "one_cycle", "plateau": "reduce_on_plateau"}
+_ALIASES = {
+    "step": "step_decay",
+    "multistep": "multi_step",
+    "linear": "linear_decay",
+    "cosine_warm_restarts": "sgdr",
+    "onecycle": "one_cycle",
+    "plateau": "reduce_on_plateau",
+}
 
 
 def get(name: str | Schedule, **kwargs: Any) -> Schedule:
@@ -538,5 +575,18 @@ def from_state_dict(state: dict) -> Schedule:
     return sched
 
 
-__all__ = ["SGDR", "Constant", "Cosine", "Exponential", "LinearDecay", "MultiStep", "OneCycle",
-           "ReduceOnPlateau", "Schedule", "StepDecay", "Warmup", "from_state_dict", "get"]
+__all__ = [
+    "SGDR",
+    "Constant",
+    "Cosine",
+    "Exponential",
+    "LinearDecay",
+    "MultiStep",
+    "OneCycle",
+    "ReduceOnPlateau",
+    "Schedule",
+    "StepDecay",
+    "Warmup",
+    "from_state_dict",
+    "get",
+]

@@ -18,18 +18,57 @@ import numpy as np
 
 
 class RefOptimizer:
-    def __init__(self, name, *, momentum=0.0, dampening=0.0, nesterov=False, betas=(0.9, 0.999),
-                 eps=1e-8, rho=0.9, amsgrad=False, centered=False, deck=False, weight_decay=0.0,
-                 l1=0.0, decoupled=0.0, clip_value=None, max_norm=None, maximize=False,
-                 lr_decay=0.0, initial_accumulator_value=0.0, momentum_decay=4e-3,
-                 beta2_decay=-0.8, eps1=None, eps2=1e-3, d=1.0, relative_step=True,
-                 scale_parameter=True):
+    def __init__(
+        self,
+        name,
+        *,
+        momentum=0.0,
+        dampening=0.0,
+        nesterov=False,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        rho=0.9,
+        amsgrad=False,
+        centered=False,
+        deck=False,
+        weight_decay=0.0,
+        l1=0.0,
+        decoupled=0.0,
+        clip_value=None,
+        max_norm=None,
+        maximize=False,
+        lr_decay=0.0,
+        initial_accumulator_value=0.0,
+        momentum_decay=4e-3,
+        beta2_decay=-0.8,
+        eps1=None,
+        eps2=1e-3,
+        d=1.0,
+        relative_step=True,
+        scale_parameter=True,
+    ):
         self.name = name
-        self.h = dict(momentum=momentum, dampening=dampening, nesterov=nesterov, b1=betas[0],
-                      b2=betas[1], eps=eps, rho=rho, amsgrad=amsgrad, centered=centered, deck=deck,
-                      lr_decay=lr_decay, r0=initial_accumulator_value, psi=momentum_decay,
-                      beta2_decay=beta2_decay, eps1=eps1, eps2=eps2, d=d,
-                      relative_step=relative_step, scale_parameter=scale_parameter)
+        self.h = dict(
+            momentum=momentum,
+            dampening=dampening,
+            nesterov=nesterov,
+            b1=betas[0],
+            b2=betas[1],
+            eps=eps,
+            rho=rho,
+            amsgrad=amsgrad,
+            centered=centered,
+            deck=deck,
+            lr_decay=lr_decay,
+            r0=initial_accumulator_value,
+            psi=momentum_decay,
+            beta2_decay=beta2_decay,
+            eps1=eps1,
+            eps2=eps2,
+            d=d,
+            relative_step=relative_step,
+            scale_parameter=scale_parameter,
+        )
         self.weight_decay, self.l1, self.decoupled = weight_decay, l1, decoupled
         self.clip_value, self.max_norm, self.maximize = clip_value, max_norm, maximize
         self.t = 0
@@ -43,7 +82,7 @@ class RefOptimizer:
         self.t += 1
         rule = getattr(self, "_" + self.name)
         extra = self._nadam_coefficients() if self.name == "nadam" else None
-        for i, (p, g) in enumerate(zip(params, grads)):
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             g = np.asarray(g, dtype=np.float64) * grad_scale
             if self.clip_value is not None:
                 g = np.clip(g, -self.clip_value, self.clip_value)

@@ -65,8 +65,17 @@ def sgdr(lr0, t, T0, T_mult, lr_min=0.0):
     return lr_min + 0.5 * (lr0 - lr_min) * (1 + math.cos(math.pi * (t - start) / length))
 
 
-def reduce_on_plateau(lr, metrics, factor, patience, mode="min", threshold=1e-4,
-                      threshold_mode="rel", cooldown=0, lr_min=0.0):
+def reduce_on_plateau(
+    lr,
+    metrics,
+    factor,
+    patience,
+    mode="min",
+    threshold=1e-4,
+    threshold_mode="rel",
+    cooldown=0,
+    lr_min=0.0,
+):
     """The lr after each check (torch.optim.lr_scheduler.ReduceLROnPlateau)."""
     best = math.inf if mode == "min" else -math.inf
     bad = cool = 0
