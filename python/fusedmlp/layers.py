@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +20,14 @@ from ._loader import _core
 KIND = {"dense": 0, "batchnorm": 1, "dropout": 2, "noise": 3, "activation": 4, "softmax": 5, "maxout": 6}
 
 
-class Layer:
+class Layer(abc.ABC):
     """Base class of the layer specs."""
 
     kind: str = ""
 
-    def spec(self) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def spec(self) -> Any:
+        """The C++ ``LayerSpec`` of this layer."""
 
     def to_dict(self) -> dict:
         d = {k: val for k, val in self.__dict__.items() if not k.startswith("_")}

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import bisect
 import dataclasses
 import math
@@ -35,7 +36,7 @@ def _per(per: Any) -> str:
 
 
 @dataclass
-class Schedule:
+class Schedule(abc.ABC):
     """Base: the position counters and the step/epoch protocol.
 
     Attributes:
@@ -50,9 +51,9 @@ class Schedule:
     def _t(self, step: float, epoch: float) -> float:
         return step if getattr(self, "per", "epoch") == "step" else epoch
 
+    @abc.abstractmethod
     def lr_at(self, step: float, epoch: float = 0) -> float:
         """The learning rate after ``step`` optimizer steps and ``epoch`` epochs."""
-        raise NotImplementedError
 
     def get_lr(self) -> float:
         """The learning rate for the next optimizer step."""
