@@ -37,11 +37,23 @@ def test_activation_matches_cpu(name, shape, dtype, device, rng):
     G = rng.normal(size=shape).astype(dtype)
     hyper = HYPER.get(name, {})
     kw = dict(training=True, seed=11, step=3, layer=2) if name == "rrelu" else {}
-    zd, Pd, Gd = to_device(z, device), None if P is None else to_device(P, device), to_device(G, device)
-    assert_close(gpu().activation(name, zd, Pd, **kw, **hyper), fm.ops.activation(name, z, P, **kw, **hyper),
-                 dtype, what="f")
-    assert_close(gpu().activation_grad(name, zd, Pd, **kw, **hyper),
-                 fm.ops.activation_grad(name, z, P, **kw, **hyper), dtype, what="f'")
+    zd, Pd, Gd = (
+        to_device(z, device),
+        None if P is None else to_device(P, device),
+        to_device(G, device),
+    )
+    assert_close(
+        gpu().activation(name, zd, Pd, **kw, **hyper),
+        fm.ops.activation(name, z, P, **kw, **hyper),
+        dtype,
+        what="f",
+    )
+    assert_close(
+        gpu().activation_grad(name, zd, Pd, **kw, **hyper),
+        fm.ops.activation_grad(name, z, P, **kw, **hyper),
+        dtype,
+        what="f'",
+    )
     dz, dp = gpu().activation_backward(name, zd, Gd, Pd, **kw, **hyper)
     dz_ref, dp_ref = fm.ops.activation_backward(name, z, G, P, **kw, **hyper)
     assert_close(dz, dz_ref, dtype, what="dz")
@@ -64,20 +76,32 @@ def test_parameter_gradient_reduction_is_deterministic(device, rng):
 
 @pytest.mark.parametrize("device", CUDA)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (33, 1025), (300, 10)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (5, 3), (33, 1025), (300, 10)], ids=lambda s: "x".join(map(str, s))
+)
 def test_softmax_and_maxout_match_cpu(shape, dtype, device, rng):
     z = rng.normal(0.0, 3.0, size=shape).astype(dtype)
     G = rng.normal(size=shape).astype(dtype)
     zd, Gd = to_device(z, device), to_device(G, device)
     assert_close(gpu().softmax(zd), fm.ops.softmax(z), dtype, what="softmax")
-    assert_close(gpu().activation_backward("softmax", zd, Gd)[0],
-                 fm.ops.activation_backward("softmax", z, G)[0], dtype, what="softmax backward")
+    assert_close(
+        gpu().activation_backward("softmax", zd, Gd)[0],
+        fm.ops.activation_backward("softmax", z, G)[0],
+        dtype,
+        what="softmax backward",
+    )
     k = 3
     zk = rng.normal(size=(shape[0], shape[1] * k)).astype(dtype)
     Gk = G
     assert_close(gpu().maxout(to_device(zk, device), k), fm.ops.maxout(zk, k), dtype, what="maxout")
-    assert_close(gpu().activation_backward("maxout", to_device(zk, device), to_device(Gk, device), pieces=k)[0],
-                 fm.ops.activation_backward("maxout", zk, Gk, pieces=k)[0], dtype, what="maxout backward")
+    assert_close(
+        gpu().activation_backward("maxout", to_device(zk, device), to_device(Gk, device), pieces=k)[
+            0
+        ],
+        fm.ops.activation_backward("maxout", zk, Gk, pieces=k)[0],
+        dtype,
+        what="maxout backward",
+    )
 
 
 DENSE_SIZES = [(1, 1, 1), (7, 13, 5), (33, 17, 8), (130, 64, 72), (1000, 20, 40)]
@@ -97,7 +121,10 @@ def test_dense_matches_cpu(act, size, bias, dtype, device, rng):
     P = make_params(act, n_out, rng)
     P = None if P is None else P.astype(dtype)
     G = rng.normal(size=(batch, n_out)).astype(dtype)
-    dev = (lambda a: None if a is None else to_device(a, device))
+
+    def dev(a):
+        return None if a is None else to_device(a, device)
+
     Z, A = gpu().dense_forward(dev(X), dev(W), dev(b), act, dev(P))
     Zc, Ac = fm.ops.dense_forward(X, W, b, act, P)
     assert_close(Z, Zc, dtype, what="Z")

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import math
 
+import fusedmlp as fm
 import numpy as np
 import pytest
 from conftest import assert_close
-
-import fusedmlp as fm
 from fusedmlp._loader import _core
 from reference import optimizer as ref
 
@@ -25,51 +24,115 @@ TRAJ_TOL = {np.float64: 1e-10, np.float32: 2e-4}
 CASES = [
     ("sgd", fm.optim.SGD, dict(lr=0.05), {}),
     ("sgd_momentum", fm.optim.SGD, dict(lr=0.05, momentum=0.9), dict(momentum=0.9)),
-    ("sgd_dampening", fm.optim.SGD, dict(lr=0.05, momentum=0.8, dampening=0.3),
-     dict(momentum=0.8, dampening=0.3)),
-    ("sgd_nesterov", fm.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True),
-     dict(momentum=0.9, nesterov=True)),
-    ("sgd_deck", fm.optim.SGD, dict(lr=0.05, momentum=0.9, deck_variant=True),
-     dict(momentum=0.9, deck=True)),
-    ("sgd_deck_nesterov", fm.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, deck_variant=True),
-     dict(momentum=0.9, nesterov=True, deck=True)),
+    (
+        "sgd_dampening",
+        fm.optim.SGD,
+        dict(lr=0.05, momentum=0.8, dampening=0.3),
+        dict(momentum=0.8, dampening=0.3),
+    ),
+    (
+        "sgd_nesterov",
+        fm.optim.SGD,
+        dict(lr=0.05, momentum=0.9, nesterov=True),
+        dict(momentum=0.9, nesterov=True),
+    ),
+    (
+        "sgd_deck",
+        fm.optim.SGD,
+        dict(lr=0.05, momentum=0.9, deck_variant=True),
+        dict(momentum=0.9, deck=True),
+    ),
+    (
+        "sgd_deck_nesterov",
+        fm.optim.SGD,
+        dict(lr=0.05, momentum=0.9, nesterov=True, deck_variant=True),
+        dict(momentum=0.9, nesterov=True, deck=True),
+    ),
     ("adagrad", fm.optim.AdaGrad, dict(lr=0.1), dict(eps=1e-10)),
-    ("adagrad_decay_r0", fm.optim.AdaGrad, dict(lr=0.1, eps=1e-7, lr_decay=0.01,
-                                                initial_accumulator_value=0.1),
-     dict(eps=1e-7, lr_decay=0.01, initial_accumulator_value=0.1)),
+    (
+        "adagrad_decay_r0",
+        fm.optim.AdaGrad,
+        dict(lr=0.1, eps=1e-7, lr_decay=0.01, initial_accumulator_value=0.1),
+        dict(eps=1e-7, lr_decay=0.01, initial_accumulator_value=0.1),
+    ),
     ("rmsprop", fm.optim.RMSProp, dict(lr=0.01), dict(rho=0.9)),
-    ("rmsprop_centered", fm.optim.RMSProp, dict(lr=0.01, rho=0.95, centered=True),
-     dict(rho=0.95, centered=True)),
+    (
+        "rmsprop_centered",
+        fm.optim.RMSProp,
+        dict(lr=0.01, rho=0.95, centered=True),
+        dict(rho=0.95, centered=True),
+    ),
     ("rmsprop_momentum", fm.optim.RMSProp, dict(lr=0.01, momentum=0.9), dict(momentum=0.9)),
-    ("rmsprop_centered_momentum", fm.optim.RMSProp, dict(lr=0.01, momentum=0.5, centered=True),
-     dict(momentum=0.5, centered=True)),
-    ("rmsprop_deck", fm.optim.RMSProp, dict(lr=0.01, eps=1e-6, deck_variant=True),
-     dict(eps=1e-6, deck=True)),
+    (
+        "rmsprop_centered_momentum",
+        fm.optim.RMSProp,
+        dict(lr=0.01, momentum=0.5, centered=True),
+        dict(momentum=0.5, centered=True),
+    ),
+    (
+        "rmsprop_deck",
+        fm.optim.RMSProp,
+        dict(lr=0.01, eps=1e-6, deck_variant=True),
+        dict(eps=1e-6, deck=True),
+    ),
     ("adadelta", fm.optim.AdaDelta, dict(), dict(rho=0.9, eps=1e-6)),
     ("adam", fm.optim.Adam, dict(lr=0.02), {}),
     ("adam_amsgrad", fm.optim.Adam, dict(lr=0.02, amsgrad=True), dict(amsgrad=True)),
     ("adam_deck", fm.optim.Adam, dict(lr=0.02, deck_variant=True), dict(deck=True)),
-    ("adam_betas", fm.optim.Adam, dict(lr=0.02, betas=(0.8, 0.99), eps=1e-6),
-     dict(betas=(0.8, 0.99), eps=1e-6)),
+    (
+        "adam_betas",
+        fm.optim.Adam,
+        dict(lr=0.02, betas=(0.8, 0.99), eps=1e-6),
+        dict(betas=(0.8, 0.99), eps=1e-6),
+    ),
     ("adamw", fm.optim.AdamW, dict(lr=0.02, decay="all"), dict(decoupled=0.01)),
-    ("adamw_amsgrad", fm.optim.AdamW, dict(lr=0.02, weight_decay=0.1, amsgrad=True, decay="all"),
-     dict(decoupled=0.1, amsgrad=True)),
+    (
+        "adamw_amsgrad",
+        fm.optim.AdamW,
+        dict(lr=0.02, weight_decay=0.1, amsgrad=True, decay="all"),
+        dict(decoupled=0.1, amsgrad=True),
+    ),
     ("nadam", fm.optim.NAdam, dict(lr=0.02), {}),
     ("nadam_deck", fm.optim.NAdam, dict(lr=0.02, deck_variant=True), dict(deck=True)),
     ("nadam_psi", fm.optim.NAdam, dict(lr=0.02, momentum_decay=0.5), dict(momentum_decay=0.5)),
     ("adamax", fm.optim.AdaMax, dict(lr=0.02), {}),
     ("adabelief", fm.optim.AdaBelief, dict(lr=0.02), dict(eps=1e-16)),
-    ("adabelief_amsgrad", fm.optim.AdaBelief, dict(lr=0.02, eps=1e-12, amsgrad=True),
-     dict(eps=1e-12, amsgrad=True)),
+    (
+        "adabelief_amsgrad",
+        fm.optim.AdaBelief,
+        dict(lr=0.02, eps=1e-12, amsgrad=True),
+        dict(eps=1e-12, amsgrad=True),
+    ),
     ("adafactor", fm.optim.Adafactor, dict(), dict(relative_step=True)),
     ("adafactor_lr", fm.optim.Adafactor, dict(lr=0.05), dict(relative_step=False)),
-    ("adafactor_torch_lr", fm.optim.Adafactor, dict(lr=0.05, relative_step=True),
-     dict(relative_step=True)),
-    ("adafactor_options", fm.optim.Adafactor,
-     dict(lr=0.03, beta2_decay=-0.5, eps=(1e-20, 1e-2), d=0.5, weight_decay=0.1,
-          scale_parameter=False, decay="all"),
-     dict(relative_step=False, beta2_decay=-0.5, eps1=1e-20, eps2=1e-2, d=0.5, decoupled=0.1,
-          scale_parameter=False)),
+    (
+        "adafactor_torch_lr",
+        fm.optim.Adafactor,
+        dict(lr=0.05, relative_step=True),
+        dict(relative_step=True),
+    ),
+    (
+        "adafactor_options",
+        fm.optim.Adafactor,
+        dict(
+            lr=0.03,
+            beta2_decay=-0.5,
+            eps=(1e-20, 1e-2),
+            d=0.5,
+            weight_decay=0.1,
+            scale_parameter=False,
+            decay="all",
+        ),
+        dict(
+            relative_step=False,
+            beta2_decay=-0.5,
+            eps1=1e-20,
+            eps2=1e-2,
+            d=0.5,
+            decoupled=0.1,
+            scale_parameter=False,
+        ),
+    ),
 ]
 
 
@@ -82,7 +145,10 @@ def problem(shapes, dtype, rng):
 
 
 def grads_at(params, curv, noise_t, dtype):
-    return [(c * p.astype(np.float64) + n).astype(dtype) for p, c, n in zip(params, curv, noise_t)]
+    return [
+        (c * p.astype(np.float64) + n).astype(dtype)
+        for p, c, n in zip(params, curv, noise_t, strict=True)
+    ]
 
 
 def run_fm(opt, theta, curv, noise, dtype, lrs=None, steps=STEPS, start=0):
@@ -118,11 +184,11 @@ def test_trajectory_matches_reference(case, dtype, rng):
     decay = opt.decay_mask(theta)
     r = ref.RefOptimizer(opt.name, **rkw, **eps1_for(name, rkw, dtype))
     want = run_ref(r, theta, curv, noise, opt.lr, decay)
-    for i, (g, w) in enumerate(zip(got, want)):
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert g.dtype == dtype
         assert_close(g, w, dtype, tol=TRAJ_TOL[dtype], what=f"{name} param {i}")
     # the trajectory really moved (not a no-op passing by accident)
-    assert max(float(np.abs(w - t).max()) for w, t in zip(want, theta)) > 1e-2
+    assert max(float(np.abs(w - t).max()) for w, t in zip(want, theta, strict=True)) > 1e-2
     assert opt.state.step == STEPS
 
 
@@ -135,7 +201,7 @@ def test_trajectory_with_scheduled_lr(name, rng):
     got = run_fm(opt, theta, curv, noise, np.float64, lrs=lrs)
     r = ref.RefOptimizer(opt.name, **rkw, **eps1_for(name, rkw, np.float64))
     want = run_ref(r, theta, curv, noise, None, opt.decay_mask(theta), lrs=lrs)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert_close(g, w, np.float64, tol=1e-10, what=name)
 
 
@@ -145,7 +211,9 @@ def test_momentum_conventions_equal_at_constant_lr_and_differ_with_a_schedule(rn
     theta, curv, noise = problem([(4, 3)], np.float64, rng)
     for nesterov in (False, True):
         a = run_fm(fm.optim.SGD(0.05, 0.9, nesterov), theta, curv, noise, np.float64)
-        b = run_fm(fm.optim.SGD(0.05, 0.9, nesterov, deck_variant=True), theta, curv, noise, np.float64)
+        b = run_fm(
+            fm.optim.SGD(0.05, 0.9, nesterov, deck_variant=True), theta, curv, noise, np.float64
+        )
         assert_close(a[0], b[0], np.float64, tol=1e-12)
     lrs = [0.05 * 0.97**t for t in range(STEPS)]
     a = run_fm(fm.optim.SGD(0.05, 0.9), theta, curv, noise, np.float64, lrs=lrs)
@@ -206,8 +274,11 @@ REG_CASES = [
     ("clip_value", dict(clip_value=0.2), dict(clip_value=0.2)),
     ("max_norm", dict(max_norm=0.8), dict(max_norm=0.8)),
     ("maximize", dict(maximize=True, lr=1e-3), dict(maximize=True)),
-    ("all", dict(weight_decay=0.02, l1=0.005, clip_value=0.5, max_norm=1.5),
-     dict(weight_decay=0.02, l1=0.005, clip_value=0.5, max_norm=1.5)),
+    (
+        "all",
+        dict(weight_decay=0.02, l1=0.005, clip_value=0.5, max_norm=1.5),
+        dict(weight_decay=0.02, l1=0.005, clip_value=0.5, max_norm=1.5),
+    ),
 ]
 
 
@@ -228,11 +299,18 @@ def test_regularization_matches_reference(reg, opt_name, dtype, rng):
     got = run_fm(opt, theta, curv, noise, dtype)
     mask = opt.decay_mask(theta)
     assert mask == [True, False]
-    r = ref.RefOptimizer(opt_name, **base, **rkw,
-                         **({"relative_step": False, "eps1": float(np.finfo(dtype).eps)}
-                            if opt_name == "adafactor" else {}))
+    r = ref.RefOptimizer(
+        opt_name,
+        **base,
+        **rkw,
+        **(
+            {"relative_step": False, "eps1": float(np.finfo(dtype).eps)}
+            if opt_name == "adafactor"
+            else {}
+        ),
+    )
     want = run_ref(r, theta, curv, noise, lr, mask)
-    for i, (g, w) in enumerate(zip(got, want)):
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert_close(g, w, dtype, tol=TRAJ_TOL[dtype], what=f"{opt_name}/{rname} param {i}")
     if rname == "max_norm":
         assert np.sqrt((got[0].astype(np.float64) ** 2).sum(axis=0)).max() <= 0.8 * (1 + 1e-6)
@@ -245,18 +323,24 @@ def test_clip_norm_matches_reference(opt_name, rng):
     opt = fm.optim.get(opt_name, lr=0.02, clip_norm=1.0)
     got = run_fm(opt, theta, curv, noise, np.float64)
     r = ref.RefOptimizer(opt_name)
-    want = run_ref(r, theta, curv, noise, 0.02, grad_scale_fn=lambda g: ref.clip_grad_norm_scale(g, 1.0))
-    for g, w in zip(got, want):
+    want = run_ref(
+        r, theta, curv, noise, 0.02, grad_scale_fn=lambda g: ref.clip_grad_norm_scale(g, 1.0)
+    )
+    for g, w in zip(got, want, strict=True):
         assert_close(g, w, np.float64, tol=1e-10)
 
 
 def test_decay_scope_options(rng):
     theta = [rng.normal(size=(3, 2)), rng.normal(size=(2,))]
     grads = [np.zeros((3, 2)), np.zeros(2)]
-    for decay, expect in (("weights", [True, False]), ("all", [True, True]), ("none", [False, False])):
+    for decay, expect in (
+        ("weights", [True, False]),
+        ("all", [True, True]),
+        ("none", [False, False]),
+    ):
         params = [p.copy() for p in theta]
         fm.optim.SGD(lr=0.1, weight_decay=0.5, decay=decay).step(params, grads)
-        for p, t, e in zip(params, theta, expect):
+        for p, t, e in zip(params, theta, expect, strict=True):
             np.testing.assert_allclose(p, t * (1 - 0.05) if e else t, rtol=1e-15)
     params = [p.copy() for p in theta]
     fm.optim.SGD(lr=0.1, weight_decay=0.5).step(params, grads, decay=[False, True])
@@ -267,8 +351,16 @@ def test_decay_scope_options(rng):
 def test_regularizer_records():
     R = fm.regularizers
     cfg = fm.optim.Adam(lr=0.01).config()
-    R.configure(cfg, [R.L1L2(l1=1e-3, l2=1e-2), R.WeightDecay(0.1), R.MaxNorm(2.0), R.ClipValue(0.5),
-                      R.ClipNorm(1.0)])
+    R.configure(
+        cfg,
+        [
+            R.L1L2(l1=1e-3, l2=1e-2),
+            R.WeightDecay(0.1),
+            R.MaxNorm(2.0),
+            R.ClipValue(0.5),
+            R.ClipNorm(1.0),
+        ],
+    )
     assert (cfg.l1, cfg.weight_decay, cfg.decoupled_weight_decay) == (1e-3, 1e-2, 0.1)
     assert (cfg.max_norm, cfg.clip_value) == (2.0, 0.5)
     w = np.array([[1.0, -2.0], [3.0, 0.0]])
@@ -302,34 +394,41 @@ def test_arena_equals_per_parameter_steps(name, rng):
     the per-parameter steps; elements in gaps between segments are not touched."""
     shapes = [(7, 5), (5,), (5, 3), (3,)]
     segs, n = arena_layout(shapes)
-    extra = {"sgd": dict(momentum=0.9), "rmsprop": dict(momentum=0.9, centered=True),
-             "adam": dict(amsgrad=True)}.get(name, {})
+    extra = {
+        "sgd": dict(momentum=0.9),
+        "rmsprop": dict(momentum=0.9, centered=True),
+        "adam": dict(amsgrad=True),
+    }.get(name, {})
     opt = fm.optim.get(name, lr=0.01, l1=1e-3, max_norm=1.0, weight_decay=1e-2, **extra)
     cfg = opt.config()
     arena = rng.normal(size=n)
     garena = np.zeros(n)
     state = np.zeros(_core.optimizer_state_size(cfg, n, segs))
-    params = [arena[s.offset:s.offset + s.rows * s.cols].reshape(sh).copy() for s, sh in zip(segs, shapes)]
+    params = [
+        arena[s.offset : s.offset + s.rows * s.cols].reshape(sh).copy()
+        for s, sh in zip(segs, shapes, strict=True)
+    ]
     gap_before = arena[35:38].copy()
     states = [np.zeros(_core.optimizer_param_state_size(cfg, s.rows, s.cols)) for s in segs]
     for t in range(1, 6):
         grads = [rng.normal(size=sh) for sh in shapes]
-        for s, g in zip(segs, grads):
-            garena[s.offset:s.offset + s.rows * s.cols] = g.ravel()
+        for s, g in zip(segs, grads, strict=True):
+            garena[s.offset : s.offset + s.rows * s.cols] = g.ravel()
         _core.optimizer_step_arena(cfg, arena, garena, state, segs, t, 0.01, 0.9)
-        for p, g, s, st in zip(params, grads, segs, states):
+        for p, g, s, st in zip(params, grads, segs, states, strict=True):
             _core.optimizer_step(cfg, p, g, st, t, 0.01, 0.9, s.decay, s.max_norm)
-    for p, s in zip(params, segs):
-        np.testing.assert_array_equal(arena[s.offset:s.offset + s.rows * s.cols], p.ravel())
+    for p, s in zip(params, segs, strict=True):
+        np.testing.assert_array_equal(arena[s.offset : s.offset + s.rows * s.cols], p.ravel())
     np.testing.assert_array_equal(arena[35:38], gap_before)
     # state layout: slot j of element e at state[j * n + e]; Adafactor segment after segment
     if name != "adafactor":
         k = state.size // n
-        for s, st in zip(segs, states):
+        for s, st in zip(segs, states, strict=True):
             ln = s.rows * s.cols
             for j in range(k):
-                np.testing.assert_array_equal(state[j * n + s.offset:j * n + s.offset + ln],
-                                              st[j * ln:(j + 1) * ln])
+                np.testing.assert_array_equal(
+                    state[j * n + s.offset : j * n + s.offset + ln], st[j * ln : (j + 1) * ln]
+                )
     else:
         np.testing.assert_array_equal(state, np.concatenate(states))
 
@@ -345,8 +444,13 @@ def test_thread_count_does_not_change_the_result(name, rng):
         for nt in (1, 2, 3):
             fm.set_num_threads(nt)
             p = theta.copy()
-            opt = fm.optim.get(name, lr=0.01, **({"momentum": 0.9} if name == "sgd" else {}),
-                               max_norm=2.0, clip_norm=50.0)
+            opt = fm.optim.get(
+                name,
+                lr=0.01,
+                **({"momentum": 0.9} if name == "sgd" else {}),
+                max_norm=2.0,
+                clip_norm=50.0,
+            )
             for _ in range(3):
                 opt.step([p], [g])
             out.append((p, _core.grad_sq_norm(g)))
@@ -381,7 +485,7 @@ def test_save_restore_reproduces_the_trajectory_bit_for_bit(case, dtype, rng):
         if restored.state.step == 0:
             restored.load_state_dict(saved)
         again = run_fm(restored, saved_params, curv, noise, dtype, lrs=lrs, steps=60, start=60)
-        for a, b in zip(full, again):
+        for a, b in zip(full, again, strict=True):
             np.testing.assert_array_equal(a, b)
         assert restored.state.step == STEPS
     # the saved dict is a copy: stepping did not change it
@@ -441,34 +545,42 @@ def test_defaults_follow_the_published_values():
     assert fm.optim.AdaDelta().lr == 1.0 and fm.optim.AdaDelta().hyper.eps == 1e-6
     assert fm.optim.NAdam().hyper.momentum_decay == 4e-3
     af = fm.optim.Adafactor()
-    assert (af.lr, af.hyper.beta2_decay, af.hyper.eps, af.hyper.d) == (1e-2, -0.8, (None, 1e-3), 1.0)
+    assert (af.lr, af.hyper.beta2_decay, af.hyper.eps, af.hyper.d) == (
+        1e-2,
+        -0.8,
+        (None, 1e-3),
+        1.0,
+    )
     assert af.config().eps == 0.0  # machine epsilon of the parameter dtype
 
 
 # ---------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("ctor, match", [
-    (lambda: fm.optim.SGD(lr=0.0), "lr"),
-    (lambda: fm.optim.SGD(lr=-1.0), "lr"),
-    (lambda: fm.optim.SGD(lr=float("nan")), "lr"),
-    (lambda: fm.optim.SGD(0.1, momentum=1.0), "momentum"),
-    (lambda: fm.optim.SGD(0.1, nesterov=True), "nesterov"),
-    (lambda: fm.optim.SGD(0.1, 0.9, True, dampening=0.1), "nesterov"),
-    (lambda: fm.optim.Adam(betas=(0.9, 1.0)), r"betas\[1\]"),
-    (lambda: fm.optim.Adam(betas=(-0.1, 0.9)), r"betas\[0\]"),
-    (lambda: fm.optim.Adam(betas=0.9), "betas"),
-    (lambda: fm.optim.Adam(eps=0.0), "eps"),
-    (lambda: fm.optim.AdaGrad(eps=-1e-8), "eps"),
-    (lambda: fm.optim.RMSProp(rho=1.0), "rho"),
-    (lambda: fm.optim.AdaDelta(rho=1.5), "rho"),
-    (lambda: fm.optim.Adam(weight_decay=-0.1), "weight_decay"),
-    (lambda: fm.optim.Adam(clip_norm=0.0), "clip_norm"),
-    (lambda: fm.optim.Adam(max_norm=-1.0), "max_norm"),
-    (lambda: fm.optim.Adam(decay="biases"), "decay"),
-    (lambda: fm.optim.Adafactor(beta2_decay=0.5), "beta2_decay"),
-    (lambda: fm.optim.Adafactor(eps=(0.0, 1e-3)), r"eps\[0\]"),
-    (lambda: fm.optim.Adafactor(d=0.0), "d"),
-    (lambda: fm.optim.AdamW(decoupled_weight_decay=False), "decoupled_weight_decay"),
-])
+@pytest.mark.parametrize(
+    "ctor, match",
+    [
+        (lambda: fm.optim.SGD(lr=0.0), "lr"),
+        (lambda: fm.optim.SGD(lr=-1.0), "lr"),
+        (lambda: fm.optim.SGD(lr=float("nan")), "lr"),
+        (lambda: fm.optim.SGD(0.1, momentum=1.0), "momentum"),
+        (lambda: fm.optim.SGD(0.1, nesterov=True), "nesterov"),
+        (lambda: fm.optim.SGD(0.1, 0.9, True, dampening=0.1), "nesterov"),
+        (lambda: fm.optim.Adam(betas=(0.9, 1.0)), r"betas\[1\]"),
+        (lambda: fm.optim.Adam(betas=(-0.1, 0.9)), r"betas\[0\]"),
+        (lambda: fm.optim.Adam(betas=0.9), "betas"),
+        (lambda: fm.optim.Adam(eps=0.0), "eps"),
+        (lambda: fm.optim.AdaGrad(eps=-1e-8), "eps"),
+        (lambda: fm.optim.RMSProp(rho=1.0), "rho"),
+        (lambda: fm.optim.AdaDelta(rho=1.5), "rho"),
+        (lambda: fm.optim.Adam(weight_decay=-0.1), "weight_decay"),
+        (lambda: fm.optim.Adam(clip_norm=0.0), "clip_norm"),
+        (lambda: fm.optim.Adam(max_norm=-1.0), "max_norm"),
+        (lambda: fm.optim.Adam(decay="biases"), "decay"),
+        (lambda: fm.optim.Adafactor(beta2_decay=0.5), "beta2_decay"),
+        (lambda: fm.optim.Adafactor(eps=(0.0, 1e-3)), r"eps\[0\]"),
+        (lambda: fm.optim.Adafactor(d=0.0), "d"),
+        (lambda: fm.optim.AdamW(decoupled_weight_decay=False), "decoupled_weight_decay"),
+    ],
+)
 def test_invalid_hyper_parameters(ctor, match):
     with pytest.raises(ValueError, match=match):
         ctor()
@@ -546,10 +658,18 @@ def test_cpp_checks():
     with pytest.raises(ValueError, match="param and state"):
         _core.optimizer_step_arena(cfg, s[:6], g, s, None, 1, 0.1)
     with pytest.raises(ValueError, match=r"segments\[1\]: offset"):
-        _core.optimizer_step_arena(cfg, p, g, s, [_core.Segment(0, 1, 4), _core.Segment(2, 1, 2)], 1, 0.1)
+        _core.optimizer_step_arena(
+            cfg, p, g, s, [_core.Segment(0, 1, 4), _core.Segment(2, 1, 2)], 1, 0.1
+        )
     with pytest.raises(ValueError, match=r"segments\[0\]: ends at 8"):
         _core.optimizer_state_size(cfg, 6, [_core.Segment(2, 2, 3)])
-    for field, value in (("beta1", 1.0), ("eps", 0.0), ("lr", 0.0), ("opt", 42), ("momentum", -0.5)):
+    for field, value in (
+        ("beta1", 1.0),
+        ("eps", 0.0),
+        ("lr", 0.0),
+        ("opt", 42),
+        ("momentum", -0.5),
+    ):
         bad = _core.OptConfig()
         bad.opt = 4
         setattr(bad, field, value)

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import math
 
+import fusedmlp as fm
 import numpy as np
 import pytest
-
-import fusedmlp as fm
 from reference import schedules as ref
 
 S = fm.schedules
@@ -27,23 +26,48 @@ def test_closed_forms(per):
 
     cases = [
         (S.Constant(0.3), lambda t: 0.3),
-        (S.StepDecay(0.5, step_size=7, gamma=0.3, per=per), lambda t: ref.step_decay(0.5, t, 7, 0.3)),
+        (
+            S.StepDecay(0.5, step_size=7, gamma=0.3, per=per),
+            lambda t: ref.step_decay(0.5, t, 7, 0.3),
+        ),
         (S.MultiStep(0.1, per=per), lambda t: ref.multi_step(0.1, t, (30, 60, 90), 0.1)),
-        (S.MultiStep(1.0, milestones=[5, 100], gamma=0.5, per=per),
-         lambda t: ref.multi_step(1.0, t, (5, 100), 0.5)),
+        (
+            S.MultiStep(1.0, milestones=[5, 100], gamma=0.5, per=per),
+            lambda t: ref.multi_step(1.0, t, (5, 100), 0.5),
+        ),
         (S.Exponential(0.2, gamma=0.99, per=per), lambda t: ref.exponential(0.2, t, 0.99)),
         (S.LinearDecay(0.1, tau=1000, per=per), lambda t: ref.linear_decay(0.1, t, 1000, 0.001)),
-        (S.LinearDecay(0.1, tau=90, lr_end=0.05, per=per), lambda t: ref.linear_decay(0.1, t, 90, 0.05)),
+        (
+            S.LinearDecay(0.1, tau=90, lr_end=0.05, per=per),
+            lambda t: ref.linear_decay(0.1, t, 90, 0.05),
+        ),
         (S.Cosine(0.1, T=100, per=per), lambda t: ref.cosine(0.1, t, 100)),
         (S.Cosine(0.1, T=61, lr_min=0.01, per=per), lambda t: ref.cosine(0.1, t, 61, 0.01)),
-        (S.Warmup(0.4, warmup=60, start_factor=0.25, per=per), lambda t: ref.warmup(0.4, t, 60, 0.25)),
-        (S.OneCycle(0.2, total=1000, per=per),
-         lambda t: ref.one_cycle(0.2, t, 1000, 0.3, 25.0, 1e4)),
-        (S.OneCycle(0.2, total=200, pct_start=0.25, anneal="linear", div_factor=10,
-                    final_div_factor=100, per=per),
-         lambda t: ref.one_cycle(0.2, t, 200, 0.25, 10.0, 100.0, "linear")),
+        (
+            S.Warmup(0.4, warmup=60, start_factor=0.25, per=per),
+            lambda t: ref.warmup(0.4, t, 60, 0.25),
+        ),
+        (
+            S.OneCycle(0.2, total=1000, per=per),
+            lambda t: ref.one_cycle(0.2, t, 1000, 0.3, 25.0, 1e4),
+        ),
+        (
+            S.OneCycle(
+                0.2,
+                total=200,
+                pct_start=0.25,
+                anneal="linear",
+                div_factor=10,
+                final_div_factor=100,
+                per=per,
+            ),
+            lambda t: ref.one_cycle(0.2, t, 200, 0.25, 10.0, 100.0, "linear"),
+        ),
         (S.SGDR(0.1, T_0=10, per=per), lambda t: ref.sgdr(0.1, t, 10, 1)),
-        (S.SGDR(0.1, T_0=3, T_mult=2, lr_min=1e-3, per=per), lambda t: ref.sgdr(0.1, t, 3, 2, 1e-3)),
+        (
+            S.SGDR(0.1, T_0=3, T_mult=2, lr_min=1e-3, per=per),
+            lambda t: ref.sgdr(0.1, t, 3, 2, 1e-3),
+        ),
         (S.SGDR(0.1, T_0=5, T_mult=3, per=per), lambda t: ref.sgdr(0.1, t, 5, 3)),
     ]
     for sched, want in cases:
@@ -110,12 +134,15 @@ def test_protocol_per_step_and_per_epoch():
     assert (s.steps, s.epochs) == (9, 3)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(factor=0.5, patience=2),
-    dict(factor=0.1, patience=0, cooldown=2),
-    dict(factor=0.5, patience=1, mode="max", threshold=0.01, threshold_mode="abs"),
-    dict(factor=0.5, patience=1, lr_min=0.1),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(factor=0.5, patience=2),
+        dict(factor=0.1, patience=0, cooldown=2),
+        dict(factor=0.5, patience=1, mode="max", threshold=0.01, threshold_mode="abs"),
+        dict(factor=0.5, patience=1, lr_min=0.1),
+    ],
+)
 def test_reduce_on_plateau_matches_reference(kw, rng):
     # improving with noise, then flat: both branches of every rule are taken
     metrics = list(np.round(1.0 / (1 + np.arange(40)) + rng.uniform(0, 0.03, 40), 3)) + [0.05] * 15
@@ -140,11 +167,22 @@ def test_plateau_halves_by_default():
         s.epoch_end()
 
 
-@pytest.mark.parametrize("sched", [
-    S.Constant(0.1), S.StepDecay(0.1, step_size=3), S.MultiStep(0.1), S.Exponential(0.1),
-    S.LinearDecay(0.1, tau=50), S.Cosine(0.1, T=20), S.Warmup(0.1, warmup=5, after=S.Cosine(0.1, T=9)),
-    S.OneCycle(0.1, total=40), S.SGDR(0.1, T_0=4, T_mult=2), S.ReduceOnPlateau(0.1, patience=1),
-], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "sched",
+    [
+        S.Constant(0.1),
+        S.StepDecay(0.1, step_size=3),
+        S.MultiStep(0.1),
+        S.Exponential(0.1),
+        S.LinearDecay(0.1, tau=50),
+        S.Cosine(0.1, T=20),
+        S.Warmup(0.1, warmup=5, after=S.Cosine(0.1, T=9)),
+        S.OneCycle(0.1, total=40),
+        S.SGDR(0.1, T_0=4, T_mult=2),
+        S.ReduceOnPlateau(0.1, patience=1),
+    ],
+    ids=lambda s: s.name,
+)
 def test_save_restore(sched):
     def advance(s, n, k0):
         out = []
@@ -175,25 +213,28 @@ def test_get():
         S.get("cyclic")
 
 
-@pytest.mark.parametrize("ctor, exc, match", [
-    (lambda: S.Constant(0.0), ValueError, "lr"),
-    (lambda: S.StepDecay(0.1, step_size=0), ValueError, "step_size"),
-    (lambda: S.StepDecay(0.1, gamma=1.5), ValueError, "gamma"),
-    (lambda: S.MultiStep(0.1, milestones=(60, 30)), ValueError, "milestones"),
-    (lambda: S.MultiStep(0.1, milestones=30), TypeError, "milestones"),
-    (lambda: S.Exponential(0.1, per="batch"), ValueError, "per"),
-    (lambda: S.LinearDecay(0.1, tau=0), ValueError, "tau"),
-    (lambda: S.Cosine(0.1, T=0), ValueError, "T"),
-    (lambda: S.Cosine(0.1, lr_min=0.2), ValueError, "lr_min"),
-    (lambda: S.Warmup(0.1, warmup=0), ValueError, "warmup"),
-    (lambda: S.Warmup(0.1, after="cosine"), TypeError, "after"),
-    (lambda: S.OneCycle(0.1, pct_start=1.0), ValueError, "pct_start"),
-    (lambda: S.OneCycle(0.1, anneal="exp"), ValueError, "anneal"),
-    (lambda: S.SGDR(0.1, T_mult=0), ValueError, "T_mult"),
-    (lambda: S.ReduceOnPlateau(0.1, factor=1.0), ValueError, "factor"),
-    (lambda: S.ReduceOnPlateau(0.1, mode="up"), ValueError, "mode"),
-    (lambda: S.ReduceOnPlateau(0.1, patience=-1), ValueError, "patience"),
-])
+@pytest.mark.parametrize(
+    "ctor, exc, match",
+    [
+        (lambda: S.Constant(0.0), ValueError, "lr"),
+        (lambda: S.StepDecay(0.1, step_size=0), ValueError, "step_size"),
+        (lambda: S.StepDecay(0.1, gamma=1.5), ValueError, "gamma"),
+        (lambda: S.MultiStep(0.1, milestones=(60, 30)), ValueError, "milestones"),
+        (lambda: S.MultiStep(0.1, milestones=30), TypeError, "milestones"),
+        (lambda: S.Exponential(0.1, per="batch"), ValueError, "per"),
+        (lambda: S.LinearDecay(0.1, tau=0), ValueError, "tau"),
+        (lambda: S.Cosine(0.1, T=0), ValueError, "T"),
+        (lambda: S.Cosine(0.1, lr_min=0.2), ValueError, "lr_min"),
+        (lambda: S.Warmup(0.1, warmup=0), ValueError, "warmup"),
+        (lambda: S.Warmup(0.1, after="cosine"), TypeError, "after"),
+        (lambda: S.OneCycle(0.1, pct_start=1.0), ValueError, "pct_start"),
+        (lambda: S.OneCycle(0.1, anneal="exp"), ValueError, "anneal"),
+        (lambda: S.SGDR(0.1, T_mult=0), ValueError, "T_mult"),
+        (lambda: S.ReduceOnPlateau(0.1, factor=1.0), ValueError, "factor"),
+        (lambda: S.ReduceOnPlateau(0.1, mode="up"), ValueError, "mode"),
+        (lambda: S.ReduceOnPlateau(0.1, patience=-1), ValueError, "patience"),
+    ],
+)
 def test_invalid(ctor, exc, match):
     with pytest.raises(exc, match=match):
         ctor()
