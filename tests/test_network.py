@@ -261,3 +261,82 @@ class TestBadInput:
         m._net.set_head_loss(0, LOSS["cross_entropy"], 1.0, 0.0, False, False)
         with pytest.raises(ValueError, match="optimizer"):
             m._net.train_step(np.zeros((2, 3), np.float32), [np.zeros(2, np.int32)], None, 0.1)
+
+
+# --- the fused step (forward, loss, backward, regularization, update) vs float64 references ----
+from test_optimizer import CASES as OPT_CASES  # noqa: E402  (the optimizer table, one source)
+from test_optimizer import eps1_for  # noqa: E402
+
+from reference import optimizer as ref_opt  # noqa: E402
+
+FUSED_STEPS = 12
+LOSSES = ["cross_entropy", "mse", "binary_cross_entropy"]
+
+
+def _targets(loss, n, k, rng):
+    if loss == "cross_entropy":
+        T = rng.integers(0, k, size=n)
+        return T, T.astype(np.int32)
+    if loss == "mse":
+        T = rng.normal(size=(n, k))
+    else:
+        T = (rng.random((n, k)) > 0.5).astype(float)
+    return T, T
+
+
+def _fused_vs_reference(opt, ref_kwargs, loss, rng, clip=None, name=""):
+    """Train a 2-layer tanh network with the fused Trainer step and, in float64 NumPy, with
+    reference backprop + the reference optimizer rule; compare the parameters after each step."""
+    n, k = 11, 3
+    m = MLP(n_in=5, hidden=[7], n_out=k, activation="tanh", seed=4, dtype="float64")
+    regs = [fm.regularizers.ClipNorm(clip)] if clip else None
+    tr = fm.Trainer(m, loss=loss, optimizer=opt, regularizers=regs)
+    params = [w.copy() for w in m.get_weights()]
+    r = ref_opt.RefOptimizer(opt.name, **ref_kwargs, **eps1_for(name, ref_kwargs, np.float64))
+    decay = opt.decay_mask(params)
+    moved = 0.0
+    for _ in range(FUSED_STEPS):
+        X = rng.normal(size=(n, 5))
+        T, y = _targets(loss, n, k, rng)
+        value, gW, gb = reference_grads(params[0::2], params[1::2], ["tanh", "identity"], X, T, loss)
+        got_loss = tr.train_step(X, y)
+        assert abs(got_loss - value) <= 1e-10 * max(1.0, abs(value)), f"{name}: loss"
+        grads = [gW[0], gb[0], gW[1], gb[1]]
+        scale = 1.0 if clip is None else ref_opt.clip_grad_norm_scale(grads, clip)
+        before = [p.copy() for p in params]
+        r.step(params, grads, opt.lr, scale, decay)
+        moved = max(moved, max(float(np.abs(p - b).max()) for p, b in zip(params, before)))
+        for i, (g, w) in enumerate(zip(m.get_weights(), params)):
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-11, err_msg=f"{name} param {i}")
+    assert moved > 1e-4, f"{name}: the reference trajectory did not move"
+
+
+@pytest.mark.parametrize("case", OPT_CASES, ids=[c[0] for c in OPT_CASES])
+def test_fused_step_matches_reference_for_every_optimizer(case, rng):
+    name, cls, kw, rkw = case
+    loss = LOSSES[[c[0] for c in OPT_CASES].index(name) % 3]  # every loss appears with many rules
+    _fused_vs_reference(cls(**kw), rkw, loss, rng, name=name)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_fused_step_with_global_norm_clipping_matches_reference(loss, rng):
+    # a small threshold so the clip is active on every step (torch's min(1, c/(||g|| + 1e-6)))
+    _fused_vs_reference(fm.optim.Adam(lr=0.01, weight_decay=0.01), dict(weight_decay=0.01), loss,
+                        rng, clip=0.05, name=f"adam+clip/{loss}")
+
+
+def test_equal_but_distinct_dtype_objects_are_accepted(tmp_path, rng):
+    """Unpickled arrays and read-only memmaps carry dtype objects equal to, but not the same
+    object as, the canonical float32 dtype: the bindings compare dtypes by equality."""
+    import pickle
+
+    m = MLP(n_in=4, hidden=[5], n_out=2, activation="tanh", seed=1)
+    X = rng.normal(size=(6, 4)).astype(np.float32)
+    want = m.predict(X)
+    Xp = pickle.loads(pickle.dumps(X))
+    np.save(tmp_path / "x.npy", X)
+    Xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    for arr in (Xp, Xm):
+        np.testing.assert_array_equal(m._net.forward(arr, False)[0], want)
+    with pytest.raises((TypeError, ValueError), match="float32"):
+        m._net.forward(X.astype(">f4"), False)

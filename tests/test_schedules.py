@@ -9,6 +9,7 @@ import math
 import fusedmlp as fm
 import numpy as np
 import pytest
+from conftest import assert_close
 from reference import schedules as ref
 
 S = fm.schedules
@@ -265,3 +266,52 @@ def test_schedule_drives_an_optimizer():
         sched.step()
     assert w[0] == pytest.approx(want, rel=1e-12)
     assert math.isclose(sched.get_lr(), 0.0, abs_tol=1e-15)
+
+
+@pytest.mark.parametrize("anneal", ["cos", "linear"])
+def test_one_cycle_momentum_matches_closed_form(anneal):
+    o = S.OneCycle(0.1, total=120, pct_start=0.3, anneal=anneal, cycle_momentum=True)
+    for t in range(0, 140):
+        assert close(o.momentum_at(t), ref.one_cycle_momentum(t, 120, 0.3, 0.85, 0.95, anneal))
+    assert S.OneCycle(0.1, total=120).get_momentum() is None
+    three = S.OneCycle(1.0, total=100, pct_start=0.25, three_phase=True, cycle_momentum=True)
+    assert three.momentum_at(0) == pytest.approx(0.95)
+    assert three.momentum_at(24) == pytest.approx(0.85)
+    assert three.momentum_at(48) == pytest.approx(0.95) and three.momentum_at(99) == 0.95
+    with pytest.raises(ValueError, match="base_momentum"):
+        S.OneCycle(0.1, cycle_momentum=True, base_momentum=0.99, max_momentum=0.9)
+
+
+def test_trainer_cycles_adam_beta1_like_torch():
+    """A Trainer with a momentum-cycling 1-cycle follows a float64 Adam whose beta1 is set per
+    step from the schedule (torch's OneCycleLR(cycle_momentum=True) on Adam)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(16, 3))
+    y = rng.normal(size=(16, 1))
+    model = fm.Sequential([fm.Dense(1)], n_in=3, dtype=np.float64, seed=1)
+    W0, b0 = (w.copy() for w in model.get_weights())
+    sched = S.OneCycle(0.05, total=30, cycle_momentum=True)
+    tr = fm.Trainer(model, loss="mse", optimizer=fm.optim.Adam(lr=0.05), schedule=sched)
+    theta = np.concatenate([W0.ravel(), b0])
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    for t in range(1, 31):
+        lr = ref.one_cycle(0.05, t - 1, 30, 0.3, 25.0, 1e4)
+        b1 = ref.one_cycle_momentum(t - 1, 30, 0.3, 0.85, 0.95)
+        W, b = theta[:3].reshape(3, 1), theta[3:]
+        r = X @ W + b - y  # mse of deck 004: mean over rows of the summed squared error
+        gW, gb = 2 * X.T @ r / 16, 2 * r.sum(0) / 16
+        g = np.concatenate([gW.ravel(), gb])
+        m = b1 * m + (1 - b1) * g
+        v = 0.999 * v + 0.001 * g * g
+        theta = theta - lr / (1 - b1**t) * m / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        tr.train_step(X, y)
+    got = np.concatenate([w.ravel() for w in model.get_weights()])
+    assert_close(got, theta, np.float64, tol=1e-10, what="Adam with cycled beta1")
+
+
+def test_trainer_momentum_cycling_needs_momentum():
+    model = fm.Sequential([fm.Dense(1)], n_in=2, seed=0)
+    with pytest.raises(ValueError, match="momentum"):
+        fm.Trainer(model, loss="mse", optimizer=fm.optim.SGD(lr=0.1),
+                   schedule=S.OneCycle(0.1, total=10, cycle_momentum=True))

@@ -38,8 +38,8 @@ struct Register {
 enum class DType { f32, f64 };
 
 inline DType dtype_of(const py::array& a, const char* name) {
-  if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
-  if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
+  if (a.dtype().equal(py::dtype::of<float>())) return DType::f32;
+  if (a.dtype().equal(py::dtype::of<double>())) return DType::f64;
   throw TypeError(detail::concat(name, ": expected float32 or float64, got ",
                                  std::string(py::str(a.dtype()))));
 }
@@ -55,7 +55,7 @@ decltype(auto) dtype_dispatch(const py::array& a, const char* name, F&& fn) {
 // data pointer. Outputs must be writeable.
 template <class T>
 T* checked_ptr(const py::array& a, const char* name, int ndim, bool writeable = false) {
-  if (!a.dtype().is(py::dtype::of<T>()))
+  if (!a.dtype().equal(py::dtype::of<T>()))
     throw TypeError(detail::concat(name, ": expected dtype ", std::string(py::str(py::dtype::of<T>())),
                                    ", got ", std::string(py::str(a.dtype()))));
   FM_CHECK(ndim < 0 || a.ndim() == ndim, name, ": expected a ", ndim, "-d array, got ", a.ndim(), "-d");

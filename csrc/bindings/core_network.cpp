@@ -28,7 +28,7 @@ Targets<T> parse_targets(Network<T>& net, const py::list& ys, index_t batch) {
   for (int h = 0; h < net.n_heads(); ++h) {
     py::array a = py::cast<py::array>(ys[h]);
     t.keep.push_back(a);
-    if (a.dtype().is(py::dtype::of<std::int32_t>())) {
+    if (a.dtype().equal(py::dtype::of<std::int32_t>())) {
       const std::int32_t* p = checked_ptr<std::int32_t>(a, "y", 1);
       check_shape(a, "y", {batch});
       t.dense.push_back(nullptr);
@@ -94,6 +94,10 @@ void bind_network(py::module_& m, const char* name) {
       .def("set_head_loss", &Net::set_head_loss, py::arg("head"), py::arg("loss"), py::arg("weight"),
            py::arg("label_smoothing"), py::arg("smoothing_uniform_k"), py::arg("half"))
       .def("set_clip_norm", &Net::set_clip_norm)
+      .def("set_layer_trainable", &Net::set_layer_trainable, py::arg("layer"), py::arg("trainable"))
+      .def("layer_trainable", &Net::layer_trainable, py::arg("layer"))
+      .def("set_momentum", &Net::set_momentum, py::arg("momentum"))
+      .def("set_decay_scope", &Net::set_decay_scope, py::arg("scope"))
       .def_property("opt_step", &Net::opt_step, &Net::set_opt_step)
       .def_property("rng_step", &Net::rng_step, &Net::set_rng_step)
       .def_property("bn_updates", &Net::bn_updates, &Net::set_bn_updates)
@@ -162,6 +166,15 @@ void bind_network(py::module_& m, const char* name) {
       .def("layer_output", [](Net& n, int layer) {
         const index_t batch = n.last_batch(), w = n.layer_width(layer);
         const T* src = n.layer_output(layer);
+        py::array_t<T> out({batch, w});
+        std::memcpy(out.mutable_data(), src, sizeof(T) * batch * w);
+        return out;
+      })
+      .def_property("record_layer_grads", &Net::record_layer_grads, &Net::set_record_layer_grads)
+      .def("layer_grad", [](Net& n, int layer) {
+        // dL/d(output of layer) from the last compute_gradients run with record_layer_grads on
+        const T* src = n.layer_grad(layer);
+        const index_t batch = n.grad_batch(), w = n.layer_width(layer);
         py::array_t<T> out({batch, w});
         std::memcpy(out.mutable_data(), src, sizeof(T) * batch * w);
         return out;

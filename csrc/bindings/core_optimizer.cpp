@@ -181,6 +181,10 @@ FM_BINDINGS(optimizer) {
         });
       },
       py::arg("grad"), "Sum of squares in double, fixed-order blocked sums (deterministic).");
+
+  m.def("clip_norm_scale", &clip_norm_scale, py::arg("grad_norm"), py::arg("max_norm"),
+        "Global-norm clipping factor min(1, max_norm / (grad_norm + 1e-6)) (torch's).");
+  m.attr("CLIP_NORM_EPS") = kClipNormEps;
 }
 
 }  // namespace fm::bindings

@@ -17,9 +17,13 @@
 
 #include "bindings/common.h"
 #include "cuda/activation.h"
+#include "cuda/batchnorm.h"
 #include "cuda/common.cuh"
 #include "cuda/dense.h"
+#include "cuda/dropout.h"
 #include "cuda/gemm.h"
+#include "cuda/loss.h"
+#include "cuda/optimizer.h"
 
 namespace fm::bindings {
 namespace {
@@ -39,6 +43,7 @@ struct DevArray {
   std::uintptr_t ptr = 0;
   std::vector<index_t> shape;
   DType dtype = DType::f32;
+  bool int32 = false;  // int32 class labels (read_array with labels = true)
   bool readonly = false;
   std::optional<cudaStream_t> stream;  // the producer's stream, when the object names one
 
@@ -48,6 +53,7 @@ struct DevArray {
     return n;
   }
   index_t dim(size_t i) const { return shape.at(i); }
+  index_t itemsize() const { return int32 || dtype == DType::f32 ? 4 : 8; }
   template <class T>
   T* data() const {
     return reinterpret_cast<T*>(ptr);
@@ -62,7 +68,8 @@ std::string shape_str(const std::vector<index_t>& s) {
   return o.str();
 }
 
-DevArray read_array(const py::handle& obj, const char* name) {
+// labels = true: an int32 array of class labels instead of a float32/float64 one.
+DevArray read_array(const py::handle& obj, const char* name, bool labels = false) {
   if (!py::hasattr(obj, "__cuda_array_interface__"))
     throw TypeError(detail::concat(
         name, ": expected a GPU array exposing __cuda_array_interface__ (e.g. CuPy), got ",
@@ -72,7 +79,12 @@ DevArray read_array(const py::handle& obj, const char* name) {
   a.name = name;
   for (const auto& s : cai["shape"].cast<py::tuple>()) a.shape.push_back(s.cast<index_t>());
   const std::string ts = cai["typestr"].cast<std::string>();
-  if (ts == "<f4" || ts == "=f4")
+  if (labels) {
+    if (ts != "<i4" && ts != "=i4")
+      throw TypeError(
+          detail::concat(name, ": expected int32 class labels, got typestr '", ts, "'"));
+    a.int32 = true;
+  } else if (ts == "<f4" || ts == "=f4")
     a.dtype = DType::f32;
   else if (ts == "<f8" || ts == "=f8")
     a.dtype = DType::f64;
@@ -86,7 +98,7 @@ DevArray read_array(const py::handle& obj, const char* name) {
     throw ValueError(detail::concat(name, ": masked arrays are not supported"));
   if (cai.contains("strides") && !cai["strides"].is_none()) {
     const py::tuple st = cai["strides"].cast<py::tuple>();
-    const index_t item = a.dtype == DType::f32 ? 4 : 8;
+    const index_t item = a.itemsize();
     index_t expect = item;
     for (size_t i = a.shape.size(); i-- > 0;) {
       if (a.shape[i] != 1 && st[i].cast<index_t>() != expect)
@@ -238,6 +250,103 @@ const DevArray* opt(const std::optional<DevArray>& a) {
   return a ? &*a : nullptr;
 }
 
+// --------------------------------------------------------------- batch norm, losses, optimizers
+
+// A vector of n elements of `like`'s dtype (per feature, per sample), writeable when asked.
+void expect_vector(const DevArray& a, index_t n, const DevArray& like, bool writeable = false) {
+  expect_shape(a, {n});
+  expect_dtype(a, like);
+  if (writeable) expect_writable(a);
+}
+
+// A device float64 scalar the kernels write (the loss, a norm, a clipping factor).
+void expect_f64_scalar(const DevArray& a) {
+  FM_CHECK(!a.int32 && a.dtype == DType::f64 && a.size() == 1, a.name,
+           ": expected a float64 GPU array with one element, got shape ", shape_str(a.shape));
+  expect_writable(a);
+}
+
+void expect_disjoint(const DevArray& a, const DevArray& b) {
+  const std::uintptr_t an = static_cast<std::uintptr_t>(a.size() * a.itemsize());
+  const std::uintptr_t bn = static_cast<std::uintptr_t>(b.size() * b.itemsize());
+  const bool overlap = an > 0 && bn > 0 && a.ptr < b.ptr + bn && b.ptr < a.ptr + an;
+  FM_CHECK(!overlap, a.name, " and ", b.name, ": expected separate arrays, they share memory");
+}
+
+Loss loss_of(int code) {
+  FM_CHECK(code >= 0 && code <= static_cast<int>(Loss::cross_entropy), "loss: unknown loss code ",
+           code);
+  return static_cast<Loss>(code);
+}
+
+// The optimizer configuration from any object with OptConfig's attributes
+// (fusedmlp._core.OptConfig as built by fusedmlp.optim.Optimizer.config()).
+OptConfig read_opt_config(const py::handle& o) {
+  OptConfig c;
+  c.opt = o.attr("opt").cast<int>();
+  c.lr = o.attr("lr").cast<double>();
+  c.momentum = o.attr("momentum").cast<double>();
+  c.dampening = o.attr("dampening").cast<double>();
+  c.beta1 = o.attr("beta1").cast<double>();
+  c.beta2 = o.attr("beta2").cast<double>();
+  c.eps = o.attr("eps").cast<double>();
+  c.rho = o.attr("rho").cast<double>();
+  c.weight_decay = o.attr("weight_decay").cast<double>();
+  c.l1 = o.attr("l1").cast<double>();
+  c.decoupled_weight_decay = o.attr("decoupled_weight_decay").cast<double>();
+  c.clip_value = o.attr("clip_value").cast<double>();
+  c.max_norm = o.attr("max_norm").cast<double>();
+  c.nesterov = o.attr("nesterov").cast<bool>();
+  c.amsgrad = o.attr("amsgrad").cast<bool>();
+  c.centered = o.attr("centered").cast<bool>();
+  c.deck_variant = o.attr("deck_variant").cast<bool>();
+  c.maximize = o.attr("maximize").cast<bool>();
+  c.lr_decay = o.attr("lr_decay").cast<double>();
+  c.initial_accumulator_value = o.attr("initial_accumulator_value").cast<double>();
+  c.momentum_decay = o.attr("momentum_decay").cast<double>();
+  c.beta2_decay = o.attr("beta2_decay").cast<double>();
+  c.eps2 = o.attr("eps2").cast<double>();
+  c.clip_threshold = o.attr("clip_threshold").cast<double>();
+  c.relative_step = o.attr("relative_step").cast<bool>();
+  c.scale_parameter = o.attr("scale_parameter").cast<bool>();
+  check_opt_config(c);
+  return c;
+}
+
+// A list of objects with Segment's attributes (fusedmlp._core.Segment), or None: no segments.
+std::vector<Segment> read_segments(const py::object& o) {
+  std::vector<Segment> segs;
+  if (o.is_none()) return segs;
+  for (const py::handle& h : o) {
+    Segment g;
+    g.offset = h.attr("offset").cast<index_t>();
+    g.rows = h.attr("rows").cast<index_t>();
+    g.cols = h.attr("cols").cast<index_t>();
+    g.decay = h.attr("decay").cast<bool>();
+    g.max_norm = h.attr("max_norm").cast<bool>();
+    segs.push_back(g);
+  }
+  return segs;
+}
+
+// out = kernel(in) elementwise under a Philox key (dropout, noise): arrays of any shape.
+template <class Kernel>
+void run_keyed(const py::object& in_o, const char* in_name, const py::object& out_o, double value,
+               std::uint64_t seed, std::uint64_t step, std::uint32_t layer,
+               const py::object& stream_o, Kernel&& kernel) {
+  const DevArray in = read_array(in_o, in_name), out = read_array(out_o, "out");
+  expect_shape(out, in.shape);
+  expect_dtype(out, in);
+  expect_writable(out);
+  const cudaStream_t s = prepare(stream_o, {&in, &out});
+  const PhiloxKey key{seed, step, layer};
+  dispatch(in.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    kernel(in.data<T>(), out.data<T>(), in.size(), T(value), key, s);
+  });
+}
+
 // --------------------------------------------------------------- device discovery
 
 // cudaGetDeviceCount with every failure (no driver, driver too old, no device) mapped to 0
@@ -262,6 +371,10 @@ using namespace fm::bindings;
 using fm::Act;
 using fm::ActParams;
 using fm::index_t;
+using fm::Loss;
+using fm::LossParams;
+using fm::OptConfig;
+using fm::Segment;
 namespace fcu = fm::cuda;
 
 PYBIND11_MODULE(_cuda, m) {
@@ -576,4 +689,291 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("dparams") = py::none(), py::arg("params") = py::none(),
       py::arg("stream") = py::none(),
       "dZ = dA f'(Z) (with db, dparams), dW = X^T dZ, dX = dZ W^T (when dX is given).");
+
+  // ------------------------------------------------------------------ batch normalization
+
+  m.def(
+      "batchnorm_forward_train",
+      [](py::object x_o, py::object y_o, py::object gamma_o, py::object beta_o, py::object mean_o,
+         py::object invstd_o, py::object rm_o, py::object rv_o, double momentum, double eps,
+         bool init_from_batch, py::object stream_o) {
+        const DevArray x = read_array(x_o, "x"), y = read_array(y_o, "out");
+        const DevArray mean = read_array(mean_o, "batch_mean"),
+                       invstd = read_array(invstd_o, "batch_invstd");
+        expect_2d(x);
+        expect_shape(y, x.shape);
+        expect_dtype(y, x);
+        expect_writable(y);
+        const index_t rows = x.dim(0), cols = x.dim(1);
+        expect_vector(mean, cols, x, true);
+        expect_vector(invstd, cols, x, true);
+        const auto gamma = read_optional(gamma_o, "gamma"), beta = read_optional(beta_o, "beta");
+        const auto rm = read_optional(rm_o, "running_mean"),
+                   rv = read_optional(rv_o, "running_var");
+        if (gamma) expect_vector(*gamma, cols, x);
+        if (beta) expect_vector(*beta, cols, x);
+        if (rm) expect_vector(*rm, cols, x, true);
+        if (rv) expect_vector(*rv, cols, x, true);
+        const cudaStream_t s = prepare(
+            stream_o, present({&x, &y, &mean, &invstd, opt(gamma), opt(beta), opt(rm), opt(rv)}));
+        dispatch(x.dtype, [&](auto tag) {
+          using T = decltype(tag);
+          py::gil_scoped_release nogil;
+          fcu::batchnorm_forward_train<T>(x.data<T>(), y.data<T>(), ptr_or_null<T>(gamma),
+                                          ptr_or_null<T>(beta), mean.data<T>(), invstd.data<T>(),
+                                          ptr_or_null<T>(rm), ptr_or_null<T>(rv), rows, cols,
+                                          T(momentum), T(eps), init_from_batch, s);
+        });
+      },
+      py::arg("x"), py::arg("out"), py::arg("gamma"), py::arg("beta"), py::arg("batch_mean"),
+      py::arg("batch_invstd"), py::arg("running_mean"), py::arg("running_var"), py::arg("momentum"),
+      py::arg("eps"), py::arg("init_from_batch"), py::arg("stream") = py::none(),
+      "Training batch norm: out, the batch statistics, and the running statistics in place.");
+
+  m.def(
+      "batchnorm_forward_infer",
+      [](py::object x_o, py::object y_o, py::object gamma_o, py::object beta_o, py::object rm_o,
+         py::object rv_o, double eps, py::object stream_o) {
+        const DevArray x = read_array(x_o, "x"), y = read_array(y_o, "out");
+        const DevArray rm = read_array(rm_o, "running_mean"), rv = read_array(rv_o, "running_var");
+        expect_2d(x);
+        expect_shape(y, x.shape);
+        expect_dtype(y, x);
+        expect_writable(y);
+        const index_t rows = x.dim(0), cols = x.dim(1);
+        expect_vector(rm, cols, x);
+        expect_vector(rv, cols, x);
+        const auto gamma = read_optional(gamma_o, "gamma"), beta = read_optional(beta_o, "beta");
+        if (gamma) expect_vector(*gamma, cols, x);
+        if (beta) expect_vector(*beta, cols, x);
+        const cudaStream_t s =
+            prepare(stream_o, present({&x, &y, &rm, &rv, opt(gamma), opt(beta)}));
+        dispatch(x.dtype, [&](auto tag) {
+          using T = decltype(tag);
+          py::gil_scoped_release nogil;
+          fcu::batchnorm_forward_infer<T>(x.data<T>(), y.data<T>(), ptr_or_null<T>(gamma),
+                                          ptr_or_null<T>(beta), rm.data<T>(), rv.data<T>(), rows,
+                                          cols, T(eps), s);
+        });
+      },
+      py::arg("x"), py::arg("out"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
+      py::arg("running_var"), py::arg("eps"), py::arg("stream") = py::none(),
+      "Inference batch norm with the running statistics.");
+
+  m.def(
+      "batchnorm_backward",
+      [](py::object x_o, py::object dy_o, py::object gamma_o, py::object mean_o,
+         py::object invstd_o, py::object dx_o, py::object dgamma_o, py::object dbeta_o,
+         py::object stream_o) {
+        const DevArray x = read_array(x_o, "x"), dy = read_array(dy_o, "grad_output"),
+                       dx = read_array(dx_o, "grad_x");
+        const DevArray mean = read_array(mean_o, "batch_mean"),
+                       invstd = read_array(invstd_o, "batch_invstd");
+        expect_2d(x);
+        expect_shape(dy, x.shape);
+        expect_dtype(dy, x);
+        expect_shape(dx, x.shape);
+        expect_dtype(dx, x);
+        expect_writable(dx);
+        const index_t rows = x.dim(0), cols = x.dim(1);
+        expect_vector(mean, cols, x);
+        expect_vector(invstd, cols, x);
+        const auto gamma = read_optional(gamma_o, "gamma");
+        const auto dgamma = read_optional(dgamma_o, "grad_gamma"),
+                   dbeta = read_optional(dbeta_o, "grad_beta");
+        if (gamma) expect_vector(*gamma, cols, x);
+        if (dgamma) expect_vector(*dgamma, cols, x, true);
+        if (dbeta) expect_vector(*dbeta, cols, x, true);
+        const cudaStream_t s = prepare(
+            stream_o, present({&x, &dy, &dx, &mean, &invstd, opt(gamma), opt(dgamma), opt(dbeta)}));
+        dispatch(x.dtype, [&](auto tag) {
+          using T = decltype(tag);
+          py::gil_scoped_release nogil;
+          fcu::batchnorm_backward<T>(x.data<T>(), dy.data<T>(), ptr_or_null<T>(gamma),
+                                     mean.data<T>(), invstd.data<T>(), dx.data<T>(),
+                                     ptr_or_null<T>(dgamma), ptr_or_null<T>(dbeta), rows, cols, s);
+        });
+      },
+      py::arg("x"), py::arg("grad_output"), py::arg("gamma"), py::arg("batch_mean"),
+      py::arg("batch_invstd"), py::arg("grad_x"), py::arg("grad_gamma") = py::none(),
+      py::arg("grad_beta") = py::none(), py::arg("stream") = py::none(),
+      "Batch norm backward: grad_x, and grad_gamma / grad_beta when given.");
+
+  // ------------------------------------------------------------------ dropout, noise
+
+  m.def(
+      "dropout_forward",
+      [](py::object x_o, py::object y_o, double rate, std::uint64_t seed, std::uint64_t step,
+         std::uint32_t layer, py::object stream_o) {
+        run_keyed(x_o, "x", y_o, rate, seed, step, layer, stream_o,
+                  [](auto... a) { fcu::dropout_forward(a...); });
+      },
+      py::arg("x"), py::arg("out"), py::arg("rate"), py::arg("seed"), py::arg("step"),
+      py::arg("layer"), py::arg("stream") = py::none(),
+      "Inverted dropout with the Philox mask of (seed, step, layer): the CPU's, bit for bit.");
+
+  m.def(
+      "dropout_backward",
+      [](py::object dy_o, py::object dx_o, double rate, std::uint64_t seed, std::uint64_t step,
+         std::uint32_t layer, py::object stream_o) {
+        run_keyed(dy_o, "grad_output", dx_o, rate, seed, step, layer, stream_o,
+                  [](auto... a) { fcu::dropout_backward(a...); });
+      },
+      py::arg("grad_output"), py::arg("out"), py::arg("rate"), py::arg("seed"), py::arg("step"),
+      py::arg("layer"), py::arg("stream") = py::none(), "The dropout mask applied to grad_output.");
+
+  m.def(
+      "gaussian_noise_forward",
+      [](py::object x_o, py::object y_o, double stddev, std::uint64_t seed, std::uint64_t step,
+         std::uint32_t layer, py::object stream_o) {
+        run_keyed(x_o, "x", y_o, stddev, seed, step, layer, stream_o,
+                  [](auto... a) { fcu::gaussian_noise_forward(a...); });
+      },
+      py::arg("x"), py::arg("out"), py::arg("stddev"), py::arg("seed"), py::arg("step"),
+      py::arg("layer"), py::arg("stream") = py::none(), "out = x + stddev * N(0, 1) (Philox).");
+
+  // ------------------------------------------------------------------ losses
+
+  m.def(
+      "loss_forward_backward",
+      [](int code, py::object z_o, py::object t_o, py::object w_o, py::object d_o,
+         py::object loss_o, double label_smoothing, bool smoothing_uniform_k, bool half,
+         py::object stream_o) {
+        const Loss loss = loss_of(code);
+        const DevArray z = read_array(z_o, "logits");
+        expect_2d(z);
+        const index_t rows = z.dim(0), cols = z.dim(1);
+        const bool labels =
+            py::hasattr(t_o, "__cuda_array_interface__") &&
+            t_o.attr("__cuda_array_interface__")["typestr"].cast<std::string>().substr(1) == "i4";
+        const DevArray t = read_array(t_o, "target", labels);
+        if (labels)
+          expect_shape(t, {rows});
+        else {
+          expect_shape(t, z.shape);
+          expect_dtype(t, z);
+        }
+        const auto w = read_optional(w_o, "sample_weight");
+        if (w) expect_vector(*w, rows, z);
+        const auto d = read_optional(d_o, "grad_logits");
+        if (d) {
+          expect_shape(*d, z.shape);
+          expect_dtype(*d, z);
+          expect_writable(*d);
+        }
+        const auto out = read_optional(loss_o, "loss");
+        if (out) expect_f64_scalar(*out);
+        const cudaStream_t s = prepare(stream_o, present({&z, &t, opt(w), opt(d), opt(out)}));
+        dispatch(z.dtype, [&](auto tag) {
+          using T = decltype(tag);
+          LossParams<T> p;
+          p.label_smoothing = T(label_smoothing);
+          p.smoothing_uniform_k = smoothing_uniform_k;
+          p.half = half;
+          py::gil_scoped_release nogil;
+          fcu::loss_forward_backward<T>(loss, z.data<T>(), labels ? nullptr : t.data<T>(),
+                                        labels ? t.data<std::int32_t>() : nullptr,
+                                        ptr_or_null<T>(w), ptr_or_null<T>(d), rows, cols, p,
+                                        out ? out->data<double>() : nullptr, s);
+        });
+      },
+      py::arg("code"), py::arg("logits"), py::arg("target"), py::arg("sample_weight"),
+      py::arg("grad_logits"), py::arg("loss"), py::arg("label_smoothing"),
+      py::arg("smoothing_uniform_k"), py::arg("half"), py::arg("stream") = py::none(),
+      "Fused loss: loss (a one-element float64 GPU array) = (1/N) sum_i w_i l_i and "
+      "grad_logits; target is (rows, cols) floats or (rows,) int32 labels.");
+
+  m.def(
+      "loss_output",
+      [](int code, py::object z_o, py::object y_o, py::object stream_o) {
+        const Loss loss = loss_of(code);
+        const DevArray z = read_array(z_o, "logits"), y = read_array(y_o, "out");
+        expect_2d(z);
+        expect_shape(y, z.shape);
+        expect_dtype(y, z);
+        expect_writable(y);
+        const cudaStream_t s = prepare(stream_o, {&z, &y});
+        dispatch(z.dtype, [&](auto tag) {
+          using T = decltype(tag);
+          py::gil_scoped_release nogil;
+          fcu::loss_output<T>(loss, z.data<T>(), y.data<T>(), z.dim(0), z.dim(1), s);
+        });
+      },
+      py::arg("code"), py::arg("logits"), py::arg("out"), py::arg("stream") = py::none(),
+      "The loss's output activation: identity, sigmoid or row softmax.");
+
+  // ------------------------------------------------------------------ optimizers
+
+  m.def(
+      "optimizer_state_size",
+      [](py::object cfg_o, index_t n, py::object segments) {
+        const OptConfig cfg = read_opt_config(cfg_o);
+        const std::vector<Segment> segs = read_segments(segments);
+        return fm::opt_state_size(cfg, segs.data(), static_cast<int>(segs.size()), n);
+      },
+      py::arg("config"), py::arg("n"), py::arg("segments") = py::none(),
+      "Elements of optimizer state for an arena of n elements (the CPU's layout).");
+
+  m.def(
+      "optimizer_step",
+      [](py::object cfg_o, py::object p_o, py::object g_o, py::object st_o, py::object segments,
+         std::int64_t step, double lr, double grad_scale, py::object dev_scale_o,
+         py::object stream_o) {
+        const OptConfig cfg = read_opt_config(cfg_o);
+        const std::vector<Segment> segs = read_segments(segments);
+        const DevArray p = read_array(p_o, "params"), g = read_array(g_o, "grads"),
+                       st = read_array(st_o, "state");
+        FM_CHECK(p.shape.size() == 1, "params: expected a 1-d arena, got shape ",
+                 shape_str(p.shape));
+        expect_writable(p);
+        expect_shape(g, p.shape);
+        expect_dtype(g, p);
+        const index_t n = p.size();
+        const index_t want = fm::opt_state_size(cfg, segs.data(), static_cast<int>(segs.size()), n);
+        FM_CHECK(st.size() == want, "state: expected ", want, " elements for ",
+                 fm::opt_name(fm::Opt(cfg.opt)), ", got ", st.size());
+        expect_dtype(st, p);
+        expect_writable(st);
+        expect_disjoint(p, g);
+        expect_disjoint(p, st);
+        expect_disjoint(g, st);
+        const auto dev_scale = read_optional(dev_scale_o, "grad_scale_device");
+        if (dev_scale) expect_f64_scalar(*dev_scale);
+        const cudaStream_t s = prepare(stream_o, present({&p, &g, &st, opt(dev_scale)}));
+        dispatch(p.dtype, [&](auto tag) {
+          using T = decltype(tag);
+          py::gil_scoped_release nogil;
+          fcu::optimizer_step<T>(cfg, p.data<T>(), g.data<T>(), want ? st.data<T>() : nullptr,
+                                 segs.data(), static_cast<int>(segs.size()), n, step, lr,
+                                 grad_scale, dev_scale ? dev_scale->data<double>() : nullptr, s);
+        });
+      },
+      py::arg("config"), py::arg("params"), py::arg("grads"), py::arg("state"), py::arg("segments"),
+      py::arg("step"), py::arg("lr"), py::arg("grad_scale") = 1.0,
+      py::arg("grad_scale_device") = py::none(), py::arg("stream") = py::none(),
+      "In-place optimizer step over a flat device arena split into segments (list of Segment, "
+      "or None: one segment); grad_scale_device: a one-element float64 GPU array multiplying "
+      "the gradients (the clip-by-norm factor of grad_sq_norm).");
+
+  m.def(
+      "grad_sq_norm",
+      [](py::object g_o, py::object sq_o, py::object scale_o, double max_norm,
+         py::object stream_o) {
+        const DevArray g = read_array(g_o, "grads");
+        const auto sq = read_optional(sq_o, "sq_norm"),
+                   scale = read_optional(scale_o, "clip_scale");
+        if (sq) expect_f64_scalar(*sq);
+        if (scale) expect_f64_scalar(*scale);
+        const cudaStream_t s = prepare(stream_o, present({&g, opt(sq), opt(scale)}));
+        dispatch(g.dtype, [&](auto tag) {
+          using T = decltype(tag);
+          py::gil_scoped_release nogil;
+          fcu::grad_sq_norm<T>(g.data<T>(), g.size(), sq ? sq->data<double>() : nullptr,
+                               scale ? scale->data<double>() : nullptr, max_norm, s);
+        });
+      },
+      py::arg("grads"), py::arg("sq_norm"), py::arg("clip_scale") = py::none(),
+      py::arg("max_norm") = 0.0, py::arg("stream") = py::none(),
+      "sq_norm = sum(grads^2) and clip_scale = min(1, max_norm / (sqrt(sq_norm) + 1e-6)), "
+      "written to one-element float64 GPU arrays without a host synchronization.");
 }

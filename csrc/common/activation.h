@@ -26,6 +26,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "common/fastmath.h"
 #include "common/macros.h"
 #include "common/philox.h"
 
@@ -75,16 +76,17 @@ namespace act_detail {
 
 template <class T>
 FM_HD T sigmoid(T x) {
-  // Never exponentiates a positive number: no overflow for |x| large.
-  if (x >= T(0)) return T(1) / (T(1) + std::exp(-x));
-  const T e = std::exp(x);
-  return e / (T(1) + e);
+  // Never exponentiates a positive number: no overflow for |x| large. Branch-free (a select),
+  // so the CPU loops vectorize.
+  const T e = fexp(-std::fabs(x));
+  const T s = T(1) / (T(1) + e);
+  return fsel(x >= T(0), s, e * s);
 }
 
 template <class T>
 FM_HD T softplus(T x) {
   // ln(1 + e^x) = max(x, 0) + ln(1 + e^{-|x|}).
-  return (x > T(0) ? x : T(0)) + std::log1p(std::exp(-std::fabs(x)));
+  return fsel(x > T(0), x, T(0)) + flog1p(fexp(-std::fabs(x)));
 }
 
 constexpr double kSeluLambda = 1.0507009873554804934193349852946;
@@ -122,7 +124,7 @@ FM_ACT_SIMPLE(identity, x, T(1))
 FM_ACT_SIMPLE(binary_step, x >= T(0) ? T(1) : T(0), T(0))
 FM_ACT_SIMPLE(sigmoid, act_detail::sigmoid(x),
               (act_detail::sigmoid(x) * (T(1) - act_detail::sigmoid(x))))
-FM_ACT_SIMPLE(tanh, std::tanh(x), (T(1) - std::tanh(x) * std::tanh(x)))
+FM_ACT_SIMPLE(tanh, ftanh(x), (T(1) - ftanh(x) * ftanh(x)))
 FM_ACT_SIMPLE(arctan, std::atan(x), T(1) / (x * x + T(1)))
 FM_ACT_SIMPLE(arsinh, std::asinh(x), T(1) / std::sqrt(x * x + T(1)))
 FM_ACT_SIMPLE(softsign, x / (T(1) + std::fabs(x)),
@@ -144,11 +146,11 @@ FM_ACT_SIMPLE(brelu, (j & 1) ? (x < T(0) ? x : T(0)) : (x > T(0) ? x : T(0)),
 // Leaky ReLU: slope alpha (0.01 by default, deck 000) for x <= 0.
 FM_ACT_SIMPLE(leaky_relu, x > T(0) ? x : p.alpha * x, x > T(0) ? T(1) : p.alpha)
 // ELU(alpha): alpha (e^x - 1) for x <= 0; derivative f + alpha = alpha e^x there.
-FM_ACT_SIMPLE(elu, x > T(0) ? x : p.alpha * std::expm1(x), x > T(0) ? T(1) : p.alpha * std::exp(x))
+FM_ACT_SIMPLE(elu, fsel(x > T(0), x, p.alpha * fexpm1(x)), fsel(x > T(0), T(1), p.alpha * fexp(x)))
 // SELU: lambda * ELU(alpha) with the fixed-point constants of Klambauer et al.
 FM_ACT_SIMPLE(selu,
-              T(act_detail::kSeluLambda) * (x > T(0) ? x : T(act_detail::kSeluAlpha) * std::expm1(x)),
-              T(act_detail::kSeluLambda) * (x > T(0) ? T(1) : T(act_detail::kSeluAlpha) * std::exp(x)))
+              T(act_detail::kSeluLambda) * fsel(x > T(0), x, T(act_detail::kSeluAlpha) * fexpm1(x)),
+              T(act_detail::kSeluLambda) * fsel(x > T(0), T(1), T(act_detail::kSeluAlpha) * fexp(x)))
 FM_ACT_SIMPLE(softplus, act_detail::softplus(x), act_detail::sigmoid(x))
 FM_ACT_SIMPLE(bent_identity, (std::sqrt(x * x + T(1)) - T(1)) / T(2) + x,
               x / (T(2) * std::sqrt(x * x + T(1))) + T(1))
@@ -162,15 +164,15 @@ FM_ACT_SIMPLE(soft_clipping,
               (act_detail::softplus(p.alpha * x) - act_detail::softplus(p.alpha * (x - T(1)))) / p.alpha,
               act_detail::sigmoid(p.alpha * x) - act_detail::sigmoid(p.alpha * (x - T(1))))
 FM_ACT_SIMPLE(sinusoid, std::sin(x), std::cos(x))
-FM_ACT_SIMPLE(gaussian, std::exp(-x * x), T(-2) * x * std::exp(-x * x))
+FM_ACT_SIMPLE(gaussian, fexp(-x * x), T(-2) * x * fexp(-x * x))
 // GELU, exact: x Phi(x) = x/2 (1 + erf(x / sqrt 2)); derivative Phi(x) + x phi(x) (deck 003).
 FM_ACT_SIMPLE(gelu, T(0.5) * x * (T(1) + std::erf(x * T(act_detail::kInvSqrt2))),
               T(0.5) * (T(1) + std::erf(x * T(act_detail::kInvSqrt2))) +
-                  x * T(act_detail::kInvSqrt2Pi) * std::exp(T(-0.5) * x * x))
+                  x * T(act_detail::kInvSqrt2Pi) * fexp(T(-0.5) * x * x))
 // LeCun's scaled tanh 1.7159 tanh(2x/3) (deck 003, "Efficient BackProp").
-FM_ACT_SIMPLE(lecun_tanh, T(act_detail::kLecunA) * std::tanh(T(act_detail::kLecunB) * x),
+FM_ACT_SIMPLE(lecun_tanh, T(act_detail::kLecunA) * ftanh(T(act_detail::kLecunB) * x),
               T(act_detail::kLecunA * act_detail::kLecunB) *
-                  (T(1) - std::tanh(T(act_detail::kLecunB) * x) * std::tanh(T(act_detail::kLecunB) * x)))
+                  (T(1) - ftanh(T(act_detail::kLecunB) * x) * ftanh(T(act_detail::kLecunB) * x)))
 // clang-format on
 #undef FM_ACT_SIMPLE
 
@@ -180,12 +182,12 @@ struct ActFn<Act::gelu_tanh> {
   template <class T>
   static FM_HD T f(T x, const ActParams<T>& p, index_t j, index_t e) {
     const T u = T(act_detail::kSqrt2OverPi) * (x + T(act_detail::kGeluTanhC) * x * x * x);
-    return T(0.5) * x * (T(1) + std::tanh(u));
+    return T(0.5) * x * (T(1) + ftanh(u));
   }
   template <class T>
   static FM_HD T df(T x, const ActParams<T>& p, index_t j, index_t e) {
     const T u = T(act_detail::kSqrt2OverPi) * (x + T(act_detail::kGeluTanhC) * x * x * x);
-    const T t = std::tanh(u);
+    const T t = ftanh(u);
     const T du = T(act_detail::kSqrt2OverPi) * (T(1) + T(3 * act_detail::kGeluTanhC) * x * x);
     return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
   }
@@ -216,10 +218,10 @@ struct ActFn<Act::soboleva_tanh> {
   template <class T>
   static FM_HD void terms(T x, const ActParams<T>& p, T& ea, T& eb, T& ec, T& ed) {
     const T m = x >= T(0) ? p.c * x : -p.d * x;
-    ea = std::exp(p.a * x - m);
-    eb = std::exp(-p.b * x - m);
-    ec = std::exp(p.c * x - m);
-    ed = std::exp(-p.d * x - m);
+    ea = fexp(p.a * x - m);
+    eb = fexp(-p.b * x - m);
+    ec = fexp(p.c * x - m);
+    ed = fexp(-p.d * x - m);
   }
   template <class T>
   static FM_HD T f(T x, const ActParams<T>& p, index_t j, index_t e) {
@@ -347,14 +349,14 @@ struct ActFn<Act::soft_exponential> {
   template <class T>
   static FM_HD T f(T x, const ActParams<T>& p, index_t j, index_t e) {
     const T a = p.unit[j];
-    if (a > T(0)) return std::expm1(a * x) / a + a;
-    if (a < T(0)) return -std::log1p(-a * (x + a)) / a;
+    if (a > T(0)) return fexpm1(a * x) / a + a;
+    if (a < T(0)) return -flog1p(-a * (x + a)) / a;
     return x;
   }
   template <class T>
   static FM_HD T df(T x, const ActParams<T>& p, index_t j, index_t e) {
     const T a = p.unit[j];
-    if (a > T(0)) return std::exp(a * x);
+    if (a > T(0)) return fexp(a * x);
     if (a < T(0)) return T(1) / (T(1) - a * (a + x));
     return T(1);
   }
@@ -363,7 +365,7 @@ struct ActFn<Act::soft_exponential> {
     const T a = p.unit[j];
     T da;
     if (a > T(0)) {
-      da = x * std::exp(a * x) / a - std::expm1(a * x) / (a * a) + T(1);
+      da = x * fexp(a * x) / a - fexpm1(a * x) / (a * a) + T(1);
     } else if (a < T(0)) {
       const T u = T(1) - a * (x + a);
       da = std::log(u) / (a * a) + (x + T(2) * a) / (a * u);

@@ -8,8 +8,12 @@
 #include <stdexcept>
 #include <string>
 
+// Host code forces inlining too: the formulas are called from the elementwise loops, and a
+// loop that keeps a call (GCC's inliner gives up in large translation units) does not vectorize.
 #if defined(__CUDACC__)
 #define FM_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__) || defined(__clang__)
+#define FM_HD inline __attribute__((always_inline))
 #else
 #define FM_HD inline
 #endif

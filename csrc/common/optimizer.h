@@ -151,6 +151,15 @@ inline void check_opt_config(const OptConfig& c) {
            c.clip_threshold);
 }
 
+// Global-norm gradient clipping factor (deck 002, "cliffs"): min(1, c / (||g|| + 1e-6)), the
+// factor of torch.nn.utils.clip_grad_norm_ (the 1e-6 keeps a zero gradient finite). The Network
+// and the standalone optimizers both use this one definition.
+constexpr double kClipNormEps = 1e-6;
+FM_HD double clip_norm_scale(double grad_norm, double max_norm) {
+  const double s = max_norm / (grad_norm + kClipNormEps);
+  return s < 1.0 ? s : 1.0;
+}
+
 // Number of state arrays of length n (all rules but Adafactor). Slot order, as stored:
 //   sgd: [momentum buffer] if momentum > 0     adagrad: sum of squares (minus r_0)
 //   rmsprop: square avg, [momentum buffer], [grad avg if centered]
@@ -183,6 +192,40 @@ inline int opt_state_arrays(const OptConfig& c) {
 // memory-efficient optimizer). Vectors keep the full second moment.
 FM_HD bool adafactor_factored(index_t rows, index_t cols) {
   return rows >= 2 && cols >= 2;
+}
+
+// Throws ValueError unless the nseg segments are non-empty, sorted by offset, disjoint and
+// inside an arena of n elements (both backends check their segment tables with this).
+inline void check_opt_segments(const Segment* segs, int nseg, index_t n) {
+  FM_CHECK(n >= 0, "n: expected >= 0, got ", n);
+  FM_CHECK(nseg >= 0, "nseg: expected >= 0, got ", nseg);
+  FM_CHECK(nseg == 0 || segs != nullptr, "segments: null pointer with nseg = ", nseg);
+  index_t end = 0;
+  for (int s = 0; s < nseg; ++s) {
+    const Segment& g = segs[s];
+    FM_CHECK(g.rows >= 1 && g.cols >= 1, "segments[", s,
+             "]: expected rows >= 1 and cols >= 1, got (", g.rows, ", ", g.cols, ")");
+    FM_CHECK(g.offset >= end, "segments[", s, "]: offset ", g.offset,
+             " overlaps the previous segment or is out of order (previous end ", end, ")");
+    end = g.offset + g.rows * g.cols;
+    FM_CHECK(end <= n, "segments[", s, "]: ends at ", end, ", past the arena of ", n, " elements");
+  }
+}
+
+// Number of T elements of optimizer state for an arena of n elements split into `segs`
+// (nseg = 0: the whole arena is one vector segment). Every rule but Adafactor needs
+// opt_state_arrays(c) * n; Adafactor rows + cols per factored matrix and rows * cols per
+// vector, laid out segment after segment. Validates the config and the segments.
+inline index_t opt_state_size(const OptConfig& c, const Segment* segs, int nseg, index_t n) {
+  check_opt_config(c);
+  check_opt_segments(segs, nseg, n);
+  if (static_cast<Opt>(c.opt) != Opt::adafactor) return index_t(opt_state_arrays(c)) * n;
+  if (nseg == 0) return n;
+  index_t size = 0;
+  for (int s = 0; s < nseg; ++s)
+    size += adafactor_factored(segs[s].rows, segs[s].cols) ? segs[s].rows + segs[s].cols
+                                                           : segs[s].rows * segs[s].cols;
+  return size;
 }
 
 // Scalars of one step in the parameter type: constants of the rule, bias corrections and

@@ -81,10 +81,10 @@ FM_HD T philox_normal(const PhiloxKey& k, std::uint64_t e) {
   const int lane = static_cast<int>(e & 1) * 2;
   const double u1 = philox_to_unit<double>(r.v[lane]);
   const double u2 = philox_to_unit<double>(r.v[lane + 1]);
-  constexpr double kTwoPi = 6.283185307179586476925286766559;
 #if defined(__CUDA_ARCH__)
   return static_cast<T>(sqrt(-2.0 * log(u1)) * cospi(2.0 * u2));
 #else
+  constexpr double kTwoPi = 6.283185307179586476925286766559;
   return static_cast<T>(std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2));
 #endif
 }

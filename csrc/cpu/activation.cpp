@@ -99,7 +99,7 @@ void softmax_forward(const T* z, T* y, index_t rows, index_t cols) {
       T s = 0;
 #pragma omp simd reduction(+ : s)
       for (index_t j = 0; j < cols; ++j) {
-        yi[j] = std::exp(zi[j] - m);
+        yi[j] = fexp(zi[j] - m);
         s += yi[j];
       }
       const T inv = T(1) / s;

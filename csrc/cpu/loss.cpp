@@ -52,11 +52,11 @@ double ce_row(const T* z, T* d, index_t cols, T g, Target&& target_of, double ta
   double s = 0.0;
   if (d) {
     for (index_t j = 0; j < cols; ++j) {
-      d[j] = std::exp(z[j] - m);  // scratch: e^{z_j - m}
+      d[j] = fexp(z[j] - m);  // scratch: e^{z_j - m}
       s += static_cast<double>(d[j]);
     }
   } else {
-    for (index_t j = 0; j < cols; ++j) s += static_cast<double>(std::exp(z[j] - m));
+    for (index_t j = 0; j < cols; ++j) s += static_cast<double>(fexp(z[j] - m));
   }
   const double lse = static_cast<double>(m) + std::log(s);
   double l = 0.0;

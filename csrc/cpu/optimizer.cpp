@@ -57,22 +57,6 @@ void column_blocks(index_t rows, index_t cols, F&& fn) {
   });
 }
 
-void check_segments(const Segment* segs, int nseg, index_t n) {
-  FM_CHECK(n >= 0, "n: expected >= 0, got ", n);
-  FM_CHECK(nseg >= 0, "nseg: expected >= 0, got ", nseg);
-  FM_CHECK(nseg == 0 || segs != nullptr, "segments: null pointer with nseg = ", nseg);
-  index_t end = 0;
-  for (int s = 0; s < nseg; ++s) {
-    const Segment& g = segs[s];
-    FM_CHECK(g.rows >= 1 && g.cols >= 1, "segments[", s,
-             "]: expected rows >= 1 and cols >= 1, got (", g.rows, ", ", g.cols, ")");
-    FM_CHECK(g.offset >= end, "segments[", s, "]: offset ", g.offset,
-             " overlaps the previous segment or is out of order (previous end ", end, ")");
-    end = g.offset + g.rows * g.cols;
-    FM_CHECK(end <= n, "segments[", s, "]: ends at ", end, ", past the arena of ", n, " elements");
-  }
-}
-
 // The segments to walk: the given ones, or the whole arena as one decaying vector.
 struct SegmentList {
   const Segment* segs;
@@ -273,23 +257,14 @@ void max_norm_segment(T* p, const Segment& sg, double c) {
 }  // namespace
 
 index_t optimizer_state_size(const OptConfig& c, const Segment* segs, int nseg, index_t n) {
-  check_opt_config(c);
-  check_segments(segs, nseg, n);
-  if (static_cast<Opt>(c.opt) != Opt::adafactor) return index_t(opt_state_arrays(c)) * n;
-  const SegmentList l = segment_list(segs, nseg, n);
-  index_t size = 0;
-  for (int s = 0; s < l.nseg; ++s) {
-    const Segment& sg = l.segs[s];
-    size += adafactor_factored(sg.rows, sg.cols) ? sg.rows + sg.cols : sg.rows * sg.cols;
-  }
-  return size;
+  return opt_state_size(c, segs, nseg, n);
 }
 
 template <class T>
 void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, const Segment* segs,
                     int nseg, index_t n, std::int64_t step, double lr, double grad_scale) {
   check_opt_config(c);
-  check_segments(segs, nseg, n);
+  check_opt_segments(segs, nseg, n);
   FM_CHECK(step >= 1, "step: expected the 1-based step number >= 1, got ", step);
   FM_CHECK(std::isfinite(lr) && lr > 0, "lr: expected > 0, got ", lr);
   FM_CHECK(std::isfinite(grad_scale) && grad_scale >= 0,

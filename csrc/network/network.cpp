@@ -13,6 +13,7 @@
 #include "cpu/dropout.h"
 #include "cpu/loss.h"
 #include "cpu/optimizer.h"
+#include "cpu/rbf.h"
 
 namespace fm {
 
@@ -21,9 +22,11 @@ namespace {
 bool is_kind(const LayerSpec& s, LayerKind k) { return s.kind == static_cast<int>(k); }
 
 void check_spec(const LayerSpec& s, index_t width, size_t index) {
-  FM_CHECK(s.kind >= 0 && s.kind <= static_cast<int>(LayerKind::maxout), "layers[", index,
+  FM_CHECK(s.kind >= 0 && s.kind <= static_cast<int>(LayerKind::rbf), "layers[", index,
            "]: unknown layer kind ", s.kind);
   if (is_kind(s, LayerKind::dense)) FM_CHECK(s.units >= 1, "layers[", index, "]: units must be >= 1");
+  if (is_kind(s, LayerKind::rbf))
+    FM_CHECK(s.units >= 1, "layers[", index, "]: n_centers must be >= 1");
   if (is_kind(s, LayerKind::dense) || is_kind(s, LayerKind::activation))
     FM_CHECK(s.act >= 0 && s.act < static_cast<int>(Act::count), "layers[", index,
              "]: unknown activation code ", s.act);
@@ -61,6 +64,7 @@ Network<T>::Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<Head
     seg.decay = decay;
     seg.max_norm = max_norm;
     segments_.push_back(seg);
+    decay_default_.push_back(decay ? 1 : 0);
     n_params += rows * cols;
   };
   auto add_buffer = [&](Layer& L, index_t& off, const char* name, index_t n) {
@@ -77,7 +81,7 @@ Network<T>::Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<Head
       L.n_in = width;
       L.id = static_cast<std::uint32_t>(layers_.size() + 1);
       const auto kind = static_cast<LayerKind>(s.kind);
-      L.n_out = kind == LayerKind::dense ? s.units
+      L.n_out = kind == LayerKind::dense || kind == LayerKind::rbf ? s.units
                 : kind == LayerKind::maxout ? width / s.units
                                             : width;
       if (kind == LayerKind::dense) {
@@ -87,6 +91,12 @@ Network<T>::Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<Head
       if (kind == LayerKind::dense || kind == LayerKind::activation) {
         const int np = act_num_params(static_cast<Act>(s.act), s.hinges);
         if (np > 0) add_param(L, L.p, "act_params", np, L.n_out, false, false);
+      }
+      if (kind == LayerKind::rbf) {
+        // Centres live in input space and widths are scales: no weight decay on either.
+        add_param(L, L.mu, "centers", L.n_out, L.n_in, false, false);
+        add_param(L, L.log_sigma, "log_widths", 1, L.n_out, false, false);
+        L.rbf_ws.assign(L.n_out + cpu::rbf_workspace_size(L.n_out), T(0));
       }
       if (kind == LayerKind::batchnorm) {
         if (s.affine) {
@@ -157,6 +167,29 @@ void Network<T>::set_optimizer(const OptConfig& cfg) {
 }
 
 template <class T>
+void Network<T>::set_momentum(double m) {
+  FM_CHECK(has_opt_, "optimizer: set an optimizer before setting its momentum");
+  FM_CHECK(std::isfinite(m) && m >= 0 && m < 1, "momentum: expected a value in [0, 1), got ", m);
+  switch (static_cast<Opt>(opt_.opt)) {
+    case Opt::sgd:
+    case Opt::rmsprop:
+      // The momentum buffer exists only when the optimizer was configured with momentum > 0.
+      FM_CHECK(opt_.momentum > 0, "momentum: cycling needs an optimizer configured with momentum > 0");
+      opt_.momentum = m;
+      break;
+    case Opt::adam:
+    case Opt::adamw:
+    case Opt::nadam:
+    case Opt::adamax:
+    case Opt::adabelief:
+      opt_.beta1 = m;
+      break;
+    default:
+      FM_CHECK(false, "momentum: ", opt_name(static_cast<Opt>(opt_.opt)), " has no momentum to cycle");
+  }
+}
+
+template <class T>
 void Network<T>::ensure_workspace(index_t batch) {
   FM_CHECK(batch >= 1, "X: expected at least one row");
   last_batch_ = batch;
@@ -165,7 +198,7 @@ void Network<T>::ensure_workspace(index_t batch) {
   for (auto& L : layers_) {
     const auto kind = static_cast<LayerKind>(L.spec.kind);
     const bool identity_dense = kind == LayerKind::dense && L.spec.act == static_cast<int>(Act::identity);
-    if (kind == LayerKind::dense) L.Z.resize(batch * L.n_out);
+    if (kind == LayerKind::dense || kind == LayerKind::rbf) L.Z.resize(batch * L.n_out);
     if (!identity_dense) L.A.resize(batch * L.n_out);
     if (kind == LayerKind::batchnorm) {
       L.mean.resize(L.n_in);
@@ -255,6 +288,16 @@ const T* Network<T>::forward_chain(const std::vector<int>& chain, const T* x, in
         cpu::maxout_forward(cur, A, batch, n, s.units);
         L.out = A;
         break;
+      case LayerKind::rbf: {
+        // Z keeps the squared distances, A the features; sigma = exp(log sigma) > 0.
+        T* sigma = L.rbf_ws.data();
+        const T* log_sigma = params_.data() + L.log_sigma;
+        for (index_t k = 0; k < n; ++k) sigma[k] = std::exp(log_sigma[k]);
+        cpu::rbf_forward(cur, params_.data() + L.mu, sigma, L.Z.data(), A, sigma + n, batch, L.n_in,
+                         n);
+        L.out = A;
+        break;
+      }
     }
     cur = L.out;
   }
@@ -277,6 +320,10 @@ void Network<T>::backward_chain(const std::vector<int>& chain, index_t batch, T*
     // not needed), else the ping-pong buffer g is not in.
     T* gin = first ? dx : other_buffer(g);
     const index_t n = L.n_out, m = L.n_in;
+    if (record_grads_) {  // diagnostics: g is overwritten in place below (dense: dA -> dZ)
+      if (L.dout.size() < static_cast<size_t>(batch * n)) L.dout.resize(batch * n);
+      std::memcpy(L.dout.data(), g, sizeof(T) * batch * n);
+    }
     switch (static_cast<LayerKind>(s.kind)) {
       case LayerKind::dense: {
         const Act act = static_cast<Act>(s.act);
@@ -316,7 +363,20 @@ void Network<T>::backward_chain(const std::vector<int>& chain, index_t batch, T*
       case LayerKind::maxout:
         if (gin) cpu::maxout_backward(L.in, g, gin, batch, n, s.units);
         break;
+      case LayerKind::rbf: {
+        if (!gin && L.frozen) break;
+        // sigma as the forward computed it; g (dL/dPhi) becomes dL/dD in place.
+        const T* sigma = L.rbf_ws.data();
+        T* dmu = L.frozen ? nullptr : grads_.data() + L.mu;
+        T* dlog_sigma = L.frozen ? nullptr : grads_.data() + L.log_sigma;
+        cpu::rbf_backward(L.in, params_.data() + L.mu, sigma, L.Z.data(), L.A.data(), g, gin, dmu,
+                          dlog_sigma, L.rbf_ws.data() + n, batch, m, n);
+        if (dlog_sigma)
+          for (index_t k = 0; k < n; ++k) dlog_sigma[k] = rbf_grad_log_width(dlog_sigma[k], sigma[k]);
+        break;
+      }
     }
+    if (L.frozen) zero_layer_grads(chain[pos]);
     if (!first) g = gin;
   }
 }
@@ -369,6 +429,7 @@ double Network<T>::compute_gradients(const T* X, index_t batch, const std::vecto
                                      const std::vector<const std::int32_t*>& labels,
                                      const T* sample_weight, T* dX, std::vector<double>* per_head) {
   std::vector<T*> none(heads_.size(), nullptr);
+  grad_batch_ = 0;
   forward(X, batch, none, true);
   const double loss = head_losses(batch, target, labels, sample_weight, true, per_head);
   T* trunk_dout;
@@ -400,6 +461,7 @@ double Network<T>::compute_gradients(const T* X, index_t batch, const std::vecto
   } else {
     backward_chain(trunk_, batch, trunk_dout, dX);
   }
+  if (record_grads_) grad_batch_ = batch;
   return loss;
 }
 
@@ -408,12 +470,87 @@ void Network<T>::apply_update(double lr) {
   FM_CHECK(has_opt_, "optimizer: set an optimizer before training");
   double scale = 1.0;
   if (clip_norm_ > 0.0) {
-    const double norm = std::sqrt(cpu::grad_sq_norm(grads_.data(), n_params()));
-    if (norm > clip_norm_) scale = clip_norm_ / norm;
+    scale = clip_norm_scale(std::sqrt(cpu::grad_sq_norm(grads_.data(), n_params())), clip_norm_);
   }
   ++opt_step_;
-  cpu::optimizer_step(opt_, params_.data(), grads_.data(), state_.data(), segments_.data(),
-                      static_cast<int>(segments_.size()), n_params(), opt_step_, lr, scale);
+  update_params(lr, scale);
+}
+
+template <class T>
+void Network<T>::update_params(double lr, double grad_scale) {
+  if (!any_frozen_) {
+    cpu::optimizer_step(opt_, params_.data(), grads_.data(), state_.data(), segments_.data(),
+                        static_cast<int>(segments_.size()), n_params(), opt_step_, lr, grad_scale);
+    return;
+  }
+  // An empty segment list means "the whole arena" to optimizer_step: nothing to do instead.
+  if (active_segments_.empty()) return;
+  if (static_cast<Opt>(opt_.opt) != Opt::adafactor) {
+    // Elementwise rules index their state by arena position: the trainable subset in one call.
+    cpu::optimizer_step(opt_, params_.data(), grads_.data(), state_.data(), active_segments_.data(),
+                        static_cast<int>(active_segments_.size()), n_params(), opt_step_, lr,
+                        grad_scale);
+    return;
+  }
+  // Adafactor lays its state out segment after segment: step each trainable segment on its
+  // own, at its place in the layout of all segments.
+  index_t state_off = 0;
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    Segment local = segments_[i];
+    local.offset = 0;
+    const index_t size = local.rows * local.cols;
+    if (!segment_frozen_[i])
+      cpu::optimizer_step(opt_, params_.data() + segments_[i].offset, grads_.data() + segments_[i].offset,
+                          state_.data() + state_off, &local, 1, size, opt_step_, lr, grad_scale);
+    state_off += cpu::optimizer_state_size(opt_, &local, 1, size);
+  }
+}
+
+template <class T>
+void Network<T>::set_decay_scope(int scope) {
+  FM_CHECK(scope >= 0 && scope <= 2, "decay: expected 0 (weights), 1 (all) or 2 (none), got ", scope);
+  for (size_t i = 0; i < segments_.size(); ++i)
+    segments_[i].decay = scope == 0 ? decay_default_[i] != 0 : scope == 1;
+  if (!any_frozen_) return;
+  active_segments_.clear();  // the trainable subset carries copies of the flags
+  for (size_t i = 0; i < segments_.size(); ++i)
+    if (!segment_frozen_[i]) active_segments_.push_back(segments_[i]);
+}
+
+template <class T>
+void Network<T>::zero_layer_grads(int layer) {
+  for (const ParamInfo& p : info_)
+    if (p.layer == layer && p.trainable) std::fill_n(grads_.data() + p.offset, p.rows * p.cols, T(0));
+}
+
+template <class T>
+void Network<T>::set_layer_trainable(int layer, bool trainable) {
+  FM_CHECK(layer >= 0 && layer < n_layers(), "layer: expected 0 <= layer < ", n_layers(), ", got ",
+           layer);
+  layers_[layer].frozen = !trainable;
+  // info_ lists the parameters (trainable = in the param arena) in the order of segments_.
+  active_segments_.clear();
+  segment_frozen_.assign(segments_.size(), 0);
+  any_frozen_ = false;
+  size_t seg = 0;
+  for (const ParamInfo& p : info_) {
+    if (!p.trainable) continue;
+    if (layers_[p.layer].frozen) {
+      segment_frozen_[seg] = 1;
+      any_frozen_ = true;
+    } else {
+      active_segments_.push_back(segments_[seg]);
+    }
+    ++seg;
+  }
+  zero_layer_grads(layer);
+}
+
+template <class T>
+bool Network<T>::layer_trainable(int layer) const {
+  FM_CHECK(layer >= 0 && layer < n_layers(), "layer: expected 0 <= layer < ", n_layers(), ", got ",
+           layer);
+  return !layers_[layer].frozen;
 }
 
 template <class T>
@@ -441,6 +578,14 @@ const T* Network<T>::layer_output(int layer) const {
   FM_CHECK(layer >= 0 && layer < n_layers(), "layer: expected 0 <= layer < ", n_layers());
   FM_CHECK(layers_[layer].out != nullptr, "layer: run a forward pass first");
   return layers_[layer].out;
+}
+
+template <class T>
+const T* Network<T>::layer_grad(int layer) const {
+  FM_CHECK(layer >= 0 && layer < n_layers(), "layer: expected 0 <= layer < ", n_layers());
+  FM_CHECK(grad_batch_ > 0, "layer_grad: no recorded gradients; set record_layer_grads and call ",
+           "compute_gradients first");
+  return layers_[layer].dout.data();
 }
 
 template <class T>

@@ -7,9 +7,9 @@
 // weighted sum of the heads' losses and the trunk receives the sum of their gradients).
 // A plain MLP is a trunk and one head with no layers of its own.
 //
-// Arenas: params (all W, b, activation parameters, BN gamma/beta), grads (same layout),
-// optimizer state (size from optimizer_state_size), buffers (BN running statistics: not
-// trained). Layers hold offsets into them. Workspaces are sized for the largest batch seen
+// Arenas: params (all W, b, activation parameters, BN gamma/beta, RBF centres and log
+// widths), grads (same layout), optimizer state (size from optimizer_state_size), buffers
+// (BN running statistics: not trained). Layers hold offsets into them. Workspaces are sized for the largest batch seen
 // so far: a larger batch grows them once, a smaller one reuses them.
 #pragma once
 
@@ -24,12 +24,12 @@
 
 namespace fm {
 
-enum class LayerKind : int { dense, batchnorm, dropout, noise, activation, softmax, maxout };
+enum class LayerKind : int { dense, batchnorm, dropout, noise, activation, softmax, maxout, rbf };
 
 // One layer as specified from Python (fusedmlp.layers builds it).
 struct LayerSpec {
   int kind = 0;
-  index_t units = 0;        // dense: n_out; maxout: pieces per unit
+  index_t units = 0;        // dense: n_out; maxout: pieces per unit; rbf: centres
   bool use_bias = true;     // dense
   int act = 0;              // dense / activation: activation code
   double alpha = 0.0, a = 1.0, b = 1.0, c = 1.0, d = 1.0, lower = 0.125, upper = 1.0 / 3.0;
@@ -88,6 +88,12 @@ class Network {
   void set_opt_step(std::int64_t s) { opt_step_ = s; }
   // Gradient clipping by global norm (0 = off), applied before the update.
   void set_clip_norm(double c) { clip_norm_ = c; }
+  // The momentum of a cycling schedule (1-cycle, deck 003): SGD/RMSProp's momentum, or beta1 of
+  // the Adam family, changed between steps without touching the optimizer state.
+  void set_momentum(double m);
+  // Which parameters penalties, decoupled decay and max-norm touch (the optimizer's `decay`):
+  // 0 "weights" (each layer's default: dense W, and b when its spec says so), 1 all, 2 none.
+  void set_decay_scope(int scope);
 
   // Random stream position (dropout, noise, RReLU): step counter of the Philox key.
   std::uint64_t rng_step() const { return rng_step_; }
@@ -118,6 +124,13 @@ class Network {
   // callers that inspect or modify the gradients in between (FGSM, gradient checks).
   void train_step_update_only(double lr) { apply_update(lr); ++rng_step_; }
 
+  // Freezing (deck 003's 2-step RBF learning, fine-tuning): a frozen layer's parameters keep
+  // their values; their gradient segment is held at zero (so global-norm clipping ignores
+  // them) and the optimizer step skips them. Its input gradient still flows to the layers
+  // below. BN running statistics still update in training mode.
+  void set_layer_trainable(int layer, bool trainable);
+  bool layer_trainable(int layer) const;
+
   // Loss only (inference mode, no parameter change).
   double evaluate(const T* X, index_t batch, const std::vector<const T*>& target,
                   const std::vector<const std::int32_t*>& labels, const T* sample_weight,
@@ -129,6 +142,14 @@ class Network {
   int n_layers() const { return static_cast<int>(layers_.size()); }
   index_t last_batch() const { return last_batch_; }
 
+  // Diagnostics (fusedmlp.diagnostics): while on, compute_gradients keeps a copy of the
+  // gradient of the loss w.r.t. every layer's output, layer_grad(l) (grad_batch(), width).
+  // Off by default: the training step then makes no copy.
+  void set_record_layer_grads(bool on) { record_grads_ = on; }
+  bool record_layer_grads() const { return record_grads_; }
+  const T* layer_grad(int layer) const;
+  index_t grad_batch() const { return grad_batch_; }
+
  private:
   struct Layer {
     LayerSpec spec;
@@ -137,6 +158,10 @@ class Network {
     index_t rmean = -1, rvar = -1;                          // buffer arena offsets
     std::uint32_t id = 0;                                   // Philox layer number
     std::vector<T> Z, A, mean, invstd;                      // workspaces
+    index_t mu = -1, log_sigma = -1;  // rbf: centres (K, n_in), log widths (K) in the param arena
+    std::vector<T> rbf_ws;            // rbf: sigma (K), then the kernel's scratch
+    bool frozen = false;              // set_layer_trainable(false)
+    std::vector<T> dout;  // dL/d(output) of the last backward (only when recording)
     const T* in = nullptr;                                  // input of the last forward
     const T* out = nullptr;                                 // output of the last forward
   };
@@ -159,6 +184,9 @@ class Network {
                      bool want_grad, std::vector<double>* per_head);
   T* other_buffer(const T* g);
   void apply_update(double lr);
+  // The optimizer step over the trainable segments (all of them unless a layer is frozen).
+  void update_params(double lr, double grad_scale);
+  void zero_layer_grads(int layer);
 
   index_t n_in_;
   std::uint64_t seed_;
@@ -168,6 +196,10 @@ class Network {
   std::vector<T> params_, grads_, buffers_, state_;
   std::vector<ParamInfo> info_;
   std::vector<Segment> segments_;
+  std::vector<char> decay_default_;  // per segment: the layer's own decay flag (scope "weights")
+  bool any_frozen_ = false;
+  std::vector<Segment> active_segments_;  // segments_ of the trainable layers
+  std::vector<char> segment_frozen_;      // per entry of segments_
   OptConfig opt_{};
   bool has_opt_ = false;
   std::int64_t opt_step_ = 0;
@@ -175,6 +207,8 @@ class Network {
   std::uint64_t rng_step_ = 0;
   std::int64_t bn_updates_ = 0;
   index_t capacity_ = 0, last_batch_ = 0, max_width_ = 0;
+  bool record_grads_ = false;
+  index_t grad_batch_ = 0;  // batch of the recorded layer gradients (0: none)
   std::vector<T> gbuf0_, gbuf1_, trunk_grad_, head_dx_;
   const T* trunk_out_ = nullptr;
 };

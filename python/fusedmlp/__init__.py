@@ -8,9 +8,20 @@ Example:
 
 from __future__ import annotations
 
-from . import callbacks, datasets, init, metrics, ops, optim, preprocessing, regularizers, schedules
+from . import (
+    callbacks,
+    datasets,
+    diagnostics,
+    init,
+    metrics,
+    ops,
+    optim,
+    preprocessing,
+    regularizers,
+    schedules,
+)
 from ._loader import _core, _cuda, _cuda_import_error
-from .layers import Activation, BatchNorm, Dense, Dropout, GaussianNoise
+from .layers import RBF, Activation, BatchNorm, Dense, Dropout, GaussianNoise
 from .model import MLP, Sequential
 from .trainer import History, Trainer
 
@@ -68,6 +79,15 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
+def __getattr__(name: str):
+    # fm.sklearn is imported on first use, so `import fusedmlp` does not import scikit-learn.
+    if name == "sklearn":
+        import importlib
+
+        return importlib.import_module(".sklearn", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "MLP",
     "Activation",
@@ -76,10 +96,12 @@ __all__ = [
     "Dropout",
     "GaussianNoise",
     "History",
+    "RBF",
     "Sequential",
     "Trainer",
     "callbacks",
     "datasets",
+    "diagnostics",
     "init",
     "metrics",
     "optim",

@@ -77,37 +77,50 @@ def names() -> list[str]:
     return list(_CODES)
 
 
-def check_target(key: str, target: Any, rows: int, cols: int, dtype: np.dtype):
+def _on_device_of(name: str, x: Any, xp) -> Any:
+    """``x`` as an array of the module ``xp`` (numpy: host; cupy: device), refusing the other
+    device's arrays (mixing devices is an error)."""
+    if xp is np:
+        v.check_host(name, x)
+        return x if isinstance(x, np.ndarray) else np.asarray(x)
+    if not v.is_device_array(x):
+        raise TypeError(f"{name}: expected a GPU array (CuPy) like the logits, got "
+                        f"{type(x).__name__}; mixing host and device arrays is an error")
+    return x if isinstance(x, xp.ndarray) else xp.asarray(x)
+
+
+def check_target(key: str, target: Any, rows: int, cols: int, dtype: np.dtype, xp=np):
     """Validate and convert the targets of loss ``key`` for logits of shape (rows, cols).
 
     Dense targets are cast to ``dtype`` (the logits' dtype): any real array is accepted, so
     integer one-hot arrays and boolean multi-label arrays work. For a single output, (rows,)
     is accepted for (rows, 1). Cross-entropy also takes 1-d class labels (integers, or floats
-    holding integers), returned as int32.
+    holding integers), returned as int32. ``xp`` is the array module of the logits' device
+    (numpy, or cupy for GPU logits); the targets must live on the same device.
 
     Raises:
         ValueError: wrong shape, NaN/Inf, probabilities outside [0, 1], cross-entropy rows not
             summing to 1, labels out of range or not integers.
         TypeError: non-numeric targets.
     """
-    v.check_host("target", target)
-    arr = target if isinstance(target, np.ndarray) else np.asarray(target)
+    arr = _on_device_of("target", target, xp)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"target: expected a numeric array, got dtype {arr.dtype}")
     if key == "cross_entropy" and arr.ndim == 1:
         if arr.shape != (rows,):
             raise ValueError(f"target: expected class labels of shape ({rows},), got {arr.shape}")
         if arr.dtype.kind == "f":
-            if not np.isfinite(arr).all():
+            if not xp.isfinite(arr).all():
                 raise ValueError("target: contains NaN or Inf")
-            if not np.array_equal(arr, np.round(arr)):
+            if not xp.array_equal(arr, xp.round(arr)):
                 raise ValueError("target: 1-d cross_entropy targets are class labels; got "
                                  "non-integer values")
-        bad = np.flatnonzero((arr < 0) | (arr >= cols))
+        bad = xp.flatnonzero((arr < 0) | (arr >= cols))
         if bad.size:
             i = int(bad[0])
-            raise ValueError(f"target: label {arr[i]} of sample {i} is out of range [0, {cols})")
-        return np.ascontiguousarray(arr, dtype=np.int32)
+            raise ValueError(f"target: label {arr[i].item()} of sample {i} is out of range "
+                             f"[0, {cols})")
+        return xp.ascontiguousarray(arr, dtype=np.int32)
     if arr.ndim == 1 and cols == 1:
         arr = arr.reshape(-1, 1)
     if arr.shape != (rows, cols):
@@ -115,33 +128,33 @@ def check_target(key: str, target: Any, rows: int, cols: int, dtype: np.dtype):
         want = f"({rows}, {cols})" + (f" or ({rows},)" if vector else "")
         raise ValueError(f"target: expected shape {want} for logits of shape ({rows}, {cols}), "
                          f"got {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
+    arr = xp.ascontiguousarray(arr, dtype=dtype)
+    if not xp.isfinite(arr).all():
         raise ValueError("target: contains NaN or Inf")
     if key in ("binary_cross_entropy", "cross_entropy") and ((arr < 0) | (arr > 1)).any():
         raise ValueError(f"target: {key} expects 0/1 labels or probabilities in [0, 1]")
     if key == "cross_entropy":
         s = arr.sum(axis=1, dtype=np.float64)
-        bad = np.flatnonzero(np.abs(s - 1.0) > 1e-3)
+        bad = xp.flatnonzero(xp.abs(s - 1.0) > 1e-3)
         if bad.size:
             i = int(bad[0])
             raise ValueError(f"target: cross_entropy expects one-hot or probability rows summing "
-                             f"to 1; row {i} sums to {s[i]:.6g}")
+                             f"to 1; row {i} sums to {float(s[i]):.6g}")
     return arr
 
 
-def check_sample_weight(sample_weight: Any, rows: int, dtype: np.dtype):
-    """Validate per-sample weights (rows,): finite, >= 0, cast to ``dtype``; None passes."""
+def check_sample_weight(sample_weight: Any, rows: int, dtype: np.dtype, xp=np):
+    """Validate per-sample weights (rows,): finite, >= 0, cast to ``dtype``; None passes.
+    ``xp`` is the array module of the logits' device, as in :func:`check_target`."""
     if sample_weight is None:
         return None
-    v.check_host("sample_weight", sample_weight)
-    w = sample_weight if isinstance(sample_weight, np.ndarray) else np.asarray(sample_weight)
+    w = _on_device_of("sample_weight", sample_weight, xp)
     if w.dtype.kind not in "biuf":
         raise TypeError(f"sample_weight: expected a numeric array, got dtype {w.dtype}")
     if w.shape != (rows,):
         raise ValueError(f"sample_weight: expected shape ({rows},), got {w.shape}")
-    w = np.ascontiguousarray(w, dtype=dtype)
-    if not np.isfinite(w).all():
+    w = xp.ascontiguousarray(w, dtype=dtype)
+    if not xp.isfinite(w).all():
         raise ValueError("sample_weight: contains NaN or Inf")
     if (w < 0).any():
         raise ValueError("sample_weight: expected values >= 0")

@@ -202,3 +202,13 @@ class TerminateOnNaN(Callback):
                             "the weights are those of the last finite step")
             print(self.message)
             self.trainer.stop_training = True
+
+
+def __getattr__(name):
+    # DiagnosticsCallback lives in fusedmlp.diagnostics (which imports this module and the
+    # Trainer); it is re-exported here lazily so fm.callbacks.DiagnosticsCallback works.
+    if name == "DiagnosticsCallback":
+        from .diagnostics import DiagnosticsCallback
+
+        return DiagnosticsCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -87,6 +87,9 @@ class Sequential:
         self._index = {}
         for li, name, off, rows, cols, trainable in self._net.param_info():
             self._index[(li, name)] = (off, rows, cols, trainable)
+        for li, layer in enumerate(self._all_layers()):
+            if not getattr(layer, "trainable", True):
+                self._net.set_layer_trainable(li, False)
         self.reset_parameters()
 
     def _network(self):
@@ -96,7 +99,7 @@ class Sequential:
         off, rows, cols, trainable = self._index[(layer, name)]
         arena = self._net.params() if trainable else self._net.buffers()
         view = arena[off : off + rows * cols]
-        return view.reshape(rows, cols) if name in ("W", "act_params") else view
+        return view.reshape(rows, cols) if name in ("W", "act_params", "centers") else view
 
     def reset_parameters(self) -> None:
         """(Re)draw every weight from its initializer (deterministic for ``seed``)."""
@@ -118,17 +121,24 @@ class Sequential:
             if act is not None and act.learnable:
                 P = self._param_view(li, "act_params")
                 P[:] = _default_act_params(act.name, P.shape, rng)
+            if isinstance(layer, L.RBF):  # data-free placeholder until init_rbf
+                C = self._param_view(li, "centers")
+                C[:] = rng.normal(size=C.shape)
+                self._param_view(li, "log_widths")[:] = 0.0
         self._net.bn_updates = 0
+        self._rbf_initialized = not self.rbf_layers()
 
     # -- weights ------------------------------------------------------------------------
     def _weight_names(self) -> list[tuple[int, str]]:
-        order = {"W": 0, "b": 1, "gamma": 2, "beta": 3, "running_mean": 4, "running_var": 5, "act_params": 6}
+        order = {"W": 0, "b": 1, "gamma": 2, "beta": 3, "running_mean": 4, "running_var": 5,
+                 "act_params": 6, "centers": 7, "log_widths": 8}
         keys = sorted(self._index, key=lambda k: (k[0], order[k[1]]))
         return keys
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of every array, layer by layer: W, b, BN gamma, beta, running_mean,
-        running_var, learnable activation parameters."""
+        running_var, learnable activation parameters; RBF centres (K, n_in) and log widths
+        (K,) (sigma = exp of them)."""
         return [self._param_view(li, n).copy() for li, n in self._weight_names()]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
@@ -144,6 +154,92 @@ class Sequential:
             if not np.isfinite(arr).all():
                 raise ValueError(f"weights[{i}] ({n} of layer {li}): contains NaN or Inf")
             dst[:] = arr
+        self._rbf_initialized = True  # the caller's centres and widths count as placed
+
+    # -- RBF layers and freezing --------------------------------------------------------
+    def rbf_layers(self) -> list[int]:
+        """Indices (in trunk-then-heads order) of the :class:`fusedmlp.RBF` layers."""
+        return [i for i, lay in enumerate(self._all_layers()) if isinstance(lay, L.RBF)]
+
+    @property
+    def rbf_initialized(self) -> bool:
+        """False while an RBF layer still holds its data-free placeholder (see :meth:`init_rbf`)."""
+        return self._rbf_initialized
+
+    def _layer_inputs(self, li: int, X: np.ndarray) -> np.ndarray:
+        """The input of layer ``li`` in the last (inference) forward pass of ``X``."""
+        n_trunk = len(self.layers)
+        if li < n_trunk:
+            return X if li == 0 else self._net.layer_output(li - 1)
+        start = n_trunk
+        for h in self.heads:
+            if li == start:  # a head's first layer reads the trunk's output
+                return X if n_trunk == 0 else self._net.layer_output(n_trunk - 1)
+            if li < start + len(h):
+                return self._net.layer_output(li - 1)
+            start += len(h)
+        raise ValueError(f"layer: expected an index below {start}, got {li}")
+
+    def init_rbf(self, X: Any, seed: int | None = None, max_samples: int | None = None) -> None:
+        """Deck 003's first learning step: place every RBF layer's centres and widths on data
+        (its ``init`` and ``width`` rules, see :class:`fusedmlp.RBF`), in layer order; a
+        later RBF layer sees the inference-mode outputs of the layers before it.
+
+        Args:
+            X: training inputs (n, n_in).
+            seed: seeds k-means++ / the sampling (default: the model's seed).
+            max_samples: use a random subset of at most this many rows (None: all).
+
+        Example:
+            >>> import numpy as np, fusedmlp as fm
+            >>> X = np.random.default_rng(0).normal(size=(100, 2))
+            >>> m = fm.Sequential([fm.RBF(4), fm.Dense(1)], n_in=2)
+            >>> m.init_rbf(X); m.rbf_initialized
+            True
+        """
+        X = self.check_X(X)
+        seed = self.seed if seed is None else v.integer("seed", seed, low=0)
+        rng = np.random.default_rng([seed, 1])
+        if max_samples is not None:
+            max_samples = v.integer("max_samples", max_samples, low=1)
+            if len(X) > max_samples:
+                X = X[np.sort(rng.choice(len(X), size=max_samples, replace=False))]
+        X = np.ascontiguousarray(X)
+        for li in self.rbf_layers():
+            inputs = X
+            if li > 0:
+                self._net.forward(X, False)
+                inputs = self._layer_inputs(li, X)
+            layer_seed = int(rng.integers(2**31 - 1))
+            centers, widths = self._all_layers()[li].fit_centers(inputs, seed=layer_seed)
+            self._param_view(li, "centers")[:] = centers
+            self._param_view(li, "log_widths")[:] = np.log(widths)
+        self._rbf_initialized = True
+
+    def set_trainable(self, layer: int, trainable: bool) -> None:
+        """Freeze (``trainable=False``) or unfreeze a layer's parameters: a frozen layer keeps
+        its values (the fused optimizer step skips it, its gradient is held at 0); gradients
+        still flow through it to the layers below.
+
+        Args:
+            layer: the layer's index in trunk-then-heads order.
+            trainable: the new state.
+
+        Example:
+            >>> import fusedmlp as fm
+            >>> m = fm.MLP(n_in=3, hidden=[4], n_out=1)
+            >>> m.set_trainable(0, False); m.is_trainable(0)
+            False
+        """
+        layer = v.integer("layer", layer, low=0, high=len(self._all_layers()) - 1)
+        if not isinstance(trainable, bool):
+            raise TypeError(f"trainable: expected a bool, got {type(trainable).__name__}")
+        self._net.set_layer_trainable(layer, trainable)
+
+    def is_trainable(self, layer: int) -> bool:
+        """Whether the optimizer updates layer ``layer``'s parameters (:meth:`set_trainable`)."""
+        layer = v.integer("layer", layer, low=0, high=len(self._all_layers()) - 1)
+        return bool(self._net.layer_trainable(layer))
 
     @property
     def parameters(self) -> np.ndarray:

@@ -3,6 +3,10 @@
 Every function checks its inputs (shape, dtype, finiteness, hyper-parameter ranges) and
 raises ``ValueError``/``TypeError`` naming the argument before any C++ runs. Non-contiguous
 inputs are made contiguous. float32 and float64 are supported; outputs have the input dtype.
+The device follows the inputs: the activation, dense, batch-norm, dropout, noise and loss
+functions given CuPy arrays (anything exposing ``__cuda_array_interface__``) run the CUDA
+kernels through :mod:`fusedmlp._cuda_ops` with the same checks, and return CuPy arrays;
+mixing host and device arrays in one call is an error.
 
 Example:
     >>> import numpy as np, fusedmlp as fm
@@ -23,9 +27,21 @@ from . import _validate as v
 from ._loader import _core
 
 
-def _unit_params(spec_name: str, params: Any, n: int, dtype: np.dtype, hinges: int | None):
-    """Validate the learnable per-unit parameter block for a learnable activation."""
-    arr = v.as_float_array("params", params, ndim=(1, 2), dtype=dtype)
+def _gpu():
+    """:mod:`fusedmlp._cuda_ops`, imported on first use: GPU (CuPy) inputs are routed there."""
+    from . import _cuda_ops
+
+    return _cuda_ops
+
+
+def _unit_params(spec_name: str, params: Any, n: int, dtype: np.dtype, hinges: int | None,
+                 asarray=v.as_float_array):
+    """Validate the learnable per-unit parameter block for a learnable activation.
+
+    ``asarray`` checks and converts the array: ``v.as_float_array`` (host) or
+    ``fusedmlp._cuda_ops.as_device_array`` (device); it returns C-contiguous arrays.
+    """
+    arr = asarray("params", params, ndim=(1, 2), dtype=dtype)
     if arr.ndim == 1:
         arr = arr[None, :]
     if spec_name == "apl":
@@ -37,10 +53,10 @@ def _unit_params(spec_name: str, params: Any, n: int, dtype: np.dtype, hinges: i
         s = arr.shape[0] // 2
         if hinges is not None and hinges != s:
             raise ValueError(f"hinges: {hinges} does not match params with {arr.shape[0]} rows")
-        return np.ascontiguousarray(arr), s
+        return arr, s
     rows = len(acts.LEARNABLE[spec_name][0])
     v.check_shape("params", arr, (rows, n))
-    return np.ascontiguousarray(arr), None
+    return arr, None
 
 
 def _prepare(name: Any, z: Any, params: Any, hinges: int | None, hyper: dict):
@@ -50,7 +66,8 @@ def _prepare(name: Any, z: Any, params: Any, hinges: int | None, hyper: dict):
     return key, z, unit, spec
 
 
-def _prepare_act(name: Any, params: Any, hinges: int | None, hyper: dict, n: int, dtype):
+def _prepare_act(name: Any, params: Any, hinges: int | None, hyper: dict, n: int, dtype,
+                 asarray=v.as_float_array):
     key = acts.canonical(name)
     if key in acts.ROW_OPS:
         return key, None, None
@@ -59,7 +76,7 @@ def _prepare_act(name: Any, params: Any, hinges: int | None, hyper: dict, n: int
     if learnable:
         if params is None:
             raise ValueError(f"params: activation {key!r} has learnable per-unit parameters; pass them")
-        unit, s = _unit_params(key, params, n, dtype, hinges)
+        unit, s = _unit_params(key, params, n, dtype, hinges, asarray)
         hinges = s if key == "apl" else hinges
     elif params is not None:
         raise ValueError(f"params: activation {key!r} has no learnable parameters")
@@ -107,6 +124,9 @@ def activation(
         >>> fm.ops.activation("leaky_relu", np.array([[-2.0, 3.0]]), alpha=0.1)
         array([[-0.2,  3. ]])
     """
+    if v.is_device_array(z):
+        return _gpu().activation(name, z, params, hinges=hinges, pieces=pieces, training=training,
+                                 seed=seed, step=step, layer=layer, **hyper)
     key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
     if key == "softmax":
         _no_extra(key, hyper, params, pieces=pieces)
@@ -140,6 +160,9 @@ def activation_grad(
         >>> fm.ops.activation_grad("relu", np.array([[-1.0, 0.0, 2.0]]))
         array([[0., 0., 1.]])
     """
+    if v.is_device_array(z):
+        return _gpu().activation_grad(name, z, params, hinges=hinges, training=training,
+                                      seed=seed, step=step, layer=layer, **hyper)
     key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
     if key in acts.ROW_OPS:
         raise ValueError(
@@ -182,6 +205,10 @@ def activation_backward(
         >>> dz, da
         (array([[0.25, 1.  ]]), array([[-2.,  0.]]))
     """
+    if v.is_device_array(z):
+        return _gpu().activation_backward(name, z, grad_output, params, hinges=hinges,
+                                          pieces=pieces, training=training, seed=seed, step=step,
+                                          layer=layer, **hyper)
     key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
     if key == "softmax":
         _no_extra(key, hyper, params, pieces=pieces)
@@ -247,6 +274,15 @@ def _no_extra(key: str, hyper: dict, params: Any, pieces: int | None = None) -> 
         raise ValueError(f"pieces: only maxout takes pieces, not {key!r}")
 
 
+def _dense_inputs(X: Any, W: Any, asarray):
+    """X (batch, n_in) and W (n_in, n_out) checked by ``asarray`` (either device)."""
+    X = asarray("X", X)
+    W = asarray("W", W, dtype=X.dtype)
+    if W.shape[0] != X.shape[1]:
+        raise ValueError(f"W: expected {X.shape[1]} rows (the features of X), got shape {W.shape}")
+    return X, W
+
+
 def dense_forward(
     X: Any,
     W: Any,
@@ -278,10 +314,10 @@ def dense_forward(
         >>> A
         array([[2., 2., 2.]])
     """
-    X = v.as_float_array("X", X)
-    W = v.as_float_array("W", W, dtype=X.dtype)
-    if W.shape[0] != X.shape[1]:
-        raise ValueError(f"W: expected {X.shape[1]} rows (the features of X), got shape {W.shape}")
+    if v.is_device_array(X):
+        return _gpu().dense_forward(X, W, b, activation, params, hinges=hinges, training=training,
+                                    seed=seed, step=step, layer=layer, **hyper)
+    X, W = _dense_inputs(X, W, v.as_float_array)
     if b is not None:
         b = v.as_float_array("b", b, ndim=1, dtype=X.dtype)
         v.check_shape("b", b, (W.shape[1],))
@@ -325,10 +361,11 @@ def dense_backward(
         >>> fm.ops.dense_backward(X, W, Z, np.ones((2, 1)))["dW"]
         array([[2.]])
     """
-    X = v.as_float_array("X", X)
-    W = v.as_float_array("W", W, dtype=X.dtype)
-    if W.shape[0] != X.shape[1]:
-        raise ValueError(f"W: expected {X.shape[1]} rows (the features of X), got shape {W.shape}")
+    if v.is_device_array(X):
+        return _gpu().dense_backward(X, W, Z, grad_output, activation, params, has_bias=has_bias,
+                                     need_dx=need_dx, hinges=hinges, training=training, seed=seed,
+                                     step=step, layer=layer, **hyper)
+    X, W = _dense_inputs(X, W, v.as_float_array)
     Z = v.as_float_array("Z", Z, dtype=X.dtype)
     v.check_shape("Z", Z, (X.shape[0], W.shape[1]))
     g = v.as_float_array("grad_output", grad_output, dtype=X.dtype)
@@ -360,15 +397,15 @@ class BatchNormSaved(NamedTuple):
     invstd: np.ndarray
 
 
-def _feature_params(x: np.ndarray, gamma: Any, beta: Any):
+def _feature_params(x: np.ndarray, gamma: Any, beta: Any, asarray=v.as_float_array):
     if (gamma is None) != (beta is None):
         raise ValueError("gamma, beta: pass both (affine layer) or neither (non-affine)")
     if gamma is None:
         return None, None
     n = x.shape[1]
-    gamma = v.as_float_array("gamma", gamma, ndim=1, dtype=x.dtype)
+    gamma = asarray("gamma", gamma, ndim=1, dtype=x.dtype)
     v.check_shape("gamma", gamma, (n,))
-    beta = v.as_float_array("beta", beta, ndim=1, dtype=x.dtype)
+    beta = asarray("beta", beta, ndim=1, dtype=x.dtype)
     v.check_shape("beta", beta, (n,))
     return gamma, beta
 
@@ -440,21 +477,42 @@ def batchnorm_forward(
         (array([[-1.],
                [ 1.]]), array([0.2]), array([1.1]))
     """
-    x = v.as_float_array("x", x)
-    gamma, beta = _feature_params(x, gamma, beta)
+    if v.is_device_array(x):
+        return _gpu().batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
+                                        momentum, eps, init_from_batch)
+    x, gamma, beta, rm, rv, momentum, eps = _batchnorm_forward_args(
+        x, gamma, beta, running_mean, running_var, training, momentum, eps, v.as_float_array,
+        _running_stat)
+    if not training:
+        return _core.batchnorm_forward_infer(x, gamma, beta, rm, rv, eps), None
+    y, mean, invstd = _core.batchnorm_forward_train(x, gamma, beta, rm, rv, momentum, eps,
+                                                    bool(init_from_batch))
+    return y, BatchNormSaved(mean, invstd)
+
+
+def _batchnorm_forward_args(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                            asarray, running_stat):
+    """The checks of :func:`batchnorm_forward` on either device.
+
+    ``asarray`` validates an input array (host or device); ``running_stat(name, a, n, dtype)``
+    validates a running statistic that training updates in place. Returns
+    ``(x, gamma, beta, running_mean, running_var, momentum, eps)``, momentum None at inference.
+    """
+    x = asarray("x", x)
+    gamma, beta = _feature_params(x, gamma, beta, asarray)
     eps = v.real("eps", eps, low=0.0, low_open=True)
     n = x.shape[1]
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("running_mean, running_var: inference normalizes with the running "
                              "statistics; pass both")
-        rm = v.as_float_array("running_mean", running_mean, ndim=1, dtype=x.dtype)
+        rm = asarray("running_mean", running_mean, ndim=1, dtype=x.dtype)
         v.check_shape("running_mean", rm, (n,))
-        rv = v.as_float_array("running_var", running_var, ndim=1, dtype=x.dtype)
+        rv = asarray("running_var", running_var, ndim=1, dtype=x.dtype)
         v.check_shape("running_var", rv, (n,))
         if (rv < 0).any():
             raise ValueError("running_var: expected values >= 0")
-        return _core.batchnorm_forward_infer(x, gamma, beta, rm, rv, eps), None
+        return x, gamma, beta, rm, rv, None, eps
     momentum = v.real("momentum", momentum, low=0.0, high=1.0)
     if x.shape[0] < 2:
         raise ValueError(f"x: batch normalization in training needs a batch of at least 2 samples "
@@ -463,13 +521,11 @@ def batchnorm_forward(
         raise ValueError("running_mean, running_var: pass both or neither")
     rm = rv = None
     if running_mean is not None:
-        rm = _running_stat("running_mean", running_mean, n, x.dtype)
-        rv = _running_stat("running_var", running_var, n, x.dtype)
+        rm = running_stat("running_mean", running_mean, n, x.dtype)
+        rv = running_stat("running_var", running_var, n, x.dtype)
         if (rv < 0).any():
             raise ValueError("running_var: expected values >= 0")
-    y, mean, invstd = _core.batchnorm_forward_train(x, gamma, beta, rm, rv, momentum, eps,
-                                                    bool(init_from_batch))
-    return y, BatchNormSaved(mean, invstd)
+    return x, gamma, beta, rm, rv, momentum, eps
 
 
 def batchnorm_backward(
@@ -499,26 +555,129 @@ def batchnorm_backward(
         (array([[0.],
                [0.]]), array([2.]))
     """
-    x = v.as_float_array("x", x)
+    if v.is_device_array(x):
+        return _gpu().batchnorm_backward(x, grad_output, gamma, saved)
+    x, g, gamma, mean, invstd = _batchnorm_backward_args(x, grad_output, gamma, saved,
+                                                         v.as_float_array)
+    return _core.batchnorm_backward(x, g, gamma, mean, invstd)
+
+
+def _batchnorm_backward_args(x, grad_output, gamma, saved, asarray):
+    """The checks of :func:`batchnorm_backward` on either device (``asarray`` validates an
+    array). Returns ``(x, grad_output, gamma, mean, invstd)``."""
+    x = asarray("x", x)
     if x.shape[0] < 2:
         raise ValueError(f"x: batch normalization in training needs a batch of at least 2 samples, "
                          f"got shape {x.shape}")
-    g = v.as_float_array("grad_output", grad_output, dtype=x.dtype)
+    g = asarray("grad_output", grad_output, dtype=x.dtype)
     v.check_shape("grad_output", g, x.shape)
     n = x.shape[1]
     if gamma is not None:
-        gamma = v.as_float_array("gamma", gamma, ndim=1, dtype=x.dtype)
+        gamma = asarray("gamma", gamma, ndim=1, dtype=x.dtype)
         v.check_shape("gamma", gamma, (n,))
     if not isinstance(saved, tuple) or len(saved) != 2:
         raise TypeError("saved: expected the BatchNormSaved (mean, invstd) returned by "
                         "batchnorm_forward in training")
-    mean = v.as_float_array("saved.mean", saved[0], ndim=1, dtype=x.dtype)
+    mean = asarray("saved.mean", saved[0], ndim=1, dtype=x.dtype)
     v.check_shape("saved.mean", mean, (n,))
-    invstd = v.as_float_array("saved.invstd", saved[1], ndim=1, dtype=x.dtype)
+    invstd = asarray("saved.invstd", saved[1], ndim=1, dtype=x.dtype)
     v.check_shape("saved.invstd", invstd, (n,))
     if (invstd <= 0).any():
         raise ValueError("saved.invstd: expected values > 0")
-    return _core.batchnorm_backward(x, g, gamma, mean, invstd)
+    return x, g, gamma, mean, invstd
+
+
+# --------------------------------------------------------------------------- RBF
+
+
+def _rbf_inputs(X: Any, centers: Any, widths: Any):
+    X = v.as_float_array("X", X)
+    centers = v.as_float_array("centers", centers, dtype=X.dtype)
+    if centers.shape[1] != X.shape[1]:
+        raise ValueError(f"centers: expected {X.shape[1]} columns (the features of X), "
+                         f"got shape {centers.shape}")
+    widths = v.as_float_array("widths", widths, ndim=1, dtype=X.dtype)
+    v.check_shape("widths", widths, (centers.shape[0],))
+    if (widths <= 0).any():
+        raise ValueError("widths: expected values > 0 (the Gaussian widths sigma)")
+    return X, centers, widths
+
+
+def rbf(X: Any, centers: Any, widths: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Radial basis function features (deck 003): ``Phi[n, k] = exp(-D[n, k] / (2 sigma_k^2))``
+    with ``D[n, k] = ||x_n - mu_k||^2``.
+
+    One GEMM gives ``X @ centers.T``; the squared norms, the expansion
+    ``D = ||x||^2 + ||mu||^2 - 2 x.mu`` (clamped at 0 against cancellation) and the exponential
+    are one fused pass over its output. Distances are expanded, so a point far from the origin
+    compared with its distance to a centre loses relative precision in ``D`` (about
+    ``eps * ||x||^2``); centre or scale the inputs, as for any RBF network.
+
+    Args:
+        X: inputs (batch, n_in), float32 or float64.
+        centers: the centres mu (K, n_in), the dtype of X.
+        widths: the widths sigma (K,), > 0.
+
+    Returns:
+        ``(D, Phi)``: squared distances and features, both (batch, K).
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> D, Phi = fm.ops.rbf(np.array([[0.0, 0.0]]), np.array([[0.0, 0.0], [1.0, 1.0]]),
+        ...                     np.array([1.0, 1.0]))
+        >>> D, np.round(Phi, 4)
+        (array([[0., 2.]]), array([[1.    , 0.3679]]))
+    """
+    X, centers, widths = _rbf_inputs(X, centers, widths)
+    return _core.rbf_forward(X, centers, widths)
+
+
+def rbf_backward(
+    X: Any,
+    centers: Any,
+    widths: Any,
+    D: Any,
+    Phi: Any,
+    grad_output: Any,
+    *,
+    need_dx: bool = True,
+    need_params: bool = True,
+) -> dict[str, np.ndarray | None]:
+    """Backward pass of :func:`rbf` from ``grad_output`` = dL/dPhi.
+
+    With ``G = dL/dD = dL/dPhi * Phi * (-1 / (2 sigma^2))``:
+    ``dX = 2 diag(sum_k G) X - 2 G @ centers`` and
+    ``dcenters = 2 diag(sum_n G) centers - 2 G.T @ X`` (one GEMM each), and
+    ``dwidths_k = sum_n dL/dPhi * Phi * D / sigma_k^3``.
+
+    Args:
+        X, centers, widths: as passed to :func:`rbf`.
+        D, Phi: the forward's outputs (batch, K).
+        grad_output: dL/dPhi (batch, K).
+        need_dx: compute dX (False for a first layer).
+        need_params: compute dcenters and dwidths (False for frozen centres).
+
+    Returns:
+        dict with ``dX``, ``dcenters`` and ``dwidths`` (None where not asked for).
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> X, C, s = np.array([[1.0]]), np.array([[0.0]]), np.array([1.0])
+        >>> D, Phi = fm.ops.rbf(X, C, s)
+        >>> g = fm.ops.rbf_backward(X, C, s, D, Phi, np.ones((1, 1)))
+        >>> float(np.round(g["dX"][0, 0], 4)), float(np.round(g["dwidths"][0], 4))
+        (-0.6065, 0.6065)
+    """
+    X, centers, widths = _rbf_inputs(X, centers, widths)
+    shape = (X.shape[0], centers.shape[0])
+    D = v.as_float_array("D", D, dtype=X.dtype)
+    v.check_shape("D", D, shape)
+    Phi = v.as_float_array("Phi", Phi, dtype=X.dtype)
+    v.check_shape("Phi", Phi, shape)
+    g = v.as_float_array("grad_output", grad_output, dtype=X.dtype)
+    v.check_shape("grad_output", g, shape)
+    dX, dC, dS = _core.rbf_backward(X, centers, widths, D, Phi, g, bool(need_dx), bool(need_params))
+    return {"dX": dX, "dcenters": dC, "dwidths": dS}
 
 
 # --------------------------------------------------------------------------- dropout, noise
@@ -558,12 +717,20 @@ def dropout(
         >>> sorted(set(y.ravel().tolist())) in ([0.0, 2.0], [0.0], [2.0])
         True
     """
-    x = v.as_float_array("x", x, ndim=None)
-    rate = v.real("rate", rate, low=0.0, high=1.0, high_open=True)
-    key = _philox_key(seed, step, layer)
+    if v.is_device_array(x):
+        return _gpu().dropout(x, rate, seed, step, layer, training)
+    x, rate, key = _dropout_args("x", x, rate, seed, step, layer, v.as_float_array)
     if not training:
         return x.copy()
     return _core.dropout_forward(x, rate, *key)
+
+
+def _dropout_args(name: str, x: Any, rate: Any, seed: Any, step: Any, layer: Any, asarray):
+    """The checks of :func:`dropout` / :func:`dropout_backward` on either device: the array
+    (any shape), the rate in [0, 1) and the Philox key."""
+    x = asarray(name, x, ndim=None)
+    rate = v.real("rate", rate, low=0.0, high=1.0, high_open=True)
+    return x, rate, _philox_key(seed, step, layer)
 
 
 def dropout_backward(
@@ -588,9 +755,10 @@ def dropout_backward(
         >>> bool((fm.ops.dropout_backward(np.ones_like(x), 0.3, seed=4, step=2) == y).all())
         True
     """
-    g = v.as_float_array("grad_output", grad_output, ndim=None)
-    rate = v.real("rate", rate, low=0.0, high=1.0, high_open=True)
-    key = _philox_key(seed, step, layer)
+    if v.is_device_array(grad_output):
+        return _gpu().dropout_backward(grad_output, rate, seed, step, layer, training)
+    g, rate, key = _dropout_args("grad_output", grad_output, rate, seed, step, layer,
+                                 v.as_float_array)
     if not training:
         return g.copy()
     return _core.dropout_backward(g, rate, *key)
@@ -620,12 +788,19 @@ def gaussian_noise(
         >>> bool(abs(y.std() - 0.5) < 0.02)
         True
     """
-    x = v.as_float_array("x", x, ndim=None)
-    stddev = v.real("stddev", stddev, low=0.0)
-    key = _philox_key(seed, step, layer)
+    if v.is_device_array(x):
+        return _gpu().gaussian_noise(x, stddev, seed, step, layer, training)
+    x, stddev, key = _noise_args(x, stddev, seed, step, layer, v.as_float_array)
     if not training:
         return x.copy()
     return _core.gaussian_noise_forward(x, stddev, *key)
+
+
+def _noise_args(x: Any, stddev: Any, seed: Any, step: Any, layer: Any, asarray):
+    """The checks of :func:`gaussian_noise` on either device."""
+    x = asarray("x", x, ndim=None)
+    stddev = v.real("stddev", stddev, low=0.0)
+    return x, stddev, _philox_key(seed, step, layer)
 
 
 # --------------------------------------------------------------------------- losses
@@ -682,11 +857,25 @@ def loss(
         >>> round(L, 6), d[0]
         (1.386294, array([-0.375,  0.125,  0.125,  0.125]))
     """
+    if v.is_device_array(logits):
+        return _gpu().loss(name, logits, target, sample_weight, label_smoothing, smoothing, half,
+                           grad=grad)
+    key, z, t, w, eps = _loss_args(name, logits, target, sample_weight, label_smoothing,
+                                   smoothing, half, v.as_float_array, np)
+    return _core.loss_forward_backward(_losses.code(key), z, t, w, bool(grad), eps,
+                                       smoothing == "uniform", bool(half))
+
+
+def _loss_args(name, logits, target, sample_weight, label_smoothing, smoothing, half, asarray,
+               xp):
+    """The checks of :func:`loss` on either device: ``asarray`` validates the logits and ``xp``
+    (numpy or cupy) is the array module of the targets and weights. Returns
+    ``(key, logits, target, sample_weight, label_smoothing)``."""
     key = _losses.canonical(name, "name")
-    z = v.as_float_array("logits", logits)
+    z = asarray("logits", logits)
     rows, cols = z.shape
-    t = _losses.check_target(key, target, rows, cols, z.dtype)
-    w = _losses.check_sample_weight(sample_weight, rows, z.dtype)
+    t = _losses.check_target(key, target, rows, cols, z.dtype, xp)
+    w = _losses.check_sample_weight(sample_weight, rows, z.dtype, xp)
     eps = v.real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
     if smoothing not in _losses.SMOOTHING:
         raise ValueError(f"smoothing: expected one of {', '.join(_losses.SMOOTHING)}, "
@@ -698,8 +887,7 @@ def loss(
         raise ValueError("label_smoothing: the deck's eps/(k-1) rule needs at least 2 classes")
     if half and key != "mse":
         raise ValueError(f"half: the 1/2 convention applies to mse only, not {key!r}")
-    return _core.loss_forward_backward(_losses.code(key), z, t, w, bool(grad), eps,
-                                       smoothing == "uniform", bool(half))
+    return key, z, t, w, eps
 
 
 def loss_output(name: str, logits: Any) -> np.ndarray:
@@ -720,6 +908,8 @@ def loss_output(name: str, logits: Any) -> np.ndarray:
         >>> fm.ops.loss_output("bce", np.array([[0.0, 1000.0]]))
         array([[0.5, 1. ]])
     """
+    if v.is_device_array(logits):
+        return _gpu().loss_output(name, logits)
     key = _losses.canonical(name, "name")
     z = v.as_float_array("logits", logits)
     return _core.loss_output(_losses.code(key), z)

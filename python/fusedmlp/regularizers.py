@@ -38,7 +38,7 @@ from . import _validate as v
 from ._loader import _core
 
 #: torch.nn.utils.clip_grad_norm_'s guard against a zero norm.
-CLIP_NORM_EPS = 1e-6
+CLIP_NORM_EPS = _core.CLIP_NORM_EPS  # one definition, csrc/common/optimizer.h
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ def clip_grad_norm_scale(total_norm: float, max_norm: float) -> float:
     """
     total_norm = v.real("total_norm", total_norm, 0.0)
     max_norm = v.real("max_norm", max_norm, 0.0, low_open=True)
-    return min(1.0, max_norm / (total_norm + CLIP_NORM_EPS))
+    return _core.clip_norm_scale(total_norm, max_norm)
 
 
 def grad_scale(regs: Any, grads: list) -> float:

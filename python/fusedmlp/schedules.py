@@ -59,6 +59,10 @@ class Schedule(abc.ABC):
         """The learning rate for the next optimizer step."""
         return self.lr_at(self.steps, self.epochs)
 
+    def get_momentum(self) -> float | None:
+        """The momentum (or Adam's beta1) for the next step, or None when the schedule leaves it."""
+        return None
+
     def step(self) -> None:
         """Record one optimizer step."""
         self.steps += 1
@@ -309,6 +313,11 @@ class OneCycle(Schedule):
     from max_lr/div_factor up to max_lr over the first pct_start of ``total`` steps, then down
     to max_lr/(div_factor final_div_factor); cosine or linear annealing; ``three_phase``:
     up, back down to the initial lr, then down to the minimum. Constant after ``total``.
+    ``cycle_momentum=True`` also cycles the momentum (SGD/RMSProp momentum, Adam-family beta1)
+    inversely between ``max_momentum`` and ``base_momentum``, as torch does by default (off by
+    default here, so a schedule never changes an optimizer's momentum silently). The Trainer
+    applies it before each step. With NAdam the momentum-schedule product is recomputed from the
+    current beta1, where torch accumulates it over the cycled values.
 
     Example:
         >>> import fusedmlp as fm
@@ -326,10 +335,22 @@ class OneCycle(Schedule):
     anneal: str = "cos"
     three_phase: bool = False
     per: str = "step"
+    cycle_momentum: bool = False
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
 
     def __post_init__(self):
         super().__post_init__()
         self.max_lr = _lr("max_lr", self.max_lr)
+        if not isinstance(self.cycle_momentum, bool):
+            raise TypeError("cycle_momentum: expected True or False")
+        self.base_momentum = v.real("base_momentum", self.base_momentum, 0.0, 1.0, high_open=True)
+        self.max_momentum = v.real("max_momentum", self.max_momentum, 0.0, 1.0, high_open=True)
+        if self.base_momentum > self.max_momentum:
+            raise ValueError(
+                f"base_momentum: expected <= max_momentum ({self.max_momentum}), "
+                f"got {self.base_momentum}"
+            )
         self.total = v.integer("total", self.total, 2)
         self.pct_start = v.real(
             "pct_start", self.pct_start, 0.0, 1.0, low_open=True, high_open=True
@@ -349,18 +370,28 @@ class OneCycle(Schedule):
             )
 
     def lr_at(self, step: float, epoch: float = 0) -> float:
-        t = self._t(step, epoch)
         init = self.max_lr / self.div_factor
         low = init / self.final_div_factor
+        return self._cycle(self._t(step, epoch), (init, self.max_lr, init, low))
+
+    def momentum_at(self, step: float, epoch: float = 0) -> float | None:
+        """torch's cycled momentum: max -> base while the lr rises, back to max as it falls
+        (three-phase: max -> base -> max, then held). None unless ``cycle_momentum``."""
+        if not self.cycle_momentum:
+            return None
+        lo, hi = self.base_momentum, self.max_momentum
+        return self._cycle(self._t(step, epoch), (hi, lo, hi, hi))
+
+    def get_momentum(self) -> float | None:
+        return self.momentum_at(self.steps, self.epochs)
+
+    def _cycle(self, t: float, v: tuple[float, float, float, float]) -> float:
+        """Anneal through the phases; ``v`` = (start, peak, three-phase middle end, final)."""
         up = self.pct_start * self.total - 1
         if self.three_phase:
-            phases = [
-                (up, init, self.max_lr),
-                (2 * up, self.max_lr, init),
-                (self.total - 1, init, low),
-            ]
+            phases = [(up, v[0], v[1]), (2 * up, v[1], v[2]), (self.total - 1, v[2], v[3])]
         else:
-            phases = [(up, init, self.max_lr), (self.total - 1, self.max_lr, low)]
+            phases = [(up, v[0], v[1]), (self.total - 1, v[1], v[3])]
         start = 0.0
         for i, (end, a, b) in enumerate(phases):
             if t <= end or i == len(phases) - 1:

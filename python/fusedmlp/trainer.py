@@ -27,6 +27,7 @@ import numpy as np
 from . import _losses
 from . import _validate as v
 from . import callbacks as cb
+from . import layers as L
 from . import metrics as M
 from . import optim as optim_mod
 from . import regularizers as R
@@ -98,13 +99,36 @@ class Trainer:
         half_mse: the 1/2 (y - t)^2 convention (deck 004's backprop example).
         adversarial_eps: FGSM adversarial training (deck 002): each batch is trained together
             with x + eps * sign(grad_x L) (equal weights).
+        rbf_scheme: learning scheme of a model with :class:`fusedmlp.RBF` layers (deck 003).
+            Every scheme first places the centres and widths on the training inputs
+            (``model.init_rbf``, skipped when the model was already initialized). Then
+            "end-to-end" (the default) trains everything by gradient; "2-step" freezes the
+            RBF layers and trains the rest (the output weights); "3-step" does the 2-step
+            training for ``rbf_output_epochs`` epochs, then unfreezes the RBF layers and
+            trains everything (with a fresh optimizer state).
+        rbf_solve: "gradient" or "lstsq": step 2 of the 2-/3-step schemes solved in closed
+            form by least squares (for an RBF layer followed by the last layer, a linear
+            ``Dense``, with the mse loss on one head; no regularizers). With "2-step" that
+            solve is the whole training: ``fit`` records one history entry and runs no epoch.
+        rbf_output_epochs: epochs of step 2 in the "3-step" scheme with
+            ``rbf_solve="gradient"`` (default: half of the first ``fit``'s epochs, >= 1).
+
+    Example (an RBF network, deck 003):
+        >>> import numpy as np, fusedmlp as fm
+        >>> X = np.linspace(-3, 3, 200)[:, None]; y = np.sin(X)
+        >>> model = fm.Sequential([fm.RBF(12), fm.Dense(1)], n_in=1, dtype="float64")
+        >>> t = fm.Trainer(model, loss="mse", metrics=(), rbf_scheme="2-step", rbf_solve="lstsq")
+        >>> bool(t.fit(X, y, verbose=0).history["loss"][-1] < 1e-3)
+        True
     """
 
     def __init__(self, model: Sequential, loss: str | Sequence[str] = "cross_entropy", optimizer: Any = None,
                  schedule: Any = None, regularizers: Sequence[Any] | None = None,
                  callbacks: Sequence[cb.Callback] | None = None, metrics: Sequence[Any] = ("accuracy",),
                  loss_weights: Sequence[float] | None = None, label_smoothing: float = 0.0,
-                 smoothing: str = "deck", half_mse: bool = False, adversarial_eps: float | None = None):
+                 smoothing: str = "deck", half_mse: bool = False, adversarial_eps: float | None = None,
+                 rbf_scheme: str | None = None, rbf_solve: str = "gradient",
+                 rbf_output_epochs: int | None = None):
         if not isinstance(model, Sequential):
             raise TypeError(f"model: expected a fusedmlp model (Sequential/MLP), got {type(model).__name__}")
         self.model = model
@@ -139,12 +163,15 @@ class Trainer:
         self.metrics = {(m if isinstance(m, str) else getattr(m, "__name__", "metric")): M.get(m) for m in metrics}
         self.adversarial_eps = None if adversarial_eps is None else v.real("adversarial_eps", adversarial_eps, 0.0,
                                                                            low_open=True)
+        self._rbf = _RBFScheme(self, rbf_scheme, rbf_solve, rbf_output_epochs)
         self.step_count = 0
         self.epoch = 0
         self.lr_scale = 1.0
         self.stop_training = False
         self.history = History()
         self._configure_optimizer()
+        if self.schedule is not None and self.schedule.get_momentum() is not None:
+            self.model._net.set_momentum(self.schedule.get_momentum())  # fails early if it can't
 
     # -- optimizer wiring ------------------------------------------------------------------
     def _configure_optimizer(self) -> None:
@@ -157,6 +184,7 @@ class Trainer:
         if self.model.max_norm:
             cfg.max_norm = float(self.model.max_norm)
         self.model._net.set_optimizer(cfg)
+        self.model._net.set_decay_scope(_DECAY_SCOPE[self.optimizer.hyper.decay])
         self.model._net.set_clip_norm(float(clip_norm or 0.0))
 
     def base_lr(self) -> float:
@@ -222,6 +250,8 @@ class Trainer:
         X = self._fast_x(X)
         ys = self._targets(y, len(X))
         sw = self._sample_weight(sample_weight, len(X))
+        if self._rbf.stage == "init":
+            self._rbf.prepare(None, None, None, None)
         return self._step(X, ys, sw)
 
     def _fast_x(self, X: Any) -> np.ndarray:
@@ -243,6 +273,10 @@ class Trainer:
             X = np.concatenate([X, X + self.adversarial_eps * np.sign(dX)]).astype(self.model.dtype)
             ys = [np.concatenate([t, t]) for t in ys]
             sw = None if sw is None else np.concatenate([sw, sw])
+        if self.schedule is not None:
+            momentum = self.schedule.get_momentum()
+            if momentum is not None:
+                net.set_momentum(momentum)
         loss = net.train_step(X, ys, sw, self.current_lr())
         self.step_count += 1
         if self.schedule is not None:
@@ -292,6 +326,8 @@ class Trainer:
             val = (X[n - n_val :], [t[n - n_val :] for t in ys])
             X, ys, n = X[: n - n_val], [t[: n - n_val] for t in ys], n - n_val
             sw = None if sw is None else sw[:n]
+        if self._rbf.prepare(X, ys, sw, epochs):  # 2-step with the closed-form solve: done
+            return self._closed_form_epoch(X, ys, sw, val, verbose)
         rng = np.random.default_rng([self.model.seed, self.epoch])
         self.stop_training = False
         for c in self.callbacks:
@@ -302,6 +338,7 @@ class Trainer:
         for epoch in range(start_epoch, start_epoch + epochs):
             for c in self.callbacks:
                 c.on_epoch_begin(epoch)
+            self._rbf.epoch_begin(epoch)
             t0 = time.perf_counter()
             order = rng.permutation(n) if shuffle else None
             total, seen = 0.0, 0
@@ -336,6 +373,26 @@ class Trainer:
             bar.close()
         for c in self.callbacks:
             c.on_train_end()
+        return self.history
+
+    def _closed_form_epoch(self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None,
+                           val: tuple | None, verbose: int) -> History:
+        """The history entry of a fit whose training was a closed-form solve (no gradient step)."""
+        t0 = time.perf_counter()
+        for c in self.callbacks:
+            c.trainer = self
+            c.on_train_begin()
+            c.on_epoch_begin(self.epoch)
+        logs = self._evaluate(X, ys, sw, prefix="")
+        if val is not None:
+            logs.update(self._evaluate(val[0], val[1], None, prefix="val_"))
+        epoch = self.epoch
+        self.epoch += 1
+        self.history.append(epoch, logs)
+        for c in self.callbacks:
+            c.on_epoch_end(epoch, logs)
+            c.on_train_end()
+        _report(None, 2 if verbose else 0, epoch, epoch + 1, logs, time.perf_counter() - t0)
         return self.history
 
     # -- evaluation ------------------------------------------------------------------------
@@ -408,6 +465,8 @@ class Trainer:
             "opt_step": int(net.opt_step),
             "rng_step": int(net.rng_step),
             "bn_updates": int(net.bn_updates),
+            "rbf": self._rbf.state_dict(),
+            "frozen_layers": [li for li in range(net.n_layers) if not net.layer_trainable(li)],
             "history": {"history": self.history.history, "epoch": self.history.epoch},
         }
         directory = os.path.dirname(os.path.abspath(path)) or "."
@@ -454,7 +513,8 @@ class Trainer:
                     regularizers=[_regularizer(d) for d in header["regularizers"]], metrics=header["metrics"],
                     loss_weights=header["loss_weights"], label_smoothing=header["label_smoothing"],
                     smoothing=header["smoothing"], half_mse=header["half_mse"],
-                    adversarial_eps=header["adversarial_eps"])
+                    adversarial_eps=header["adversarial_eps"],
+                    **_RBFScheme.init_args(header.get("rbf")))
             net = model._net
             for name, dst in (("params", net.params()), ("buffers", net.buffers()), ("opt_state", net.opt_state())):
                 src = arrays[name]
@@ -464,12 +524,19 @@ class Trainer:
             net.opt_step = int(header["opt_step"])
             net.rng_step = int(header["rng_step"])
             net.bn_updates = int(header["bn_updates"])
+            frozen = set(header.get("frozen_layers", []))
+            for li in range(net.n_layers):
+                net.set_layer_trainable(li, li not in frozen)
+            t._rbf.load_state_dict(header.get("rbf"))
             t.step_count, t.epoch, t.lr_scale = int(header["step_count"]), int(header["epoch"]), float(header["lr_scale"])
             t.history.history = {k: list(val) for k, val in header["history"]["history"].items()}
             t.history.epoch = list(header["history"]["epoch"])
         except (KeyError, TypeError) as exc:
             raise ValueError(f"path: {path!r} is a damaged fusedmlp checkpoint (missing {exc})") from exc
         return t
+
+
+_DECAY_SCOPE = {"weights": 0, "all": 1, "none": 2}  # Network::set_decay_scope
 
 
 def _regularizer(d: dict):
@@ -497,3 +564,145 @@ def _report(bar, verbose: int, epoch: int, total: int, logs: dict, seconds: floa
         bar.update(1)
     elif verbose:
         print(f"epoch {epoch + 1}/{total}  {text}  ({seconds:.2f} s)")
+
+
+RBF_SCHEMES = ("end-to-end", "2-step", "3-step")
+RBF_SOLVES = ("gradient", "lstsq")
+
+
+class _RBFScheme:
+    """Deck 003's RBF learning schemes for a Trainer. ``stage``: None (no RBF layer), "init"
+    (step 1, the data-driven placement, pending), "output" (step 2: the RBF layers frozen),
+    "all" (everything trains: end-to-end, or step 3)."""
+
+    def __init__(self, trainer: Trainer, scheme: str | None, solve: str, output_epochs: int | None):
+        self.trainer = trainer
+        model = trainer.model
+        self.layers = model.rbf_layers()
+        if scheme is not None and not self.layers:
+            raise ValueError("rbf_scheme: the model has no fm.RBF layer")
+        scheme = "end-to-end" if scheme is None else scheme
+        if scheme not in RBF_SCHEMES:
+            raise ValueError(f"rbf_scheme: expected one of {', '.join(RBF_SCHEMES)}, "
+                             f"got {scheme!r}")
+        if solve not in RBF_SOLVES:
+            raise ValueError(f"rbf_solve: expected one of {', '.join(RBF_SOLVES)}, got {solve!r}")
+        if output_epochs is not None:
+            output_epochs = v.integer("rbf_output_epochs", output_epochs, low=1)
+            if scheme != "3-step" or solve != "gradient":
+                raise ValueError("rbf_output_epochs: only the 3-step scheme with "
+                                 "rbf_solve='gradient' has a number of step-2 epochs")
+        if solve == "lstsq":
+            self._check_lstsq(scheme)
+        self.scheme, self.solve, self.output_epochs = scheme, solve, output_epochs
+        self.stage = "init" if self.layers else None
+        self.unfreeze_epoch: int | None = None
+
+    def _check_lstsq(self, scheme: str) -> None:
+        t, model = self.trainer, self.trainer.model
+        layers = model._all_layers()
+        if scheme == "end-to-end":
+            raise ValueError("rbf_solve: 'lstsq' solves step 2 of the '2-step'/'3-step' schemes; "
+                             "set rbf_scheme accordingly")
+        if len(model.heads) != 1 or t.losses[0] != "mse":
+            raise ValueError("rbf_solve: 'lstsq' needs one output head trained with the mse loss")
+        last = layers[-1]
+        if (len(layers) < 2 or not isinstance(layers[-2], L.RBF) or not isinstance(last, L.Dense)
+                or last.activation != "identity"):
+            raise ValueError("rbf_solve: 'lstsq' needs the model to end with fm.RBF followed by a "
+                             "linear fm.Dense (activation 'identity')")
+        if t.regularizers:
+            raise ValueError("rbf_solve: 'lstsq' solves the unregularized least-squares problem; "
+                             "remove the regularizers or use rbf_solve='gradient'")
+
+    def _freeze(self, frozen: bool) -> None:
+        for li in self.layers:
+            self.trainer.model.set_trainable(li, not frozen)
+
+    def prepare(self, X: np.ndarray | None, ys: list[np.ndarray] | None, sw: np.ndarray | None,
+                epochs: int | None) -> bool:
+        """Steps 1 and 2's set-up before training on (X, ys); True when step 2 was solved in
+        closed form and nothing is left to train (2-step + lstsq)."""
+        model = self.trainer.model
+        if self.stage is None:
+            return False
+        if self.stage == "init":
+            if not model.rbf_initialized:
+                if X is None:
+                    raise ValueError("X: the model's RBF centres are placed on the training "
+                                     "inputs; call trainer.fit(X, y) or model.init_rbf(X) before "
+                                     "train_step")
+                model.init_rbf(X)
+            if self.scheme == "end-to-end":
+                self.stage = "all"
+                return False
+            self._freeze(True)
+            self.stage = "output"
+            if self.scheme == "3-step" and self.solve == "gradient":
+                n = self.output_epochs or (max(1, epochs // 2) if epochs else 1)
+                self.unfreeze_epoch = self.trainer.epoch + n
+        if self.stage == "output" and self.solve == "lstsq":
+            if X is None:
+                raise ValueError("X, y: rbf_solve='lstsq' solves the output weights on the "
+                                 "training data; call trainer.fit(X, y)")
+            self._solve_output(X, ys[0], sw)
+            if self.scheme == "2-step":
+                return True
+            self.begin_step3()
+        return False
+
+    def _solve_output(self, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None) -> None:
+        """Least-squares output weights on the RBF features (inference mode), with a column of
+        ones for the bias; singular values below eps(dtype) * max(shape) of the largest are cut
+        (numpy's rule with the model's precision: the weights stay evaluable in float32)."""
+        model = self.trainer.model
+        net, li = model._net, len(model._all_layers()) - 1
+        dense = model._all_layers()[li]
+        parts = []
+        for s in range(0, len(X), 8192):
+            net.forward(np.ascontiguousarray(X[s : s + 8192]), False)
+            parts.append(net.layer_output(li - 1).astype(np.float64))
+        H = np.concatenate(parts)
+        K = H.shape[1]
+        if dense.use_bias:
+            H = np.hstack([H, np.ones((len(H), 1))])
+        Y = np.asarray(Y, dtype=np.float64)
+        if sw is not None:
+            r = np.sqrt(np.asarray(sw, dtype=np.float64))[:, None]
+            H, Y = H * r, Y * r
+        rcond = np.finfo(model.dtype).eps * max(H.shape)
+        sol = np.linalg.lstsq(H, Y, rcond=rcond)[0]
+        model._param_view(li, "W")[:] = sol[:K]
+        if dense.use_bias:
+            model._param_view(li, "b")[:] = sol[K]
+
+    def begin_step3(self) -> None:
+        """Step 3: unfreeze the RBF layers; everything trains from a fresh optimizer state."""
+        self._freeze(False)
+        self.trainer._configure_optimizer()
+        self.stage = "all"
+        self.unfreeze_epoch = None
+
+    def epoch_begin(self, epoch: int) -> None:
+        if self.unfreeze_epoch is not None and epoch >= self.unfreeze_epoch:
+            self.begin_step3()
+
+    def state_dict(self) -> dict | None:
+        if self.stage is None:
+            return None
+        return {"scheme": self.scheme, "solve": self.solve, "output_epochs": self.output_epochs,
+                "stage": self.stage, "unfreeze_epoch": self.unfreeze_epoch,
+                "initialized": self.trainer.model.rbf_initialized}
+
+    @staticmethod
+    def init_args(state: dict | None) -> dict:
+        if not state:
+            return {}
+        return {"rbf_scheme": state["scheme"], "rbf_solve": state["solve"],
+                "rbf_output_epochs": state["output_epochs"]}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if not state:
+            return
+        self.stage, self.unfreeze_epoch = state["stage"], state["unfreeze_epoch"]
+        self.trainer.model._rbf_initialized = bool(state["initialized"])

@@ -100,3 +100,18 @@ def reduce_on_plateau(
             bad = 0
         out.append(lr)
     return out
+
+
+def one_cycle_momentum(t, total, pct_start, base_m, max_m, anneal="cos"):
+    """torch.optim.lr_scheduler.OneCycleLR's cycled momentum (two phases): max_m down to base_m
+    while the lr rises, then back up to max_m."""
+    peak = pct_start * total - 1
+
+    def ann(a, b, pct):
+        if anneal == "cos":
+            return b + (a - b) * 0.5 * (1 + math.cos(math.pi * pct))
+        return a + (b - a) * pct
+
+    if t <= peak:
+        return ann(max_m, base_m, t / peak)
+    return ann(base_m, max_m, min(1.0, (t - peak) / (total - 1 - peak)))
