@@ -340,3 +340,30 @@ def test_equal_but_distinct_dtype_objects_are_accepted(tmp_path, rng):
         np.testing.assert_array_equal(m._net.forward(arr, False)[0], want)
     with pytest.raises((TypeError, ValueError), match="float32"):
         m._net.forward(X.astype(">f4"), False)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_fused_step_equals_composition_of_single_op_kernels(loss, dtype, rng):
+    """One Network step == fm.ops.dense_forward -> fm.ops.loss -> fm.ops.dense_backward (x2)
+    -> the standalone fm.optim.Adam on the same arrays: same kernels, same order of sums."""
+    n, k = 13, 3
+    m = MLP(n_in=5, hidden=[7], n_out=k, activation="tanh", seed=2, dtype=dtype)
+    tr = fm.Trainer(m, loss=loss, optimizer=fm.optim.Adam(lr=0.01))
+    W0, b0, W1, b1 = [w.copy() for w in m.get_weights()]
+    opt = fm.optim.Adam(lr=0.01)
+    for _ in range(3):
+        X = rng.normal(size=(n, 5)).astype(dtype)
+        _, y = _targets(loss, n, k, rng)
+        y = y if loss == "cross_entropy" else y.astype(dtype)
+        Z0, A0 = fm.ops.dense_forward(X, W0, b0, "tanh")
+        Z1, A1 = fm.ops.dense_forward(A0, W1, b1)
+        value, dlogits = fm.ops.loss(loss, A1, y)
+        g1 = fm.ops.dense_backward(A0, W1, Z1, dlogits)
+        g0 = fm.ops.dense_backward(X, W0, Z0, g1["dX"], "tanh", need_dx=False)
+        opt.step([W0, b0, W1, b1], [g0["dW"], g0["db"], g1["dW"], g1["db"]])
+        got = tr.train_step(X, y)
+        tol = 1e-12 if dtype == np.float64 else 1e-5
+        assert abs(got - value) <= tol * max(1.0, abs(value))
+        for a, b in zip(m.get_weights(), [W0, b0, W1, b1]):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)

@@ -188,3 +188,18 @@ class TestBadInput:
             self.t.fit(X, np.zeros(3, np.int64), verbose=0)
         with pytest.raises(ValueError, match="loss: unknown loss"):
             fm.Trainer(fm.MLP(n_in=3, hidden=[4], n_out=2), loss="hinge")
+
+
+def test_fast_path_targets_still_rejects_bad_labels_and_nan():
+    """int32 labels and model-dtype targets skip the Python conversion; the checks still hold."""
+    m = fm.MLP(n_in=3, hidden=[4], n_out=3, seed=0)
+    tr = fm.Trainer(m, loss="cross_entropy")
+    X = np.ones((2, 3), np.float32)
+    before = m.get_weights()
+    with pytest.raises(ValueError, match="label 3 of sample 1"):
+        tr.train_step(X, np.array([0, 3], np.int32))
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    r = fm.Trainer(fm.MLP(n_in=3, hidden=[4], n_out=2, seed=0), loss="mse")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        r.train_step(X, np.array([[0.0, np.nan], [1.0, 2.0]], np.float32))

@@ -372,7 +372,8 @@ void Network<T>::backward_chain(const std::vector<int>& chain, index_t batch, T*
         cpu::rbf_backward(L.in, params_.data() + L.mu, sigma, L.Z.data(), L.A.data(), g, gin, dmu,
                           dlog_sigma, L.rbf_ws.data() + n, batch, m, n);
         if (dlog_sigma)
-          for (index_t k = 0; k < n; ++k) dlog_sigma[k] = rbf_grad_log_width(dlog_sigma[k], sigma[k]);
+          for (index_t k = 0; k < n; ++k)
+            dlog_sigma[k] = rbf_grad_log_width(dlog_sigma[k], sigma[k]);
         break;
       }
     }
@@ -500,8 +501,9 @@ void Network<T>::update_params(double lr, double grad_scale) {
     local.offset = 0;
     const index_t size = local.rows * local.cols;
     if (!segment_frozen_[i])
-      cpu::optimizer_step(opt_, params_.data() + segments_[i].offset, grads_.data() + segments_[i].offset,
-                          state_.data() + state_off, &local, 1, size, opt_step_, lr, grad_scale);
+      cpu::optimizer_step(opt_, params_.data() + segments_[i].offset,
+                          grads_.data() + segments_[i].offset, state_.data() + state_off, &local, 1,
+                          size, opt_step_, lr, grad_scale);
     state_off += cpu::optimizer_state_size(opt_, &local, 1, size);
   }
 }
@@ -520,7 +522,8 @@ void Network<T>::set_decay_scope(int scope) {
 template <class T>
 void Network<T>::zero_layer_grads(int layer) {
   for (const ParamInfo& p : info_)
-    if (p.layer == layer && p.trainable) std::fill_n(grads_.data() + p.offset, p.rows * p.cols, T(0));
+    if (p.layer == layer && p.trainable)
+      std::fill_n(grads_.data() + p.offset, p.rows * p.cols, T(0));
 }
 
 template <class T>

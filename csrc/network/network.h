@@ -158,7 +158,7 @@ class Network {
     index_t rmean = -1, rvar = -1;                          // buffer arena offsets
     std::uint32_t id = 0;                                   // Philox layer number
     std::vector<T> Z, A, mean, invstd;                      // workspaces
-    index_t mu = -1, log_sigma = -1;  // rbf: centres (K, n_in), log widths (K) in the param arena
+    index_t mu = -1, log_sigma = -1;  // rbf: centres (K, n_in), log widths (K): param arena
     std::vector<T> rbf_ws;            // rbf: sigma (K), then the kernel's scratch
     bool frozen = false;              // set_layer_trainable(false)
     std::vector<T> dout;  // dL/d(output) of the last backward (only when recording)

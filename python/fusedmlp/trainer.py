@@ -199,6 +199,15 @@ class Trainer:
 
     # -- data ------------------------------------------------------------------------------
     def _targets(self, y: Any, n: int, check: bool = True) -> list[np.ndarray]:
+        if len(self.losses) == 1 and type(y) is np.ndarray and y.flags.c_contiguous:
+            # Fast path for the training loop: arrays already in the kernel's layout.
+            if y.dtype == np.int32 and y.ndim == 1 and self.losses[0] == "cross_entropy":
+                if y.shape[0] == n:
+                    return [y]  # the label range is checked by the C++ loss (a ValueError)
+            elif y.dtype == self.model.dtype and y.shape == (n, self.model.n_outputs(0)):
+                # one vectorized sum finds NaN/Inf; only a non-finite sum pays for the full scan
+                if np.isfinite(y.sum()) or not check:
+                    return [y]
         ys = [y] if len(self.losses) == 1 else list(y)
         if len(ys) != len(self.losses):
             raise ValueError(f"y: expected a list of {len(self.losses)} target arrays, one per head")
