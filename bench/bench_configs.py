@@ -74,6 +74,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="compile only model+loss, run optimizer.step eagerly",
     )
+    p.add_argument(
+        "--omp-wait-policy",
+        choices=("passive", "active"),
+        default=None,
+        help="set OMP_WAIT_POLICY for every OpenMP runtime in the process (fusedmlp's and "
+        "torch's) before they load; the output files get a '-omp-<policy>' suffix. Default: "
+        "the environment as the user has it",
+    )
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=None,
+        metavar="BUSY",
+        help="before each configuration wait (up to --wait-timeout s) until other processes "
+        "keep at most this fraction of the CPUs busy (shared machines), e.g. 0.2",
+    )
+    p.add_argument("--wait-timeout", type=float, default=600.0)
     p.add_argument("--quick", action="store_true", help="few repeats, short blocks: a smoke run")
     p.add_argument(
         "--tag", default=None, help="machine tag of the JSON file name (default: host name)"
@@ -103,6 +120,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.omp_wait_policy:
+        if "fusedmlp._core" in sys.modules or "torch" in sys.modules:
+            raise RuntimeError(
+                "--omp-wait-policy must be set before fusedmlp and torch are imported"
+            )
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     C.script_setup()
     C.try_import("torch")  # load the peers before the thread limits are applied
     C.try_import("sklearn")
@@ -117,6 +140,11 @@ def main(argv=None) -> dict:
     for name in args.configs:
         cfg = C.CONFIGS[name]
         C.log(f"[{cfg.name}] {cfg.describe()}")
+        idle = None
+        if args.wait_idle is not None:
+            idle = C.wait_for_idle(args.wait_idle, args.wait_timeout)
+            C.log(f"  waited {idle['waited_s']} s for an idle machine (busy {idle['busy']:.2f})")
+        load0 = os.getloadavg()
         results[name] = C.run_point(
             cfg,
             args.systems,
@@ -126,6 +154,8 @@ def main(argv=None) -> dict:
             compile_mode=args.compile_mode,
             compile_optimizer=not args.no_compile_optimizer,
         )
+        results[name]["loadavg"] = [list(load0), list(os.getloadavg())]
+        results[name]["wait_idle"] = idle
     info["loadavg_end"] = list(os.getloadavg())
     targets = C.check_targets(results)
     data = {
@@ -138,12 +168,13 @@ def main(argv=None) -> dict:
         "targets": targets,
     }
     tag = args.tag or C.machine_tag()
-    path = C.write_json(data, args.out / f"cpu-{tag}.json")
+    suffix = f"-omp-{args.omp_wait_policy}" if args.omp_wait_policy else ""
+    path = C.write_json(data, args.out / f"cpu-{tag}{suffix}.json")
     C.log(f"wrote {path}")
     if not args.no_markdown:
         md = render_markdown(data)
-        (args.out / "cpu.md").write_text(md)
-        C.log(f"wrote {args.out / 'cpu.md'}")
+        (args.out / f"cpu{suffix}.md").write_text(md)
+        C.log(f"wrote {args.out / f'cpu{suffix}.md'}")
         print(md)
     return data
 
@@ -159,7 +190,7 @@ def render_markdown(data: dict) -> str:
         f"{tuple(round(x, 2) for x in m['loadavg_end'])}.",
         f"Versions: Python {m['python']}, NumPy {m['numpy']}, fusedmlp {m['fusedmlp']}, "
         f"PyTorch {m.get('torch', 'n/a')}, scikit-learn {m.get('sklearn', 'n/a')}. "
-        f"Run {m['time']}.",
+        f"Run {m['time']}. Environment: {m['env'] or 'no OMP_/OPENBLAS_/MKL_ variables set'}.",
         "",
         "Times are medians over interleaved samples (each sample: consecutive steps over rotating",
         "pre-generated batches); IQR in brackets. GFLOP/s counts the GEMM FLOPs of a training step",

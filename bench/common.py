@@ -568,6 +568,7 @@ def time_interleaved(
     warmup_s: float = 0.25,
     max_s_per_system: float = 25.0,
     min_repeats: int = 7,
+    settle_s: float = 0.15,
     clock: Any = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, dict]:
@@ -581,6 +582,10 @@ def time_interleaved(
         warmup_s: untimed warm-up per system (at least 3 steps).
         max_s_per_system: caps repeats so a slow peer does not take all the time.
         min_repeats: but never fewer samples than this.
+        settle_s: pause before each block when several systems are timed, so the previous
+            system's idle worker threads stop spinning (OpenBLAS workers spin for up to ~0.1 s,
+            OpenMP workers for a while too; on a machine with few cores they would otherwise
+            steal the next system's cores).
         clock: an object with ``start()`` and ``stop() -> seconds`` (default
             :class:`PerfClock`; the GPU suite passes one built on CUDA events).
 
@@ -614,6 +619,8 @@ def time_interleaved(
             for name, f in steps.items():
                 if r >= reps[name]:
                     continue
+                if settle_s > 0 and len(steps) > 1:
+                    time.sleep(settle_s)
                 i = idx[name]
                 f(i % n_batches)  # re-warm after the other systems ran
                 i += 1
@@ -1094,6 +1101,10 @@ def markdown_config_table(cfg: Config, r: dict) -> str:
             f"training FLOPs/step: {training_flops(cfg) / 1e6:.2f} MFLOP."
         )
         lines.append("")
+    if r.get("loadavg"):
+        a, b = r["loadavg"]
+        lines.append(f"1-min load average {a[0]:.2f} at the start, {b[0]:.2f} at the end.")
+        lines.append("")
     val = r.get("validation")
     if val:
         lines.append(
@@ -1286,3 +1297,45 @@ def run_point(
         )
     result["systems"] = out
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# shared machines
+
+
+def cpu_busy_fraction(window_s: float = 1.0) -> float:
+    """Fraction of all CPUs busy (not idle or iowait) over ``window_s``, from /proc/stat.
+
+    Returns:
+        a value in [0, 1]; 0.0 where /proc/stat is unavailable.
+    """
+
+    def snap():
+        with open("/proc/stat") as f:
+            vals = [int(x) for x in f.readline().split()[1:]]
+        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)
+
+    try:
+        t0, i0 = snap()
+        time.sleep(window_s)
+        t1, i1 = snap()
+    except OSError:
+        return 0.0
+    return 0.0 if t1 == t0 else max(0.0, 1.0 - (i1 - i0) / (t1 - t0))
+
+
+def wait_for_idle(max_busy: float, timeout_s: float = 600.0, window_s: float = 2.0) -> dict:
+    """Wait (sleeping) until the other processes keep at most ``max_busy`` of the CPUs busy.
+
+    Returns:
+        dict with the seconds waited, the last busy fraction and whether it timed out.
+    """
+    t0 = time.time()
+    busy = cpu_busy_fraction(window_s)
+    while busy > max_busy and time.time() - t0 < timeout_s:
+        busy = cpu_busy_fraction(window_s)
+    return {
+        "waited_s": round(time.time() - t0, 1),
+        "busy": round(busy, 3),
+        "timed_out": busy > max_busy,
+    }

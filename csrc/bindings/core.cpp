@@ -19,11 +19,13 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
+  // OpenBLAS stays single-threaded: GEMMs are split over the OpenMP threads (cpu/blas.h).
+  fm::cpu::set_blas_threads(1);
   m.def("set_num_threads", [](int n) {
     FM_CHECK(n >= 1, "n_threads: expected >= 1, got ", n);
     omp_set_num_threads(n);
-    fm::cpu::set_blas_threads(n);
-  }, py::arg("n_threads"), "Threads used by the elementwise loops (OpenMP) and the GEMMs (OpenBLAS).");
+  }, py::arg("n_threads"),
+        "Threads of the kernels (one OpenMP pool: elementwise loops and GEMM blocks).");
   m.def("get_num_threads", []() { return omp_get_max_threads(); });
   m.def("get_blas_threads", []() { return fm::cpu::blas_threads(); });
   for (auto& [name, bind] : fm::bindings::registry()) bind(m);

@@ -5,6 +5,9 @@
 
 #include <cblas.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <limits>
 
 #include "common/macros.h"
@@ -17,20 +20,62 @@ inline blasint blas_dim(index_t v, const char* what) {
   return static_cast<blasint>(v);
 }
 
-inline void gemm(bool ta, bool tb, index_t m, index_t n, index_t k, float alpha, const float* A,
-                 index_t lda, const float* B, index_t ldb, float beta, float* C, index_t ldc) {
-  if (m == 0 || n == 0) return;
+inline void blas_call(bool ta, bool tb, index_t m, index_t n, index_t k, float alpha, const float* A,
+                      index_t lda, const float* B, index_t ldb, float beta, float* C, index_t ldc) {
   scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     blas_dim(m, "m"), blas_dim(n, "n"), blas_dim(k, "k"), alpha, A,
                     blas_dim(lda, "lda"), B, blas_dim(ldb, "ldb"), beta, C, blas_dim(ldc, "ldc"));
 }
 
-inline void gemm(bool ta, bool tb, index_t m, index_t n, index_t k, double alpha, const double* A,
-                 index_t lda, const double* B, index_t ldb, double beta, double* C, index_t ldc) {
-  if (m == 0 || n == 0) return;
+inline void blas_call(bool ta, bool tb, index_t m, index_t n, index_t k, double alpha,
+                      const double* A, index_t lda, const double* B, index_t ldb, double beta,
+                      double* C, index_t ldc) {
   scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     blas_dim(m, "m"), blas_dim(n, "n"), blas_dim(k, "k"), alpha, A,
                     blas_dim(lda, "lda"), B, blas_dim(ldb, "ldb"), beta, C, blas_dim(ldc, "ldc"));
+}
+
+// One thread pool for the whole step. OpenBLAS runs single-threaded (set at import) and a GEMM
+// big enough to pay for a fork/join is split here over the OpenMP threads: C by column blocks
+// (or row blocks when it is taller than wide), each block one single-threaded BLAS call with
+// the full k. Why: OpenBLAS's own pthreads pool and OpenMP's spin-waiting threads otherwise
+// compete for the same cores after every GEMM; on 2 cores that made a small network's step
+// 10-40x slower at 2 threads than at 1 (bench/NOTES.md).
+constexpr double kParallelGemmFlops = 4.0e6;  // below: one call on the calling thread
+constexpr index_t kGemmSplitAlign = 16;       // block edges on 64-byte float boundaries
+
+template <class T>
+void gemm(bool ta, bool tb, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda,
+          const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+  if (m == 0 || n == 0) return;
+  const int nt = omp_get_max_threads();
+  const bool split_cols = n >= m;
+  const index_t extent = split_cols ? n : m;
+  const index_t parts = std::min<index_t>(nt, extent / kGemmSplitAlign);
+  if (parts < 2 || 2.0 * double(m) * double(n) * double(k) < kParallelGemmFlops ||
+      omp_in_parallel()) {
+    blas_call(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+#pragma omp parallel num_threads(static_cast<int>(parts))
+  {
+    const index_t t = omp_get_thread_num(), np = omp_get_num_threads();
+    // Aligned block edges: [e0, e1) of the split dimension.
+    const index_t units = (extent + kGemmSplitAlign - 1) / kGemmSplitAlign;
+    const index_t e0 = std::min(extent, units * t / np * kGemmSplitAlign);
+    const index_t e1 = std::min(extent, units * (t + 1) / np * kGemmSplitAlign);
+    if (e0 < e1) {
+      if (split_cols) {
+        // op(B)[:, e0:e1]: columns of B, or rows of B when it is transposed.
+        const T* Bp = tb ? B + e0 * ldb : B + e0;
+        blas_call(ta, tb, m, e1 - e0, k, alpha, A, lda, Bp, ldb, beta, C + e0, ldc);
+      } else {
+        // op(A)[e0:e1, :]: rows of A, or columns of A when it is transposed.
+        const T* Ap = ta ? A + e0 : A + e0 * lda;
+        blas_call(ta, tb, e1 - e0, n, k, alpha, Ap, lda, B, ldb, beta, C + e0 * ldc, ldc);
+      }
+    }
+  }
 }
 
 inline void set_blas_threads(int n) { scipy_openblas_set_num_threads(n); }

@@ -59,7 +59,9 @@ def cuda_unavailable_reason() -> str | None:
 
 
 def set_num_threads(n_threads: int) -> None:
-    """Set the CPU threads of the elementwise loops (OpenMP) and the GEMMs (OpenBLAS).
+    """Set the CPU threads of the kernels: one OpenMP pool runs the elementwise loops and the
+    blocks of each large GEMM (OpenBLAS itself stays single-threaded, so two thread pools never
+    compete for the cores).
 
     Args:
         n_threads: number of threads, >= 1.
