@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -99,6 +100,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--out", type=Path, default=C.RESULTS_DIR, help="output folder (default bench/results)"
     )
     p.add_argument("--no-markdown", action="store_true", help="write the JSON only")
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="only re-render the Markdown of an earlier run's JSON (targets re-evaluated)",
+    )
     args = p.parse_args(argv)
     for name in args.configs:
         if name not in C.CONFIGS:
@@ -120,6 +128,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.render is not None:
+        data = json.loads(args.render.read_text())
+        data["targets"] = C.check_targets(data["results"])
+        md = render_markdown(data)
+        out = args.out / ("cpu" + ("-omp-passive" if "passive" in args.render.name else "") + ".md")
+        out.write_text(md)
+        C.log(f"wrote {out}")
+        return data
     if args.omp_wait_policy:
         if "fusedmlp._core" in sys.modules or "torch" in sys.modules:
             raise RuntimeError(
@@ -199,7 +215,20 @@ def render_markdown(data: dict) -> str:
         "threads; 'floor rate fraction' = floor time / step time. 'time / fusedmlp' > 1 means",
         "fusedmlp is faster.",
         "",
+        *(
+            [
+                f"OMP_WAIT_POLICY={m['env']['OMP_WAIT_POLICY']} applies to every OpenMP runtime in "
+                "the process, PyTorch's included (it slows PyTorch's eager step on this machine): "
+                "compare fusedmlp here with PyTorch from the default run (cpu.md).",
+                "",
+            ]
+            if "OMP_WAIT_POLICY" in m["env"]
+            else []
+        ),
         "## Targets (issue 8)",
+        "",
+        "fusedmlp: as installed (one OpenMP pool on the requested threads runs the elementwise",
+        "loops and the GEMM blocks; its OpenBLAS is single-threaded, bench/NOTES.md finding 1).",
         "",
         C.markdown_targets(data["targets"]),
         "",

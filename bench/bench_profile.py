@@ -21,7 +21,8 @@ the training step in a loop, for a sampling profiler::
     perf report -i perf.data --no-children --sort dso,sym
 
 (an unstripped build gives symbol names: configure with ``-DCMAKE_STRIP=/bin/true``).
-Writes ``bench/results/profile-<machine>.json`` and ``bench/results/profile.md``.
+Writes ``bench/results/profile-<machine>-t<threads>.json`` and
+``bench/results/profile-t<threads>.md``.
 
 Example:
     >>> from bench import bench_profile
@@ -152,9 +153,9 @@ def main(argv=None) -> dict | None:
     info["loadavg_end"] = list(os.getloadavg())
     data = {"suite": "profile", "threads": threads, "machine": info, "results": results}
     tag = args.tag or C.machine_tag()
-    C.write_json(data, args.out / f"profile-{tag}.json")
+    C.write_json(data, args.out / f"profile-{tag}-t{args.threads}.json")
     md = render_markdown(data, args.threads)
-    (args.out / "profile.md").write_text(md)
+    (args.out / f"profile-t{args.threads}.md").write_text(md)
     print(md)
     return data
 

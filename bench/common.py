@@ -184,6 +184,7 @@ def set_threads(n: int) -> dict:
         _THREADPOOL_LIMITS = threadpoolctl.threadpool_limits(limits=n)
     fm = import_fm()
     fm.set_num_threads(n)
+    _THREAD_STATE[0], _THREAD_STATE[2] = (n, n), n
     info["fusedmlp"] = {"omp": fm.get_num_threads(), "blas": int(fm._core.get_blas_threads())}
     torch = sys.modules.get("torch")  # only when a peer already imported it
     if torch is not None:
@@ -412,28 +413,23 @@ def gemm_list(cfg: Config, batch: int | None = None) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
-# the GEMM floor: OpenBLAS sgemm of the library fusedmlp links, called through ctypes
-
-_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS = 101, 111, 112
+# the GEMM floor: the training step's own GEMM path (fm._core.gemm)
 
 
 class Sgemm:
-    """``scipy_cblas_sgemm`` of the scipy-openblas32 library fusedmlp's ``_core`` links (the
-    same library instance, so ``fm.set_num_threads`` governs its threads)."""
+    """The GEMM the training step runs (``fm._core.gemm``: large products split over the
+    kernel threads, one single-threaded OpenBLAS call per block), so the floor is measured
+    through exactly the code and threads the step uses."""
 
     def __init__(self):
         import scipy_openblas32
 
-        path = os.path.join(
+        self.path = os.path.join(
             scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so"
         )
-        self.lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-        self.path = path
-        self.fn = self.lib.scipy_cblas_sgemm
-        i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-        self.fn.argtypes = [i, i, i, i, i, i, f, p, i, p, i, f, p, i]
-        self.fn.restype = None
-        cfg = getattr(self.lib, "scipy_openblas_get_config", None)
+        # the OpenBLAS instance _core links (bench_profile's thread matrix sets its threads)
+        self.lib = lib = ctypes.CDLL(self.path, mode=ctypes.RTLD_GLOBAL)
+        cfg = getattr(lib, "scipy_openblas_get_config", None)
         if cfg is not None:
             cfg.restype = ctypes.c_char_p
             self.config = cfg().decode()
@@ -444,31 +440,15 @@ class Sgemm:
         self, ta: bool, tb: bool, m: int, n: int, k: int, seed: int = 0
     ) -> Callable[[], None]:
         """A zero-argument callable computing one ``C = op(A) op(B)`` of that shape."""
+        import fusedmlp as fm
+
         rng = np.random.default_rng(seed)
         A = rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32)
         B = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)
-        C = np.zeros((m, n), np.float32)
-        args = (
-            _CBLAS_ROW_MAJOR,
-            _CBLAS_TRANS if ta else _CBLAS_NO_TRANS,
-            _CBLAS_TRANS if tb else _CBLAS_NO_TRANS,
-            m,
-            n,
-            k,
-            1.0,
-            A.ctypes.data,
-            A.shape[1],
-            B.ctypes.data,
-            B.shape[1],
-            0.0,
-            C.ctypes.data,
-            n,
-        )
-        fn = self.fn
-        keep = (A, B, C)
+        gemm = fm._core.gemm
 
-        def call(_keep=keep):
-            fn(*args)
+        def call(A=A, B=B, ta=bool(ta), tb=bool(tb)):
+            gemm(A, B, ta, tb)
 
         return call
 
@@ -497,7 +477,7 @@ def gemm_floor(
     """Time each GEMM of one training step alone (same BLAS, same threads) and sum: the floor
     a training step cannot beat while it runs those GEMMs.
 
-    The ctypes call overhead (measured with an empty ``m = 0`` sgemm call) is subtracted, so
+    The call overhead (measured with an empty ``m = 0`` call) is subtracted, so
     the floor is the BLAS time alone (at most half of a GEMM's time is taken off, so a noisy
     overhead measurement cannot make a tiny GEMM free).
 
@@ -506,6 +486,7 @@ def gemm_floor(
         and the subtracted ``call_overhead_s``.
     """
     sg = sgemm or Sgemm()
+    _use_threads(requested_threads(), requested_threads())
     empty = sg.prepare(False, False, 0, 8, 8)
     overhead = _time_callable(empty, repeats=repeats)["median_s"]
     rows, cache = [], {}
@@ -523,7 +504,7 @@ def gemm_floor(
         "gflops": flops / total / 1e9,
         "gemms": rows,
         "call_overhead_s": overhead,
-        "method": "ctypes scipy_cblas_sgemm (the OpenBLAS instance _core links), beta=0, "
+        "method": "fm._core.gemm (the step's GEMM path and threads), beta=0, "
         "median of repeats, call overhead subtracted",
         "openblas_config": sg.config,
     }
@@ -675,8 +656,10 @@ def fm_system(cfg: Config, batches: Batches, seed: int = 0) -> System:
     trainer = build_fm_trainer(cfg, model)
     X, y = batches.X, batches.y
     step = trainer.train_step
+    threads = requested_threads()
 
     def run(i: int):
+        _use_threads(threads, threads)
         return step(X[i], y[i])
 
     return System(
@@ -693,14 +676,33 @@ def fm_raw_system(cfg: Config, batches: Batches, seed: int = 0) -> System:
     net, lr = model._net, cfg.lr
     X = batches.X
     ys = [[y] for y in batches.y]
+    threads = requested_threads()
 
     def run(i: int):
+        _use_threads(threads, threads)
         return net.train_step(X[i], ys[i], None, lr)
 
     run.trainer = trainer  # keep the Trainer (and its optimizer wiring) alive
     return System(
         "fusedmlp-raw", run, {"api": "Network.train_step binding, no Trainer input checks"}
     )
+
+
+_THREAD_STATE: list = [None, None, None]  # (omp, blas) last set, the Sgemm handle, requested
+
+
+def requested_threads() -> int:
+    """The thread count :func:`set_threads` was given (fusedmlp's current count before)."""
+    return _THREAD_STATE[2] or import_fm().get_num_threads()
+
+
+def _use_threads(omp: int, blas: int) -> None:
+    """Set fusedmlp's thread count. fusedmlp has one pool (OpenMP): its OpenBLAS stays
+    single-threaded and large GEMMs are split over the OpenMP threads, so ``blas`` is
+    recorded by callers for the peers only."""
+    if _THREAD_STATE[0] != (omp, blas):
+        import_fm().set_num_threads(omp)
+        _THREAD_STATE[0] = (omp, blas)
 
 
 _TORCH_ACT = {
@@ -1031,16 +1033,20 @@ def derived(cfg: Config, summary: dict, floor: dict | None, batch: int | None = 
     return out
 
 
-def check_targets(results: dict[str, dict], targets=CPU_TARGETS) -> list[dict]:
-    """Evaluate the targets on ``results[config]["systems"][name]["ms"]`` and ``["floor"]``."""
+def check_targets(
+    results: dict[str, dict], targets=CPU_TARGETS, system: str = "fusedmlp"
+) -> list[dict]:
+    """Evaluate the targets for ``system`` (default fusedmlp as users get it) on
+    ``results[config]["systems"][name]["ms"]`` and ``["floor"]``."""
     rows = []
     for name, peer, kind, value in targets:
         r = results.get(name)
         if r is None:
             continue
         sysr = r["systems"]
-        ours = sysr.get("fusedmlp", {}).get("ms")
+        ours = sysr.get(system, {}).get("ms")
         row = {
+            "system": system,
             "config": name,
             "peer": peer,
             "kind": kind,
@@ -1049,7 +1055,7 @@ def check_targets(results: dict[str, dict], targets=CPU_TARGETS) -> list[dict]:
             "pass": None,
         }
         if ours is None:
-            row["note"] = "fusedmlp not timed"
+            row["note"] = f"{system} not timed"
         elif kind == "floor":
             fl = r.get("floor")
             if fl:
@@ -1136,10 +1142,10 @@ def markdown_config_table(cfg: Config, r: dict) -> str:
 
 
 def markdown_targets(rows: list[dict]) -> str:
-    lines = ["| config | target | measured | result |", "|---|---|---:|---|"]
+    lines = ["| system | config | target | measured | result |", "|---|---|---|---:|---|"]
     for r in rows:
         if r["kind"] == "floor":
-            tgt = f"fusedmlp / GEMM floor <= {r['target']:g}"
+            tgt = f"step / GEMM floor <= {r['target']:g}"
         elif r["target"] == 1.0:
             tgt = f"faster than {r['peer']}"
         else:
@@ -1148,7 +1154,8 @@ def markdown_targets(rows: list[dict]) -> str:
         res = "n/a" if r["pass"] is None else "pass" if r["pass"] else "FAIL"
         if r.get("note") and r["pass"] is None:
             res += f" ({r['note']})"
-        lines.append(f"| {r['config']} | {tgt} | {meas} | {res} |")
+        system = r.get("system", "fusedmlp")
+        lines.append(f"| {system} | {r['config']} | {tgt} | {meas} | {res} |")
     return "\n".join(lines)
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import zlib
 
+import fusedmlp as fm
 import numpy as np
 import pytest
-
-import fusedmlp as fm
 
 # max |got - want| / max(1, max |want|) by dtype: float64 computes the same formula as the
 # reference up to rounding; float32 loses ~1e-7 per operation and up to ~sqrt(K) of that in

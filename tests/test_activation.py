@@ -4,13 +4,12 @@ Philox draws, softmax and maxout, and bad input."""
 
 from __future__ import annotations
 
+import fusedmlp as fm
 import numpy as np
 import pytest
 from conftest import DEVICES, assert_close
-from scipy import special
-
-import fusedmlp as fm
 from reference import activation as ref
+from scipy import special
 
 ELEMENTWISE = [n for n in fm.ops.activation_names() if n not in ("softmax", "maxout")]
 SHAPES = [(1, 1), (1, 7), (5, 1), (17, 33), (3, 1001)]
@@ -116,8 +115,9 @@ def test_learnable_parameter_gradients_match_finite_differences(name, rng):
     _, dp = fm.ops.activation_backward(name, x, up, P)
     want = ref.param_grad(name, x, up, P)
     np.testing.assert_allclose(dp, want, rtol=1e-6, atol=1e-6)
-    _, dp32 = fm.ops.activation_backward(name, x.astype(np.float32), up.astype(np.float32),
-                                         P.astype(np.float32))
+    _, dp32 = fm.ops.activation_backward(
+        name, x.astype(np.float32), up.astype(np.float32), P.astype(np.float32)
+    )
     assert_close(dp32, want, np.float32, tol=1e-4, what=f"{name} dparams float32")
 
 
@@ -151,14 +151,31 @@ def test_kink_conventions():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_large_inputs_do_not_overflow(dtype):
     x = np.array([[-1e4, -500.0, -80.0, 0.0, 80.0, 500.0, 1e4]], dtype=dtype)
-    for name in ("sigmoid", "softplus", "elu", "selu", "silu", "soft_clipping", "gelu",
-                 "gelu_tanh", "tanh", "lecun_tanh", "soboleva_tanh", "gaussian"):
+    for name in (
+        "sigmoid",
+        "softplus",
+        "elu",
+        "selu",
+        "silu",
+        "soft_clipping",
+        "gelu",
+        "gelu_tanh",
+        "tanh",
+        "lecun_tanh",
+        "soboleva_tanh",
+        "gaussian",
+    ):
         y = fm.ops.activation(name, x)
         g = fm.ops.activation_grad(name, x)
         assert np.isfinite(y).all() and np.isfinite(g).all(), name
-    assert fm.ops.activation("sigmoid", x)[0, 0] == 0.0 and fm.ops.activation("sigmoid", x)[0, -1] == 1.0
+    assert (
+        fm.ops.activation("sigmoid", x)[0, 0] == 0.0
+        and fm.ops.activation("sigmoid", x)[0, -1] == 1.0
+    )
     np.testing.assert_allclose(fm.ops.activation("softplus", x)[0, -1], 1e4, rtol=1e-6)
-    np.testing.assert_allclose(fm.ops.activation("soft_clipping", x)[0, [0, -1]], [0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(
+        fm.ops.activation("soft_clipping", x)[0, [0, -1]], [0.0, 1.0], atol=1e-6
+    )
 
 
 class TestRReLU:
@@ -258,13 +275,18 @@ class TestBadInput:
         with pytest.raises(ValueError, match="z: expected a non-empty array"):
             fm.ops.activation("relu", np.zeros((0, 3)))
 
-    @pytest.mark.parametrize("name,kw,arg", [("isru", {"alpha": 0.0}, "alpha"),
-                                             ("isrlu", {"alpha": -1.0}, "alpha"),
-                                             ("soft_clipping", {"alpha": 0.0}, "alpha"),
-                                             ("elu", {"alpha": -0.5}, "alpha"),
-                                             ("rrelu", {"lower": 0.5, "upper": 0.2}, "lower"),
-                                             ("soboleva_tanh", {"c": -1.0, "d": 0.5}, "c, d"),
-                                             ("relu", {"alpha": 1.0}, "alpha")])
+    @pytest.mark.parametrize(
+        "name,kw,arg",
+        [
+            ("isru", {"alpha": 0.0}, "alpha"),
+            ("isrlu", {"alpha": -1.0}, "alpha"),
+            ("soft_clipping", {"alpha": 0.0}, "alpha"),
+            ("elu", {"alpha": -0.5}, "alpha"),
+            ("rrelu", {"lower": 0.5, "upper": 0.2}, "lower"),
+            ("soboleva_tanh", {"c": -1.0, "d": 0.5}, "c, d"),
+            ("relu", {"alpha": 1.0}, "alpha"),
+        ],
+    )
     def test_hyper_parameter_out_of_range(self, name, kw, arg):
         with pytest.raises(ValueError, match=arg):
             fm.ops.activation(name, np.zeros((2, 2)), **kw)
@@ -295,11 +317,15 @@ class TestBadInput:
 
     def test_non_contiguous_input_is_accepted(self, rng):
         z = rng.normal(size=(6, 8))
-        np.testing.assert_array_equal(fm.ops.activation("tanh", z.T), fm.ops.activation("tanh", z.T.copy()))
+        np.testing.assert_array_equal(
+            fm.ops.activation("tanh", z.T), fm.ops.activation("tanh", z.T.copy())
+        )
 
     def test_aliases(self):
         z = np.array([[0.5]])
-        np.testing.assert_array_equal(fm.ops.activation("logistic", z), fm.ops.activation("sigmoid", z))
+        np.testing.assert_array_equal(
+            fm.ops.activation("logistic", z), fm.ops.activation("sigmoid", z)
+        )
         np.testing.assert_array_equal(fm.ops.activation("swish", z), fm.ops.activation("silu", z))
 
 
@@ -308,8 +334,12 @@ def test_float32_transcendentals_are_accurate_everywhere(name):
     """The vectorized float32 exp/expm1/tanh/log1p (csrc/common/fastmath.h) on a dense grid over
     [-100, 100] plus edge values: relative error within 4 float ulps of the float64 formula, and
     the saturated limits exact."""
-    x = np.concatenate([np.linspace(-100.0, 100.0, 400_001),
-                        [0.0, -0.0, 1e-30, -1e-30, 1e-8, 88.7, -88.7, -103.9, -87.0, 0.62, -0.63]])
+    x = np.concatenate(
+        [
+            np.linspace(-100.0, 100.0, 400_001),
+            [0.0, -0.0, 1e-30, -1e-30, 1e-8, 88.7, -88.7, -103.9, -87.0, 0.62, -0.63],
+        ]
+    )
     x32 = x.astype(np.float32)
     xd = x32.astype(np.float64)
     params = {"alpha": 1.0} if name == "elu" else {}
@@ -328,4 +358,6 @@ def test_float32_transcendentals_are_accurate_everywhere(name):
     # outputs below 1e-30 are formed from denormal intermediates (x sigma(x) far left): absolute
     err = np.abs(got - want) / np.maximum(np.abs(want), 1e-30)
     # float32 rounding of the inputs' images contributes up to 1 ulp: 4 ulps total
-    assert err.max() <= 4 * np.finfo(np.float32).eps, f"{name}: worst relative error {err.max():.3e}"
+    assert err.max() <= 4 * np.finfo(np.float32).eps, (
+        f"{name}: worst relative error {err.max():.3e}"
+    )

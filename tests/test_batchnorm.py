@@ -4,11 +4,10 @@ several steps, the training/inference switch, and bad input."""
 
 from __future__ import annotations
 
+import fusedmlp as fm
 import numpy as np
 import pytest
 from conftest import DEVICES, assert_close, to_device
-
-import fusedmlp as fm
 from reference import batchnorm as ref
 
 DTYPES = [np.float64, np.float32]
@@ -91,8 +90,9 @@ def test_training_forward_and_backward_match_reference(affine, shape, dtype, dev
     def dev(a):
         return None if a is None else to_device(a, device)
 
-    y, saved = fm.ops.batchnorm_forward(dev(x), dev(gamma), dev(beta), dev(rm), dev(rv),
-                                        momentum=0.3, eps=EPS)
+    y, saved = fm.ops.batchnorm_forward(
+        dev(x), dev(gamma), dev(beta), dev(rm), dev(rv), momentum=0.3, eps=EPS
+    )
     x64 = x.astype(np.float64)
     g64 = None if gamma is None else gamma.astype(np.float64)
     b64 = None if beta is None else beta.astype(np.float64)
@@ -101,8 +101,9 @@ def test_training_forward_and_backward_match_reference(affine, shape, dtype, dev
     assert_close(y, y_ref, dtype, what="y")
     assert_close(saved.mean, mu, dtype, what="batch mean")
     assert_close(saved.invstd, 1 / np.sqrt(var + EPS), dtype, what="batch invstd")
-    rm_ref, rv_ref = ref.running_update(rm0.astype(np.float64), rv0.astype(np.float64), mu, var,
-                                        shape[0], 0.3, False)
+    rm_ref, rv_ref = ref.running_update(
+        rm0.astype(np.float64), rv0.astype(np.float64), mu, var, shape[0], 0.3, False
+    )
     if device == "cpu":
         assert_close(rm, rm_ref, dtype, what="running mean")
         assert_close(rv, rv_ref, dtype, what="running var")
@@ -203,17 +204,20 @@ def test_thread_count_does_not_change_results(rng):
 
 class TestBadInput:
     def test_batch_of_one_in_training(self):
-        with pytest.raises(ValueError, match="x: batch normalization in training needs a batch "
-                                             "of at least 2"):
+        with pytest.raises(
+            ValueError, match="x: batch normalization in training needs a batch of at least 2"
+        ):
             fm.ops.batchnorm_forward(np.ones((1, 3)), None, None, np.zeros(3), np.ones(3))
         with pytest.raises(ValueError, match="at least 2"):
-            fm.ops.batchnorm_backward(np.ones((1, 3)), np.ones((1, 3)), None,
-                                      (np.zeros(3), np.ones(3)))
+            fm.ops.batchnorm_backward(
+                np.ones((1, 3)), np.ones((1, 3)), None, (np.zeros(3), np.ones(3))
+            )
 
     def test_batch_of_one_checked_in_cpp(self):
         with pytest.raises(ValueError, match="at least 2 rows"):
-            fm._core.batchnorm_forward_train(np.ones((1, 3)), None, None, None, None, 0.1, 1e-5,
-                                             False)
+            fm._core.batchnorm_forward_train(
+                np.ones((1, 3)), None, None, None, None, 0.1, 1e-5, False
+            )
 
     def test_x_shape_dtype_and_values(self):
         with pytest.raises(ValueError, match="x: expected a 2-d array"):
@@ -255,10 +259,16 @@ class TestBadInput:
         with pytest.raises(ValueError, match="running_var: expected values >= 0"):
             fm.ops.batchnorm_forward(x, None, None, np.zeros(2), -np.ones(2), training=False)
 
-    @pytest.mark.parametrize("kw,arg", [({"momentum": 1.5}, "momentum"),
-                                        ({"momentum": -0.1}, "momentum"),
-                                        ({"eps": 0.0}, "eps"), ({"eps": float("nan")}, "eps"),
-                                        ({"momentum": "0.1"}, "momentum")])
+    @pytest.mark.parametrize(
+        "kw,arg",
+        [
+            ({"momentum": 1.5}, "momentum"),
+            ({"momentum": -0.1}, "momentum"),
+            ({"eps": 0.0}, "eps"),
+            ({"eps": float("nan")}, "eps"),
+            ({"momentum": "0.1"}, "momentum"),
+        ],
+    )
     def test_hyper_parameters(self, kw, arg):
         with pytest.raises((ValueError, TypeError), match=arg):
             fm.ops.batchnorm_forward(np.ones((3, 2)), None, None, np.zeros(2), np.ones(2), **kw)

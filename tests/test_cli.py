@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from fusedmlp.cli import main
 
 
@@ -21,8 +20,28 @@ def test_train_on_csv_regression_and_save(tmp_path, capsys):
     path = tmp_path / "d.csv"
     np.savetxt(path, np.column_stack([X, y]), delimiter=",", header="a,b,c,target", comments="")
     ck = tmp_path / "m.npz"
-    assert main(["train", "--data", str(path), "--target", "target", "--task", "regression", "--epochs", "20",
-                 "--lr", "1e-2", "--verbose", "0", "--save", str(ck)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--target",
+                "target",
+                "--task",
+                "regression",
+                "--epochs",
+                "20",
+                "--lr",
+                "1e-2",
+                "--verbose",
+                "0",
+                "--save",
+                str(ck),
+            ]
+        )
+        == 0
+    )
     assert "held-out mse" in capsys.readouterr().out and ck.exists()
 
 

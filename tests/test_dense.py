@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import fusedmlp as fm
 import numpy as np
 import pytest
-from conftest import DEVICES, assert_close
-
-import fusedmlp as fm
+from conftest import DEVICES, TOL, assert_close
 from reference import activation as ref
 
 SIZES = [(1, 1, 1), (1, 5, 3), (7, 13, 5), (33, 17, 1), (3, 1001, 1003), (130, 64, 70)]
@@ -37,7 +36,7 @@ def test_dense_matches_reference(act, size, dtype, device, rng):
     b = rng.normal(size=n_out)
     P = params_for(act, n_out, rng)
     G = rng.normal(size=(batch, n_out))
-    cast = (lambda a: None if a is None else a.astype(dtype))
+    cast = lambda a: None if a is None else a.astype(dtype)
     Z, A = fm.ops.dense_forward(cast(X), cast(W), cast(b), act, cast(P))
     assert Z.dtype == dtype and A.dtype == dtype
     # reference on the same (rounded) inputs
@@ -48,7 +47,9 @@ def test_dense_matches_reference(act, size, dtype, device, rng):
     assert_close(A, Ar, dtype, what="A")
     out = fm.ops.dense_backward(cast(X), cast(W), Z, cast(G), act, cast(P))
     # derivative evaluated at the kernel's own Z (a float32 Z may sit across a kink from Zr)
-    want = reference_backward(X64, W64, Z.astype(np.float64), G.astype(dtype).astype(np.float64), act, P64)
+    want = reference_backward(
+        X64, W64, Z.astype(np.float64), G.astype(dtype).astype(np.float64), act, P64
+    )
     for k in ("dX", "dW", "db"):
         assert_close(out[k], want[k], dtype, what=k)
 
@@ -68,10 +69,17 @@ def test_dense_backward_matches_finite_differences(act, rng):
     Z, _ = fm.ops.dense_forward(X, W, b, act, P)
     out = fm.ops.dense_backward(X, W, Z, G, act, P)
     h = 1e-6
-    for name, arr in (("dX", X), ("dW", W), ("db", b)) + ((("dparams", P),) if P is not None else ()):
+    for name, arr in (("dX", X), ("dW", W), ("db", b)) + (
+        (("dparams", P),) if P is not None else ()
+    ):
         fd = np.zeros_like(arr)
         for idx in np.ndindex(arr.shape):
-            args = {"dX": [X, W, b, P], "dW": [X, W, b, P], "db": [X, W, b, P], "dparams": [X, W, b, P]}[name]
+            args = {
+                "dX": [X, W, b, P],
+                "dW": [X, W, b, P],
+                "db": [X, W, b, P],
+                "dparams": [X, W, b, P],
+            }[name]
             pos = {"dX": 0, "dW": 1, "db": 2, "dparams": 3}[name]
             plus = [a.copy() if a is not None else None for a in args]
             minus = [a.copy() if a is not None else None for a in args]
@@ -131,10 +139,36 @@ class TestBadInput:
 
     def test_backward_shapes(self):
         with pytest.raises(ValueError, match="grad_output: expected shape"):
-            fm.ops.dense_backward(np.zeros((2, 3)), np.zeros((3, 2)), np.zeros((2, 2)), np.zeros((2, 3)))
+            fm.ops.dense_backward(
+                np.zeros((2, 3)), np.zeros((3, 2)), np.zeros((2, 2)), np.zeros((2, 3))
+            )
         with pytest.raises(ValueError, match="Z: expected shape"):
-            fm.ops.dense_backward(np.zeros((2, 3)), np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((2, 2)))
+            fm.ops.dense_backward(
+                np.zeros((2, 3)), np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((2, 2))
+            )
 
     def test_not_an_array(self):
         with pytest.raises(TypeError, match="X: expected a NumPy array"):
             fm.ops.dense_forward(object(), np.zeros((1, 1)))
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m,n,k", [(300, 37, 129), (45, 517, 100), (1, 2000, 600), (33, 17, 5)])
+def test_threaded_gemm_blocks_match_reference(ta, tb, m, n, k, rng):
+    """The step's GEMM: above ~1 MFLOP it is split into row or column blocks over the OpenMP
+    threads (one single-threaded OpenBLAS call per block). Every block layout, both dtypes,
+    1 and 2 threads, against float64 NumPy."""
+    A = rng.normal(size=(k, m) if ta else (m, k))
+    B = rng.normal(size=(n, k) if tb else (k, n))
+    want = (A.T if ta else A) @ (B.T if tb else B)
+    before = fm.get_num_threads()
+    try:
+        for nt in (1, 2):
+            fm.set_num_threads(nt)
+            for dtype in (np.float64, np.float32):
+                got = fm._core.gemm(A.astype(dtype), B.astype(dtype), ta, tb)
+                assert_close(
+                    got, want, dtype, tol=TOL[dtype] * np.sqrt(k) * 10, what=f"gemm {nt} threads"
+                )
+    finally:
+        fm.set_num_threads(before)

@@ -4,11 +4,10 @@ reproducibility and key separation, identity at inference, finite differences, b
 
 from __future__ import annotations
 
+import fusedmlp as fm
 import numpy as np
 import pytest
 from conftest import DEVICES, assert_close, to_device, to_host
-
-import fusedmlp as fm
 from reference import dropout as ref
 
 DTYPES = [np.float64, np.float32]
@@ -98,8 +97,9 @@ def test_masks_do_not_depend_on_dtype_or_threads():
 def test_mask_depends_on_the_flat_index_only():
     # a (rows, cols) array and its flattening see the same draw (the Network's buffers)
     x = np.arange(1.0, 36.0).reshape(5, 7)
-    np.testing.assert_array_equal(fm.ops.dropout(x, 0.4, seed=3).ravel(),
-                                  fm.ops.dropout(x.ravel(), 0.4, seed=3))
+    np.testing.assert_array_equal(
+        fm.ops.dropout(x, 0.4, seed=3).ravel(), fm.ops.dropout(x.ravel(), 0.4, seed=3)
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -126,7 +126,8 @@ def test_gaussian_noise_backward_is_identity_by_finite_differences(rng):
     x = rng.normal(size=(3, 5))
     G = rng.normal(size=x.shape)
     fd = central_difference_grad(
-        lambda t: float(np.sum(G * fm.ops.gaussian_noise(t, 0.8, seed=2))), x)
+        lambda t: float(np.sum(G * fm.ops.gaussian_noise(t, 0.8, seed=2))), x
+    )
     np.testing.assert_allclose(fd, G, rtol=1e-6, atol=1e-8)
 
 
@@ -167,8 +168,15 @@ class TestBadInput:
         with pytest.raises(TypeError, match="rate: expected a real number"):
             fm.ops.dropout(np.ones((2, 2)), "0.5")
 
-    @pytest.mark.parametrize("kw,arg", [({"seed": -1}, "seed"), ({"step": 2**64}, "step"),
-                                        ({"layer": 2**32}, "layer"), ({"seed": 1.5}, "seed")])
+    @pytest.mark.parametrize(
+        "kw,arg",
+        [
+            ({"seed": -1}, "seed"),
+            ({"step": 2**64}, "step"),
+            ({"layer": 2**32}, "layer"),
+            ({"seed": 1.5}, "seed"),
+        ],
+    )
     def test_key_range(self, kw, arg):
         with pytest.raises((ValueError, TypeError), match=arg):
             fm.ops.dropout(np.ones((2, 2)), 0.5, **kw)

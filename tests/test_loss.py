@@ -5,11 +5,10 @@ activations, and bad input."""
 
 from __future__ import annotations
 
+import fusedmlp as fm
 import numpy as np
 import pytest
 from conftest import DEVICES, assert_close, to_device
-
-import fusedmlp as fm
 from reference import loss as ref
 
 LOSSES = ["mse", "binary_cross_entropy", "cross_entropy"]
@@ -52,8 +51,10 @@ def test_reference_gradient_matches_central_differences(name, eps, conv, weighte
     np.testing.assert_allclose(ref.grad(name, z, t, w, **kw), fd, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("name,half", [("mse", False), ("mse", True),
-                                       ("binary_cross_entropy", False), ("cross_entropy", False)])
+@pytest.mark.parametrize(
+    "name,half",
+    [("mse", False), ("mse", True), ("binary_cross_entropy", False), ("cross_entropy", False)],
+)
 def test_kernel_gradient_matches_central_differences(name, half, rng):
     z, t, w = case(name, (3, 4), rng, True)
     eps = 0.0 if name == "mse" else 0.1
@@ -72,8 +73,14 @@ def test_loss_and_gradient_match_reference(name, eps, conv, shape, dtype, device
         conv = "uniform"
     z, t, w = case(name, shape, rng, weighted=True)
     z, t, w = (a.astype(dtype) for a in (z, t, w))
-    L, d = fm.ops.loss(name, to_device(z, device), to_device(t, device), to_device(w, device),
-                       label_smoothing=eps, smoothing=conv)
+    L, d = fm.ops.loss(
+        name,
+        to_device(z, device),
+        to_device(t, device),
+        to_device(w, device),
+        label_smoothing=eps,
+        smoothing=conv,
+    )
     assert isinstance(L, float) and d.dtype == dtype
     z64, t64, w64 = (a.astype(np.float64) for a in (z, t, w))
     kw = dict(eps=eps, convention=conv)
@@ -89,8 +96,9 @@ def test_integer_labels_equal_one_hot_targets(eps, conv, dtype, rng):
     labels = rng.integers(0, 6, size=23)
     a = fm.ops.loss("cross_entropy", z, labels, label_smoothing=eps, smoothing=conv)
     b = fm.ops.loss("cross_entropy", z, ref.one_hot(labels, 6), label_smoothing=eps, smoothing=conv)
-    c = fm.ops.loss("cross_entropy", z, labels.astype(np.float64), label_smoothing=eps,
-                    smoothing=conv)
+    c = fm.ops.loss(
+        "cross_entropy", z, labels.astype(np.float64), label_smoothing=eps, smoothing=conv
+    )
     assert_close(np.array(a[0]), np.array(b[0]), dtype)
     assert_close(a[1], b[1], dtype)
     np.testing.assert_array_equal(a[1], c[1])
@@ -107,8 +115,9 @@ def test_label_smoothing_targets_of_both_conventions():
     # BCE, k = 2 per output: deck eps and 1-eps; uniform eps/2 and 1-eps/2 (Keras)
     _, d = fm.ops.loss("bce", np.zeros((1, 2)), np.array([[0.0, 1.0]]), label_smoothing=eps)
     np.testing.assert_allclose(0.5 - d[0], [0.3, 0.7])
-    _, d = fm.ops.loss("bce", np.zeros((1, 2)), np.array([[0.0, 1.0]]), label_smoothing=eps,
-                       smoothing="uniform")
+    _, d = fm.ops.loss(
+        "bce", np.zeros((1, 2)), np.array([[0.0, 1.0]]), label_smoothing=eps, smoothing="uniform"
+    )
     np.testing.assert_allclose(0.5 - d[0], [0.15, 0.85])
 
 
@@ -141,8 +150,11 @@ def test_extreme_logits_are_finite_and_exact(dtype):
     assert L == pytest.approx((2 * big + np.log(3)) / 2, rel=1e-6)
     np.testing.assert_allclose(d[0], [0.5, -0.5, 0.0], atol=1e-7)
     np.testing.assert_allclose(d[1], [(1 / 3 - 1) / 2, 1 / 6, 1 / 6], rtol=1e-5)
-    assert np.isfinite(fm.ops.loss("ce", zc, ref.one_hot(np.array([1, 0]), 3).astype(dtype),
-                                   label_smoothing=0.1)[0])
+    assert np.isfinite(
+        fm.ops.loss("ce", zc, ref.one_hot(np.array([1, 0]), 3).astype(dtype), label_smoothing=0.1)[
+            0
+        ]
+    )
     # the naive formula overflows / takes log(0) here; ours agrees with it where it is finite
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         naive = ref.loss("binary_cross_entropy", z.astype(np.float64), t.astype(np.float64))
@@ -154,7 +166,7 @@ def test_sample_weights(rng):
     y = rng.integers(0, 3, size=6)
     w = np.array([1.0, 0.0, 2.0, 1.0, 0.5, 3.0])
     L, d = fm.ops.loss("ce", z, y, w)
-    Ls, ds = zip(*(fm.ops.loss("ce", z[i:i + 1], y[i:i + 1]) for i in range(6)), strict=True)
+    Ls, ds = zip(*(fm.ops.loss("ce", z[i : i + 1], y[i : i + 1]) for i in range(6)), strict=True)
     # L = (1/N) sum_i w_i l_i: "sum over batch size", not divided by sum(w)
     assert L == pytest.approx(np.dot(w, Ls) / 6)
     np.testing.assert_allclose(d[1], 0.0)
@@ -236,20 +248,28 @@ class TestBadInput:
     def test_labels_out_of_range_checked_in_cpp(self):
         msg = r"target: label 3 of sample 1 is out of range \[0, 3\)"
         with pytest.raises(ValueError, match=msg):
-            fm._core.loss_forward_backward(2, np.zeros((2, 3)), np.array([0, 3], dtype=np.int32),
-                                           None, True, 0.0, False, False)
+            fm._core.loss_forward_backward(
+                2, np.zeros((2, 3)), np.array([0, 3], dtype=np.int32), None, True, 0.0, False, False
+            )
         with pytest.raises(ValueError, match="cross_entropy only"):
-            fm._core.loss_forward_backward(1, np.zeros((2, 1)), np.array([0, 1], dtype=np.int32),
-                                           None, True, 0.0, False, False)
+            fm._core.loss_forward_backward(
+                1, np.zeros((2, 1)), np.array([0, 1], dtype=np.int32), None, True, 0.0, False, False
+            )
 
     def test_non_integer_labels(self):
         with pytest.raises(ValueError, match="target: 1-d cross_entropy targets are class labels"):
             fm.ops.loss("ce", np.zeros((2, 3)), np.array([0.5, 1.0]))
 
-    @pytest.mark.parametrize("name,target", [("mse", np.zeros((2, 2))), ("bce", np.zeros(3)),
-                                             ("ce", np.zeros((2, 2))),
-                                             ("ce", np.zeros(2, dtype=int)),
-                                             ("mse", np.zeros((3, 3, 1)))])
+    @pytest.mark.parametrize(
+        "name,target",
+        [
+            ("mse", np.zeros((2, 2))),
+            ("bce", np.zeros(3)),
+            ("ce", np.zeros((2, 2))),
+            ("ce", np.zeros(2, dtype=int)),
+            ("mse", np.zeros((3, 3, 1))),
+        ],
+    )
     def test_wrong_target_shape(self, name, target):
         with pytest.raises(ValueError, match="target: expected"):
             fm.ops.loss(name, np.zeros((3, 3)), target)

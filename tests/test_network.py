@@ -4,10 +4,9 @@ initializer statistics and bad input."""
 
 from __future__ import annotations
 
+import fusedmlp as fm
 import numpy as np
 import pytest
-
-import fusedmlp as fm
 from fusedmlp import _core
 from fusedmlp import layers as L
 from fusedmlp.model import MLP, Sequential
@@ -78,7 +77,9 @@ def test_fused_gradients_match_numpy_backprop(loss, rng):
     offs = [(li, n) for li, n in m._weight_names()]
     for (li, name), want in zip(offs, [g for pair in zip(gW, gb) for g in pair]):
         off, rows, cols, _ = m._index[(li, name)]
-        np.testing.assert_allclose(grads[off : off + rows * cols].reshape(want.shape), want, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(
+            grads[off : off + rows * cols].reshape(want.shape), want, rtol=1e-10, atol=1e-13
+        )
 
 
 def test_sgd_step_is_theta_minus_lr_grad(rng):
@@ -94,13 +95,34 @@ def test_sgd_step_is_theta_minus_lr_grad(rng):
     np.testing.assert_allclose(m.parameters, before - 0.1 * g, rtol=1e-14, atol=1e-15)
 
 
-@pytest.mark.parametrize("layers", [
-    [L.Dense(6, "elu"), L.BatchNorm(), L.Dropout(0.3), L.Dense(5, "prelu"), L.GaussianNoise(0.1), L.Dense(3)],
-    [L.Dense(8, "identity"), L.Activation("maxout", pieces=2), L.Dense(6, "srelu"), L.Activation("softmax"),
-     L.Dense(3)],
-    [L.Dropout(0.2), L.Dense(6, "apl", activation_params={"hinges": 2}), L.BatchNorm(init="first_batch"),
-     L.Activation("soft_exponential"), L.Dense(3)],
-], ids=["bn-dropout-prelu-noise", "maxout-srelu-softmax", "apl-softexp"])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [
+            L.Dense(6, "elu"),
+            L.BatchNorm(),
+            L.Dropout(0.3),
+            L.Dense(5, "prelu"),
+            L.GaussianNoise(0.1),
+            L.Dense(3),
+        ],
+        [
+            L.Dense(8, "identity"),
+            L.Activation("maxout", pieces=2),
+            L.Dense(6, "srelu"),
+            L.Activation("softmax"),
+            L.Dense(3),
+        ],
+        [
+            L.Dropout(0.2),
+            L.Dense(6, "apl", activation_params={"hinges": 2}),
+            L.BatchNorm(init="first_batch"),
+            L.Activation("soft_exponential"),
+            L.Dense(3),
+        ],
+    ],
+    ids=["bn-dropout-prelu-noise", "maxout-srelu-softmax", "apl-softexp"],
+)
 def test_whole_network_gradient_matches_finite_differences(layers, rng):
     m = Sequential(layers, n_in=4, seed=5, dtype="float64")
     net = m._net
@@ -125,7 +147,10 @@ def test_whole_network_gradient_matches_finite_differences(layers, rng):
         Xp, Xm = X.copy(), X.copy()
         Xp[r, c] += h
         Xm[r, c] -= h
-        fd = (net.compute_gradients(Xp, y, None, False)[0] - net.compute_gradients(Xm, y, None, False)[0]) / (2 * h)
+        fd = (
+            net.compute_gradients(Xp, y, None, False)[0]
+            - net.compute_gradients(Xm, y, None, False)[0]
+        ) / (2 * h)
         assert abs(fd - dX[r, c]) < 1e-6 * max(1.0, abs(fd))
 
 
@@ -181,11 +206,18 @@ def test_nonfinite_loss_leaves_weights_unchanged():
     np.testing.assert_array_equal(m.parameters, before)
 
 
-@pytest.mark.parametrize("name,var", [
-    ("glorot_normal", lambda i, o: 2 / (i + o)), ("glorot_uniform", lambda i, o: 2 / (i + o)),
-    ("he_normal", lambda i, o: 2 / i), ("he_uniform", lambda i, o: 2 / i), ("lecun_normal", lambda i, o: 1 / i),
-    ("normal", lambda i, o: 0.01**2), ("uniform", lambda i, o: 0.05**2 / 3),
-])
+@pytest.mark.parametrize(
+    "name,var",
+    [
+        ("glorot_normal", lambda i, o: 2 / (i + o)),
+        ("glorot_uniform", lambda i, o: 2 / (i + o)),
+        ("he_normal", lambda i, o: 2 / i),
+        ("he_uniform", lambda i, o: 2 / i),
+        ("lecun_normal", lambda i, o: 1 / i),
+        ("normal", lambda i, o: 0.01**2),
+        ("uniform", lambda i, o: 0.05**2 / 3),
+    ],
+)
 def test_initializer_variance_within_sampling_error(name, var):
     n_in, n_out = 300, 200
     W = fm.init.initialize(name, n_in, n_out, np.random.default_rng(0))
@@ -254,7 +286,9 @@ class TestBadInput:
         m = MLP(n_in=3, hidden=[4], n_out=2, batchnorm=True)
         m._net.set_head_loss(0, LOSS["cross_entropy"], 1.0, 0.0, False, False)
         with pytest.raises(ValueError, match="batch"):
-            m._net.compute_gradients(np.zeros((1, 3), np.float32), [np.zeros(1, np.int32)], None, False)
+            m._net.compute_gradients(
+                np.zeros((1, 3), np.float32), [np.zeros(1, np.int32)], None, False
+            )
 
     def test_train_without_optimizer(self):
         m = MLP(n_in=3, hidden=[4], n_out=2)
@@ -264,10 +298,9 @@ class TestBadInput:
 
 
 # --- the fused step (forward, loss, backward, regularization, update) vs float64 references ----
+from reference import optimizer as ref_opt  # noqa: E402
 from test_optimizer import CASES as OPT_CASES  # noqa: E402  (the optimizer table, one source)
 from test_optimizer import eps1_for  # noqa: E402
-
-from reference import optimizer as ref_opt  # noqa: E402
 
 FUSED_STEPS = 12
 LOSSES = ["cross_entropy", "mse", "binary_cross_entropy"]
@@ -298,7 +331,9 @@ def _fused_vs_reference(opt, ref_kwargs, loss, rng, clip=None, name=""):
     for _ in range(FUSED_STEPS):
         X = rng.normal(size=(n, 5))
         T, y = _targets(loss, n, k, rng)
-        value, gW, gb = reference_grads(params[0::2], params[1::2], ["tanh", "identity"], X, T, loss)
+        value, gW, gb = reference_grads(
+            params[0::2], params[1::2], ["tanh", "identity"], X, T, loss
+        )
         got_loss = tr.train_step(X, y)
         assert abs(got_loss - value) <= 1e-10 * max(1.0, abs(value)), f"{name}: loss"
         grads = [gW[0], gb[0], gW[1], gb[1]]
@@ -321,8 +356,14 @@ def test_fused_step_matches_reference_for_every_optimizer(case, rng):
 @pytest.mark.parametrize("loss", LOSSES)
 def test_fused_step_with_global_norm_clipping_matches_reference(loss, rng):
     # a small threshold so the clip is active on every step (torch's min(1, c/(||g|| + 1e-6)))
-    _fused_vs_reference(fm.optim.Adam(lr=0.01, weight_decay=0.01), dict(weight_decay=0.01), loss,
-                        rng, clip=0.05, name=f"adam+clip/{loss}")
+    _fused_vs_reference(
+        fm.optim.Adam(lr=0.01, weight_decay=0.01),
+        dict(weight_decay=0.01),
+        loss,
+        rng,
+        clip=0.05,
+        name=f"adam+clip/{loss}",
+    )
 
 
 def test_equal_but_distinct_dtype_objects_are_accepted(tmp_path, rng):

@@ -6,11 +6,10 @@ checkpoints, and bad input."""
 
 from __future__ import annotations
 
+import fusedmlp as fm
 import numpy as np
 import pytest
 from conftest import assert_close
-
-import fusedmlp as fm
 from reference import rbf as ref
 
 DTYPES = [np.float64, np.float32]

@@ -313,5 +313,9 @@ def test_trainer_cycles_adam_beta1_like_torch():
 def test_trainer_momentum_cycling_needs_momentum():
     model = fm.Sequential([fm.Dense(1)], n_in=2, seed=0)
     with pytest.raises(ValueError, match="momentum"):
-        fm.Trainer(model, loss="mse", optimizer=fm.optim.SGD(lr=0.1),
-                   schedule=S.OneCycle(0.1, total=10, cycle_momentum=True))
+        fm.Trainer(
+            model,
+            loss="mse",
+            optimizer=fm.optim.SGD(lr=0.1),
+            schedule=S.OneCycle(0.1, total=10, cycle_momentum=True),
+        )

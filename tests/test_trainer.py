@@ -3,10 +3,9 @@ resume), schedules, regularizers, FGSM, preprocessing and bad input."""
 
 from __future__ import annotations
 
+import fusedmlp as fm
 import numpy as np
 import pytest
-
-import fusedmlp as fm
 from fusedmlp.datasets import load_digits
 
 
@@ -22,7 +21,14 @@ def test_digits_reaches_95_percent(digits):
     X, y = digits
     model = fm.MLP(n_in=64, hidden=[64], n_out=10, activation="relu", seed=0)
     tr = fm.Trainer(model, loss="cross_entropy", optimizer=fm.optim.Adam(lr=3e-3))
-    hist = tr.fit(X[:1400], y[:1400], epochs=25, batch_size=32, verbose=0, validation_data=(X[1400:], y[1400:]))
+    hist = tr.fit(
+        X[:1400],
+        y[:1400],
+        epochs=25,
+        batch_size=32,
+        verbose=0,
+        validation_data=(X[1400:], y[1400:]),
+    )
     assert hist.history["loss"][-1] < hist.history["loss"][0]
     assert tr.evaluate(X[1400:], y[1400:])["accuracy"] >= 0.95
     P = tr.predict(X[:5])
@@ -33,11 +39,15 @@ def test_regression_mse_and_schedule(rng):
     X, y = fm.datasets.make_sin(512, seed=1)
     model = fm.MLP(n_in=1, hidden=[64, 64], n_out=1, activation="tanh", seed=1)
     sched = fm.schedules.Cosine(lr=1e-2, T=40, per="epoch")
-    tr = fm.Trainer(model, loss="mse", optimizer=fm.optim.Adam(lr=1e-2), schedule=sched, metrics=("mse",))
+    tr = fm.Trainer(
+        model, loss="mse", optimizer=fm.optim.Adam(lr=1e-2), schedule=sched, metrics=("mse",)
+    )
     hist = tr.fit(X, y, epochs=40, batch_size=64, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
     # cosine: lr_e = 1/2 lr_0 (1 + cos(e pi / T)) (deck 000); the log holds the lr used in epoch e
-    np.testing.assert_allclose(hist.history["lr"][9], 0.5 * 1e-2 * (1 + np.cos(9 * np.pi / 40)), rtol=1e-6)
+    np.testing.assert_allclose(
+        hist.history["lr"][9], 0.5 * 1e-2 * (1 + np.cos(9 * np.pi / 40)), rtol=1e-6
+    )
     # the mse metric of deck 004 equals the loss evaluated in inference mode
     assert tr.evaluate(X, y)["loss"] == pytest.approx(tr.evaluate(X, y)["mse"], rel=1e-4)
 
@@ -48,7 +58,9 @@ def test_checkpoint_resume_is_bit_exact(tmp_path, digits):
 
     def make():
         m = fm.MLP(n_in=64, hidden=[32], n_out=10, dropout=0.2, batchnorm=True, seed=3)
-        return fm.Trainer(m, optimizer=fm.optim.Adam(lr=1e-3), regularizers=[fm.regularizers.L2(1e-4)])
+        return fm.Trainer(
+            m, optimizer=fm.optim.Adam(lr=1e-3), regularizers=[fm.regularizers.L2(1e-4)]
+        )
 
     a = make()
     a.fit(X, y, epochs=2, batch_size=32, verbose=0, shuffle=False)
@@ -86,7 +98,14 @@ def test_early_stopping_restores_best_and_records_best_step(digits):
     model = fm.MLP(n_in=64, hidden=[128], n_out=10, seed=0)
     es = fm.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
     tr = fm.Trainer(model, optimizer=fm.optim.Adam(lr=3e-2), callbacks=[es])
-    hist = tr.fit(X[:300], y[:300], epochs=60, batch_size=16, verbose=0, validation_data=(X[1000:1300], y[1000:1300]))
+    hist = tr.fit(
+        X[:300],
+        y[:300],
+        epochs=60,
+        batch_size=16,
+        verbose=0,
+        validation_data=(X[1000:1300], y[1000:1300]),
+    )
     assert es.stopped_epoch is not None and len(hist.epoch) < 60
     assert es.best_step is not None and es.best_step <= tr.step_count
     assert abs(tr.evaluate(X[1000:1300], y[1000:1300])["loss"] - es.best) < 1e-5
@@ -96,8 +115,13 @@ def test_terminate_on_nan_keeps_last_good_weights():
     X = np.ones((8, 2), np.float32)
     y = np.ones((8, 1), np.float32)
     model = fm.MLP(n_in=2, hidden=[4], n_out=1, seed=0)
-    t = fm.Trainer(model, loss="mse", optimizer=fm.optim.SGD(lr=1e30), metrics=(),
-                   callbacks=[fm.callbacks.TerminateOnNaN()])
+    t = fm.Trainer(
+        model,
+        loss="mse",
+        optimizer=fm.optim.SGD(lr=1e30),
+        metrics=(),
+        callbacks=[fm.callbacks.TerminateOnNaN()],
+    )
     t.fit(X, y, epochs=50, batch_size=8, verbose=0)
     assert np.isfinite(model.parameters).all()
     assert t.callbacks[0].message is not None and "step" in t.callbacks[0].message
@@ -106,17 +130,24 @@ def test_terminate_on_nan_keeps_last_good_weights():
 def test_reduce_lr_on_plateau_halves():
     X = np.zeros((16, 2), np.float32)
     y = np.zeros(16, np.int64)
-    t = fm.Trainer(fm.MLP(n_in=2, hidden=[2], n_out=2), optimizer=fm.optim.SGD(lr=0.1),
-                   callbacks=[fm.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1,
-                                                             min_delta=10.0)])
+    t = fm.Trainer(
+        fm.MLP(n_in=2, hidden=[2], n_out=2),
+        optimizer=fm.optim.SGD(lr=0.1),
+        callbacks=[
+            fm.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=10.0)
+        ],
+    )
     hist = t.fit(X, y, epochs=4, batch_size=16, verbose=0)
     assert hist.history["lr"][0] == pytest.approx(0.1) and hist.history["lr"][-1] < 0.1
 
 
 def test_fgsm_training_runs_and_learns(digits):
     X, y = digits
-    t = fm.Trainer(fm.MLP(n_in=64, hidden=[32], n_out=10, seed=0), optimizer=fm.optim.Adam(lr=3e-3),
-                   adversarial_eps=0.05)
+    t = fm.Trainer(
+        fm.MLP(n_in=64, hidden=[32], n_out=10, seed=0),
+        optimizer=fm.optim.Adam(lr=3e-3),
+        adversarial_eps=0.05,
+    )
     hist = t.fit(X[:500], y[:500], epochs=5, batch_size=50, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
 
@@ -124,7 +155,9 @@ def test_fgsm_training_runs_and_learns(digits):
 def test_full_batch_and_single_sample_modes(digits):
     X, y = digits
     for bs in (None, 1):
-        t = fm.Trainer(fm.MLP(n_in=64, hidden=[16], n_out=10, seed=0), optimizer=fm.optim.SGD(lr=0.05))
+        t = fm.Trainer(
+            fm.MLP(n_in=64, hidden=[16], n_out=10, seed=0), optimizer=fm.optim.SGD(lr=0.05)
+        )
         h = t.fit(X[:64], y[:64], epochs=3, batch_size=bs, verbose=0)
         assert t.step_count == (3 if bs is None else 192)
         assert h.history["loss"][-1] < h.history["loss"][0]
@@ -174,7 +207,8 @@ class TestBadInput:
             self.t.train_step(X, np.zeros(4, np.int64))
         with pytest.raises(ValueError, match="y: contains NaN"):
             fm.Trainer(fm.MLP(n_in=3, hidden=[4], n_out=1), loss="mse").fit(
-                np.zeros((2, 3)), np.array([1.0, np.nan]), verbose=0)
+                np.zeros((2, 3)), np.array([1.0, np.nan]), verbose=0
+            )
 
     def test_bad_hyper_parameters(self):
         X, y = np.zeros((4, 3), np.float32), np.zeros(4, np.int64)

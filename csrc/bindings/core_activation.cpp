@@ -3,6 +3,7 @@
 // released around every kernel; outputs are allocated here.
 #include "bindings/common.h"
 #include "cpu/activation.h"
+#include "cpu/blas.h"
 #include "cpu/dense.h"
 
 namespace fm::bindings {
@@ -240,6 +241,29 @@ FM_BINDINGS(dense) {
     });
   }, py::arg("config"), py::arg("X"), py::arg("W"), py::arg("Z"), py::arg("grad_output"),
      py::arg("has_bias") = true, py::arg("need_dx") = true, py::arg("params") = py::none());
+}
+
+FM_BINDINGS(gemm) {
+  m.def(
+      "gemm",
+      [](py::array A, py::array B, bool trans_a, bool trans_b) {
+        return dtype_dispatch(A, "A", [&](auto tag) -> py::array {
+          using T = decltype(tag);
+          const T* a = checked_ptr<T>(A, "A", 2);
+          const T* b = checked_ptr<T>(B, "B", 2);
+          const index_t m = trans_a ? A.shape(1) : A.shape(0), k = trans_a ? A.shape(0) : A.shape(1);
+          const index_t kb = trans_b ? B.shape(1) : B.shape(0), n = trans_b ? B.shape(0) : B.shape(1);
+          FM_CHECK(k == kb, "B: inner dimensions differ (", k, " vs ", kb, ")");
+          py::array_t<T> C({m, n});
+          T* c = C.mutable_data();
+          py::gil_scoped_release nogil;
+          cpu::gemm(trans_a, trans_b, m, n, k, T(1), a, A.shape(1), b, B.shape(1), T(0), c, n);
+          return C;
+        });
+      },
+      py::arg("A"), py::arg("B"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+      "C = op(A) op(B) through the GEMM path of the training step (split over the kernel "
+      "threads, single-threaded OpenBLAS blocks): the benchmarks' GEMM floor.");
 }
 
 }  // namespace fm::bindings

@@ -41,7 +41,7 @@ inline void blas_call(bool ta, bool tb, index_t m, index_t n, index_t k, double 
 // the full k. Why: OpenBLAS's own pthreads pool and OpenMP's spin-waiting threads otherwise
 // compete for the same cores after every GEMM; on 2 cores that made a small network's step
 // 10-40x slower at 2 threads than at 1 (bench/NOTES.md).
-constexpr double kParallelGemmFlops = 4.0e6;  // below: one call on the calling thread
+constexpr double kParallelGemmFlops = 1.0e6;  // below: one call on the calling thread
 constexpr index_t kGemmSplitAlign = 16;       // block edges on 64-byte float boundaries
 
 template <class T>

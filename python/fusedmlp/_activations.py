@@ -118,7 +118,9 @@ def make_spec(name: Any, hinges: int | None = None, **hyper: Any) -> ActivationS
     """
     key = canonical(name)
     if key in ROW_OPS:
-        raise ValueError(f"activation: {key!r} is a row-wise operation, not an elementwise activation")
+        raise ValueError(
+            f"activation: {key!r} is a row-wise operation, not an elementwise activation"
+        )
     allowed = HYPER.get(key, {})
     unknown = set(hyper) - set(allowed)
     if unknown:

@@ -17,7 +17,18 @@ import scipy_openblas32
 
 _lib = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
 if os.path.exists(_lib):
-    ctypes.CDLL(_lib, mode=ctypes.RTLD_GLOBAL)
+    # Our OpenBLAS runs single-threaded (GEMMs are split over our OpenMP threads, cpu/blas.h):
+    # tell its load-time constructor, so it does not start a pthreads pool at all. The variable
+    # is restored at once, so other BLAS libraries loaded later keep the user's setting.
+    _saved = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        ctypes.CDLL(_lib, mode=ctypes.RTLD_GLOBAL)
+    finally:
+        if _saved is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = _saved
 
 
 def _from_build_dir(name: str):

@@ -84,8 +84,10 @@ def _on_device_of(name: str, x: Any, xp) -> Any:
         v.check_host(name, x)
         return x if isinstance(x, np.ndarray) else np.asarray(x)
     if not v.is_device_array(x):
-        raise TypeError(f"{name}: expected a GPU array (CuPy) like the logits, got "
-                        f"{type(x).__name__}; mixing host and device arrays is an error")
+        raise TypeError(
+            f"{name}: expected a GPU array (CuPy) like the logits, got "
+            f"{type(x).__name__}; mixing host and device arrays is an error"
+        )
     return x if isinstance(x, xp.ndarray) else xp.asarray(x)
 
 
@@ -113,21 +115,24 @@ def check_target(key: str, target: Any, rows: int, cols: int, dtype: np.dtype, x
             if not xp.isfinite(arr).all():
                 raise ValueError("target: contains NaN or Inf")
             if not xp.array_equal(arr, xp.round(arr)):
-                raise ValueError("target: 1-d cross_entropy targets are class labels; got "
-                                 "non-integer values")
+                raise ValueError(
+                    "target: 1-d cross_entropy targets are class labels; got non-integer values"
+                )
         bad = xp.flatnonzero((arr < 0) | (arr >= cols))
         if bad.size:
             i = int(bad[0])
-            raise ValueError(f"target: label {arr[i].item()} of sample {i} is out of range "
-                             f"[0, {cols})")
+            raise ValueError(
+                f"target: label {arr[i].item()} of sample {i} is out of range [0, {cols})"
+            )
         return xp.ascontiguousarray(arr, dtype=np.int32)
     if arr.ndim == 1 and cols == 1:
         arr = arr.reshape(-1, 1)
     if arr.shape != (rows, cols):
         vector = cols == 1 or key == "cross_entropy"
         want = f"({rows}, {cols})" + (f" or ({rows},)" if vector else "")
-        raise ValueError(f"target: expected shape {want} for logits of shape ({rows}, {cols}), "
-                         f"got {arr.shape}")
+        raise ValueError(
+            f"target: expected shape {want} for logits of shape ({rows}, {cols}), got {arr.shape}"
+        )
     arr = xp.ascontiguousarray(arr, dtype=dtype)
     if not xp.isfinite(arr).all():
         raise ValueError("target: contains NaN or Inf")
@@ -138,8 +143,10 @@ def check_target(key: str, target: Any, rows: int, cols: int, dtype: np.dtype, x
         bad = xp.flatnonzero(xp.abs(s - 1.0) > 1e-3)
         if bad.size:
             i = int(bad[0])
-            raise ValueError(f"target: cross_entropy expects one-hot or probability rows summing "
-                             f"to 1; row {i} sums to {float(s[i]):.6g}")
+            raise ValueError(
+                f"target: cross_entropy expects one-hot or probability rows summing "
+                f"to 1; row {i} sums to {float(s[i]):.6g}"
+            )
     return arr
 
 

@@ -82,7 +82,9 @@ def check_same_dtype(**arrays: np.ndarray) -> None:
     first_name, first = items[0]
     for k, v in items[1:]:
         if v.dtype != first.dtype:
-            raise TypeError(f"{k}: expected dtype {first.dtype} (the dtype of {first_name}), got {v.dtype}")
+            raise TypeError(
+                f"{k}: expected dtype {first.dtype} (the dtype of {first_name}), got {v.dtype}"
+            )
 
 
 def check_shape(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -90,8 +92,14 @@ def check_shape(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> None:
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
 
 
-def real(name: str, v: Any, low: float | None = None, high: float | None = None,
-         low_open: bool = False, high_open: bool = False) -> float:
+def real(
+    name: str,
+    v: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A finite real number within [low, high] (ends open where asked)."""
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {type(v).__name__}")

@@ -56,8 +56,14 @@ class EarlyStopping(Callback):
         restore_best_weights: restore the best parameters (theta* of Alg. 7.1) at the end.
     """
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best_weights: bool = True):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 10,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+        restore_best_weights: bool = True,
+    ):
         self.monitor = monitor
         self.patience = v.integer("patience", patience, low=0)
         self.min_delta = v.real("min_delta", min_delta, 0.0)
@@ -85,14 +91,19 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.monitor not in logs:
-            raise ValueError(f"monitor: {self.monitor!r} is not in the logs ({', '.join(sorted(logs))}); "
-                             "use validation data for val_* keys")
+            raise ValueError(
+                f"monitor: {self.monitor!r} is not in the logs ({', '.join(sorted(logs))}); "
+                "use validation data for val_* keys"
+            )
         value = float(logs[self.monitor])
         if self._improved(value):
             self.best, self.best_epoch, self.best_step = value, epoch, self.trainer.step_count
             self._wait = 0
             if self.restore_best_weights:
-                self._best_weights = self.trainer.model.parameters.copy(), self.trainer.model._net.buffers().copy()
+                self._best_weights = (
+                    self.trainer.model.parameters.copy(),
+                    self.trainer.model._net.buffers().copy(),
+                )
         else:
             self._wait += 1
             if self._wait >= self.patience:
@@ -118,8 +129,16 @@ class ReduceLROnPlateau(Callback):
         min_lr: lower bound.
     """
 
-    def __init__(self, monitor: str = "val_loss", factor: float = 0.5, patience: int = 5,
-                 min_delta: float = 0.0, cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto"):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.5,
+        patience: int = 5,
+        min_delta: float = 0.0,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        mode: str = "auto",
+    ):
         self.monitor = monitor
         self.factor = v.real("factor", factor, 0.0, 1.0, low_open=True, high_open=True)
         self.patience = v.integer("patience", patience, low=0)
@@ -135,8 +154,11 @@ class ReduceLROnPlateau(Callback):
         value = float((logs or {}).get(self.monitor, math.nan))
         if math.isnan(value):
             raise ValueError(f"monitor: {self.monitor!r} is not in the logs")
-        better = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
-                                       else value > self.best + self.min_delta)
+        better = self.best is None or (
+            value < self.best - self.min_delta
+            if self.mode == "min"
+            else value > self.best + self.min_delta
+        )
         if self._cool > 0:
             self._cool -= 1
         if better:
@@ -168,7 +190,9 @@ class ModelCheckpoint(Callback):
     """Save the trainer (atomically) after each epoch, or only when the monitored value
     improves (``save_best_only``). ``path`` may contain ``{epoch}``."""
 
-    def __init__(self, path: str, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto"):
+    def __init__(
+        self, path: str, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto"
+    ):
         self.path = os.fspath(path)
         self.monitor = monitor
         self.save_best_only = bool(save_best_only)
@@ -181,7 +205,9 @@ class ModelCheckpoint(Callback):
             value = logs.get(self.monitor)
             if value is None:
                 raise ValueError(f"monitor: {self.monitor!r} is not in the logs")
-            if self.best is not None and not (value < self.best if self.mode == "min" else value > self.best):
+            if self.best is not None and not (
+                value < self.best if self.mode == "min" else value > self.best
+            ):
                 return
             self.best = value
         self.trainer.save(self.path.format(epoch=epoch + 1))
@@ -197,9 +223,11 @@ class TerminateOnNaN(Callback):
     def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
-            self.message = (f"TerminateOnNaN: loss is {loss} at step {self.trainer.step_count} "
-                            f"(epoch {self.trainer.epoch + 1}, batch {batch}); training stopped, "
-                            "the weights are those of the last finite step")
+            self.message = (
+                f"TerminateOnNaN: loss is {loss} at step {self.trainer.step_count} "
+                f"(epoch {self.trainer.epoch + 1}, batch {batch}); training stopped, "
+                "the weights are those of the last finite step"
+            )
             print(self.message)
             self.trainer.stop_training = True
 

@@ -21,7 +21,9 @@ def _load(path: str, target: str | None):
         try:
             with np.load(path, allow_pickle=False) as z:
                 if "X" not in z or "y" not in z:
-                    raise ValueError(f"--data: {path} must hold arrays 'X' and 'y' (has {', '.join(z.files)})")
+                    raise ValueError(
+                        f"--data: {path} must hold arrays 'X' and 'y' (has {', '.join(z.files)})"
+                    )
                 return z["X"].astype(np.float32), z["y"]
         except ValueError:
             raise
@@ -54,7 +56,11 @@ def _train(args: argparse.Namespace) -> int:
         X, y = _load(args.data, args.target)
     task = args.task
     if task == "auto":
-        task = "classification" if np.all(np.mod(y, 1) == 0) and len(np.unique(y)) <= 100 else "regression"
+        task = (
+            "classification"
+            if np.all(np.mod(y, 1) == 0) and len(np.unique(y)) <= 100
+            else "regression"
+        )
     if task == "classification":
         classes, y = np.unique(y, return_inverse=True)
         n_out, loss, metrics = len(classes), "cross_entropy", ("accuracy",)
@@ -66,21 +72,44 @@ def _train(args: argparse.Namespace) -> int:
     n_test = max(1, int(len(X) * args.test_fraction))
     te, tr = idx[:n_test], idx[n_test:]
     scaler = fm.preprocessing.StandardScaler().fit(X[tr])
-    Xtr, Xte = scaler.transform(X[tr]).astype(np.float32), scaler.transform(X[te]).astype(np.float32)
+    Xtr, Xte = (
+        scaler.transform(X[tr]).astype(np.float32),
+        scaler.transform(X[te]).astype(np.float32),
+    )
     hidden = [int(h) for h in args.hidden.split(",") if h]
-    model = fm.MLP(n_in=X.shape[1], hidden=hidden, n_out=n_out, activation=args.activation,
-                   dropout=args.dropout, batchnorm=args.batchnorm, seed=args.seed)
+    model = fm.MLP(
+        n_in=X.shape[1],
+        hidden=hidden,
+        n_out=n_out,
+        activation=args.activation,
+        dropout=args.dropout,
+        batchnorm=args.batchnorm,
+        seed=args.seed,
+    )
     opt = fm.optim.get(args.optimizer, lr=args.lr)
-    sched = None if args.schedule == "constant" else fm.schedules.get(args.schedule, lr=args.lr, **(
-        {"T": args.epochs} if args.schedule == "cosine" else {}))
+    sched = (
+        None
+        if args.schedule == "constant"
+        else fm.schedules.get(
+            args.schedule, lr=args.lr, **({"T": args.epochs} if args.schedule == "cosine" else {})
+        )
+    )
     trainer = fm.Trainer(model, loss=loss, optimizer=opt, schedule=sched, metrics=metrics)
     t0 = time.perf_counter()
-    trainer.fit(Xtr, y[tr], epochs=args.epochs, batch_size=args.batch_size, validation_split=0.1,
-                verbose=args.verbose)
+    trainer.fit(
+        Xtr,
+        y[tr],
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_split=0.1,
+        verbose=args.verbose,
+    )
     res = trainer.evaluate(Xte, y[te])
     name, value = ("accuracy", res["accuracy"]) if task == "classification" else ("mse", res["mse"])
-    print(f"held-out {name} {value:.4f} on {len(te)} rows ({time.perf_counter() - t0:.2f} s, "
-          f"{trainer.step_count} fused steps)")
+    print(
+        f"held-out {name} {value:.4f} on {len(te)} rows ({time.perf_counter() - t0:.2f} s, "
+        f"{trainer.step_count} fused steps)"
+    )
     if args.save:
         trainer.save(args.save)
         print(f"saved {args.save}")
@@ -98,9 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--activation", default="relu")
     t.add_argument("--dropout", type=float, default=0.0)
     t.add_argument("--batchnorm", action="store_true")
-    t.add_argument("--optimizer", default="adam", help="sgd, adam, rmsprop, adagrad, adadelta, nadam, ...")
+    t.add_argument(
+        "--optimizer", default="adam", help="sgd, adam, rmsprop, adagrad, adadelta, nadam, ..."
+    )
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--schedule", default="constant", help="constant, cosine, step, exponential, ...")
+    t.add_argument(
+        "--schedule", default="constant", help="constant, cosine, step, exponential, ..."
+    )
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--test-fraction", type=float, default=0.2)

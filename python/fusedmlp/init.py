@@ -32,8 +32,19 @@ ALIASES = {
     "kaiming_normal": "he_normal",
     "kaiming_uniform": "he_uniform",
 }
-NAMES = ("zeros", "constant", "normal", "uniform", "glorot_normal", "glorot_uniform", "he_normal",
-         "he_uniform", "lecun_normal", "orthogonal", "lsuv")
+NAMES = (
+    "zeros",
+    "constant",
+    "normal",
+    "uniform",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "orthogonal",
+    "lsuv",
+)
 
 
 def canonical(name: str) -> str:
@@ -45,9 +56,18 @@ def canonical(name: str) -> str:
     return key
 
 
-def initialize(name: str, n_in: int, n_out: int, rng: np.random.Generator, *, std: float = 0.01,
-               limit: float = 0.05, value: float = 0.0, mode: str = "fan_in",
-               gain: float = 1.0) -> np.ndarray:
+def initialize(
+    name: str,
+    n_in: int,
+    n_out: int,
+    rng: np.random.Generator,
+    *,
+    std: float = 0.01,
+    limit: float = 0.05,
+    value: float = 0.0,
+    mode: str = "fan_in",
+    gain: float = 1.0,
+) -> np.ndarray:
     """Draw an (n_in, n_out) float64 weight matrix.
 
     Args:

@@ -9,7 +9,6 @@ Example:
 from __future__ import annotations
 
 import abc
-
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +18,16 @@ from . import _activations as acts
 from . import _validate as v
 from ._loader import _core
 
-KIND = {"dense": 0, "batchnorm": 1, "dropout": 2, "noise": 3, "activation": 4, "softmax": 5,
-        "maxout": 6, "rbf": 7}
+KIND = {
+    "dense": 0,
+    "batchnorm": 1,
+    "dropout": 2,
+    "noise": 3,
+    "activation": 4,
+    "softmax": 5,
+    "maxout": 6,
+    "rbf": 7,
+}
 
 
 class Layer(abc.ABC):
@@ -258,8 +265,10 @@ class RBF(Layer):
         self.init = self.init.lower()
         if isinstance(self.width, str):
             if self.width.lower() not in RBF_WIDTHS:
-                raise ValueError(f"width: expected one of {', '.join(RBF_WIDTHS)} or a number > 0, "
-                                 f"got {self.width!r}")
+                raise ValueError(
+                    f"width: expected one of {', '.join(RBF_WIDTHS)} or a number > 0, "
+                    f"got {self.width!r}"
+                )
             self.width = self.width.lower()
         else:
             self.width = v.real("width", self.width, 0.0, low_open=True)
@@ -302,8 +311,12 @@ class RBF(Layer):
             from sklearn.cluster import KMeans
             from sklearn.exceptions import ConvergenceWarning
 
-            km = KMeans(n_clusters=K, init="k-means++", n_init=self.n_init,
-                        random_state=int(rng.integers(2**31 - 1)))
+            km = KMeans(
+                n_clusters=K,
+                init="k-means++",
+                n_init=self.n_init,
+                random_state=int(rng.integers(2**31 - 1)),
+            )
             with warnings.catch_warnings():
                 # fewer distinct points than K: duplicated centres, handled by the width floor
                 warnings.simplefilter("ignore", ConvergenceWarning)

@@ -25,7 +25,9 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     (every label of a row must match)."""
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred).reshape(len(y_pred), -1)
-    multilabel = y_true.ndim == 2 and y_true.shape == y_pred.shape and np.any(y_true.sum(axis=1) != 1)
+    multilabel = (
+        y_true.ndim == 2 and y_true.shape == y_pred.shape and np.any(y_true.sum(axis=1) != 1)
+    )
     if y_pred.shape[1] > 1 and not multilabel:
         return float(np.mean(y_pred.argmax(axis=1) == _labels(y_true)))
     pred = (y_pred >= 0.5).astype(np.int64)
@@ -86,7 +88,14 @@ def roc_auc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
-METRICS = {"accuracy": accuracy, "acc": accuracy, "mse": mse, "mae": mae, "roc_auc": roc_auc, "auc": roc_auc}
+METRICS = {
+    "accuracy": accuracy,
+    "acc": accuracy,
+    "mse": mse,
+    "mae": mae,
+    "roc_auc": roc_auc,
+    "auc": roc_auc,
+}
 
 
 def get(name):
@@ -94,5 +103,7 @@ def get(name):
     if callable(name):
         return name
     if name not in METRICS:
-        raise ValueError(f"metrics: unknown metric {name!r}; expected one of {', '.join(sorted(METRICS))}")
+        raise ValueError(
+            f"metrics: unknown metric {name!r}; expected one of {', '.join(sorted(METRICS))}"
+        )
     return METRICS[name]

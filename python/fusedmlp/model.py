@@ -9,7 +9,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,19 @@ from . import init as initializers
 from . import layers as L
 from ._loader import _core
 
-RELU_FAMILY = {"relu", "leaky_relu", "prelu", "rrelu", "brelu", "elu", "srelu", "apl", "gelu",
-               "gelu_tanh", "silu"}
+RELU_FAMILY = {
+    "relu",
+    "leaky_relu",
+    "prelu",
+    "rrelu",
+    "brelu",
+    "elu",
+    "srelu",
+    "apl",
+    "gelu",
+    "gelu_tanh",
+    "silu",
+}
 
 
 class Sequential:
@@ -41,13 +53,22 @@ class Sequential:
         [(3, 16), (16,), (16, 1), (1,)]
     """
 
-    def __init__(self, layers: Sequence[L.Layer], n_in: int, heads: Sequence[Sequence[L.Layer]] | None = None,
-                 device: str = "cpu", seed: int = 0, dtype: Any = "float32"):
+    def __init__(
+        self,
+        layers: Sequence[L.Layer],
+        n_in: int,
+        heads: Sequence[Sequence[L.Layer]] | None = None,
+        device: str = "cpu",
+        seed: int = 0,
+        dtype: Any = "float32",
+    ):
         self.layers = list(layers)
         self.heads = [list(h) for h in heads] if heads is not None else [[]]
         for i, layer in enumerate(self.layers + [x for h in self.heads for x in h]):
             if not isinstance(layer, L.Layer):
-                raise TypeError(f"layers[{i}]: expected a layer spec (fm.Dense, ...), got {type(layer).__name__}")
+                raise TypeError(
+                    f"layers[{i}]: expected a layer spec (fm.Dense, ...), got {type(layer).__name__}"
+                )
         if not self.heads:
             raise ValueError("heads: expected at least one head")
         self.n_in = v.integer("n_in", n_in, low=1)
@@ -59,15 +80,21 @@ class Sequential:
             reason = cuda_unavailable_reason()
             if reason is not None:
                 raise ValueError(f"device: 'cuda' is not usable: {reason}")
-            raise ValueError("device: the CUDA Network is not available in this build; use device='cpu'")
+            raise ValueError(
+                "device: the CUDA Network is not available in this build; use device='cpu'"
+            )
         self.device = device
         self.seed = v.integer("seed", seed, low=0)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
-        norms = {lay.max_norm for lay in self._all_layers() if isinstance(lay, L.Dense) and lay.max_norm}
+        norms = {
+            lay.max_norm for lay in self._all_layers() if isinstance(lay, L.Dense) and lay.max_norm
+        }
         if len(norms) > 1:
-            raise ValueError(f"max_norm: all Dense layers must share one max_norm value, got {sorted(norms)}")
+            raise ValueError(
+                f"max_norm: all Dense layers must share one max_norm value, got {sorted(norms)}"
+            )
         self.max_norm = norms.pop() if norms else 0.0
         self._net = None
         self._build()
@@ -109,7 +136,9 @@ class Sequential:
             if isinstance(layer, L.Dense):
                 W = self._param_view(li, "W")
                 name = initializers.canonical(layer.init)
-                W[:] = initializers.initialize("orthogonal" if name == "lsuv" else name, W.shape[0], W.shape[1], rng)
+                W[:] = initializers.initialize(
+                    "orthogonal" if name == "lsuv" else name, W.shape[0], W.shape[1], rng
+                )
                 if layer.use_bias:
                     self._param_view(li, "b")[:] = layer.bias_init
             if isinstance(layer, L.BatchNorm):
@@ -130,8 +159,17 @@ class Sequential:
 
     # -- weights ------------------------------------------------------------------------
     def _weight_names(self) -> list[tuple[int, str]]:
-        order = {"W": 0, "b": 1, "gamma": 2, "beta": 3, "running_mean": 4, "running_var": 5,
-                 "act_params": 6, "centers": 7, "log_widths": 8}
+        order = {
+            "W": 0,
+            "b": 1,
+            "gamma": 2,
+            "beta": 3,
+            "running_mean": 4,
+            "running_var": 5,
+            "act_params": 6,
+            "centers": 7,
+            "log_widths": 8,
+        }
         keys = sorted(self._index, key=lambda k: (k[0], order[k[1]]))
         return keys
 
@@ -150,7 +188,9 @@ class Sequential:
             dst = self._param_view(li, n)
             arr = np.asarray(w)
             if arr.shape != dst.shape:
-                raise ValueError(f"weights[{i}] ({n} of layer {li}): expected shape {dst.shape}, got {arr.shape}")
+                raise ValueError(
+                    f"weights[{i}] ({n} of layer {li}): expected shape {dst.shape}, got {arr.shape}"
+                )
             if not np.isfinite(arr).all():
                 raise ValueError(f"weights[{i}] ({n} of layer {li}): contains NaN or Inf")
             dst[:] = arr
@@ -266,7 +306,9 @@ class Sequential:
         logits for classifiers. A list with one array per head for multi-head models."""
         X = self.check_X(X)
         batch_size = v.integer("batch_size", batch_size, low=1)
-        parts = [self._net.forward(X[s : s + batch_size], False) for s in range(0, len(X), batch_size)]
+        parts = [
+            self._net.forward(X[s : s + batch_size], False) for s in range(0, len(X), batch_size)
+        ]
         outs = [np.concatenate([p[h] for p in parts]) for h in range(len(self.heads))]
         return outs[0] if len(outs) == 1 else outs
 
@@ -285,10 +327,14 @@ class Sequential:
         }
 
     @staticmethod
-    def from_config(cfg: dict) -> "Sequential":
-        return Sequential([L.from_dict(d) for d in cfg["layers"]], n_in=cfg["n_in"],
-                          heads=[[L.from_dict(d) for d in h] for h in cfg["heads"]], seed=cfg["seed"],
-                          dtype=cfg["dtype"])
+    def from_config(cfg: dict) -> Sequential:
+        return Sequential(
+            [L.from_dict(d) for d in cfg["layers"]],
+            n_in=cfg["n_in"],
+            heads=[[L.from_dict(d) for d in h] for h in cfg["heads"]],
+            seed=cfg["seed"],
+            dtype=cfg["dtype"],
+        )
 
 
 def _default_act_params(name: str, shape, rng) -> np.ndarray:
@@ -296,7 +342,9 @@ def _default_act_params(name: str, shape, rng) -> np.ndarray:
 
     if name == "apl":  # small random hinges (Agostinelli et al. initialize a, b near 0)
         s = shape[0] // 2
-        return np.concatenate([rng.uniform(-0.1, 0.1, (s, shape[1])), rng.uniform(-0.5, 0.5, (s, shape[1]))])
+        return np.concatenate(
+            [rng.uniform(-0.1, 0.1, (s, shape[1])), rng.uniform(-0.5, 0.5, (s, shape[1]))]
+        )
     rows, init = acts.LEARNABLE[name]
     return np.repeat(np.asarray(init, dtype=float)[:, None], shape[1], axis=1)
 
@@ -322,11 +370,23 @@ class MLP(Sequential):
         >>> m = fm.MLP(n_in=784, hidden=[256, 256], n_out=10, dropout=0.2)
     """
 
-    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation: str = "relu",
-                 batchnorm: bool | str = False, dropout: float = 0.0, input_dropout: float = 0.0,
-                 init: str | None = None, bias_init: float = 0.0, max_norm: float | None = None,
-                 activation_params: dict | None = None, device: str = "cpu", seed: int = 0,
-                 dtype: Any = "float32"):
+    def __init__(
+        self,
+        n_in: int,
+        hidden: Sequence[int],
+        n_out: int,
+        activation: str = "relu",
+        batchnorm: bool | str = False,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        init: str | None = None,
+        bias_init: float = 0.0,
+        max_norm: float | None = None,
+        activation_params: dict | None = None,
+        device: str = "cpu",
+        seed: int = 0,
+        dtype: Any = "float32",
+    ):
         from . import _activations as acts
 
         act = acts.canonical(activation)
@@ -343,14 +403,23 @@ class MLP(Sequential):
         for i, width in enumerate(hidden):
             v.integer(f"hidden[{i}]", width, low=1)
             if batchnorm == "pre":
-                layers += [L.Dense(width, "identity", init, True, bias_init, max_norm), L.BatchNorm(),
-                           L.Activation(act, params=hp)]
+                layers += [
+                    L.Dense(width, "identity", init, True, bias_init, max_norm),
+                    L.BatchNorm(),
+                    L.Activation(act, params=hp),
+                ]
             else:
                 layers.append(L.Dense(width, act, init, True, bias_init, max_norm, hp))
                 if batchnorm:
                     layers.append(L.BatchNorm())
             if dropout > 0:
                 layers.append(L.Dropout(dropout))
-        out_init = "glorot_uniform" if init in ("he_normal", "he_uniform", "kaiming_normal", "kaiming_uniform") else init
-        layers.append(L.Dense(v.integer("n_out", n_out, low=1), "identity", out_init, True, 0.0, max_norm))
+        out_init = (
+            "glorot_uniform"
+            if init in ("he_normal", "he_uniform", "kaiming_normal", "kaiming_uniform")
+            else init
+        )
+        layers.append(
+            L.Dense(v.integer("n_out", n_out, low=1), "identity", out_init, True, 0.0, max_norm)
+        )
         super().__init__(layers, n_in=n_in, device=device, seed=seed, dtype=dtype)

@@ -34,8 +34,14 @@ def _gpu():
     return _cuda_ops
 
 
-def _unit_params(spec_name: str, params: Any, n: int, dtype: np.dtype, hinges: int | None,
-                 asarray=v.as_float_array):
+def _unit_params(
+    spec_name: str,
+    params: Any,
+    n: int,
+    dtype: np.dtype,
+    hinges: int | None,
+    asarray=v.as_float_array,
+):
     """Validate the learnable per-unit parameter block for a learnable activation.
 
     ``asarray`` checks and converts the array: ``v.as_float_array`` (host) or
@@ -66,8 +72,9 @@ def _prepare(name: Any, z: Any, params: Any, hinges: int | None, hyper: dict):
     return key, z, unit, spec
 
 
-def _prepare_act(name: Any, params: Any, hinges: int | None, hyper: dict, n: int, dtype,
-                 asarray=v.as_float_array):
+def _prepare_act(
+    name: Any, params: Any, hinges: int | None, hyper: dict, n: int, dtype, asarray=v.as_float_array
+):
     key = acts.canonical(name)
     if key in acts.ROW_OPS:
         return key, None, None
@@ -75,7 +82,9 @@ def _prepare_act(name: Any, params: Any, hinges: int | None, hyper: dict, n: int
     unit = None
     if learnable:
         if params is None:
-            raise ValueError(f"params: activation {key!r} has learnable per-unit parameters; pass them")
+            raise ValueError(
+                f"params: activation {key!r} has learnable per-unit parameters; pass them"
+            )
         unit, s = _unit_params(key, params, n, dtype, hinges, asarray)
         hinges = s if key == "apl" else hinges
     elif params is not None:
@@ -125,8 +134,18 @@ def activation(
         array([[-0.2,  3. ]])
     """
     if v.is_device_array(z):
-        return _gpu().activation(name, z, params, hinges=hinges, pieces=pieces, training=training,
-                                 seed=seed, step=step, layer=layer, **hyper)
+        return _gpu().activation(
+            name,
+            z,
+            params,
+            hinges=hinges,
+            pieces=pieces,
+            training=training,
+            seed=seed,
+            step=step,
+            layer=layer,
+            **hyper,
+        )
     key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
     if key == "softmax":
         _no_extra(key, hyper, params, pieces=pieces)
@@ -161,8 +180,17 @@ def activation_grad(
         array([[0., 0., 1.]])
     """
     if v.is_device_array(z):
-        return _gpu().activation_grad(name, z, params, hinges=hinges, training=training,
-                                      seed=seed, step=step, layer=layer, **hyper)
+        return _gpu().activation_grad(
+            name,
+            z,
+            params,
+            hinges=hinges,
+            training=training,
+            seed=seed,
+            step=step,
+            layer=layer,
+            **hyper,
+        )
     key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
     if key in acts.ROW_OPS:
         raise ValueError(
@@ -206,9 +234,19 @@ def activation_backward(
         (array([[0.25, 1.  ]]), array([[-2.,  0.]]))
     """
     if v.is_device_array(z):
-        return _gpu().activation_backward(name, z, grad_output, params, hinges=hinges,
-                                          pieces=pieces, training=training, seed=seed, step=step,
-                                          layer=layer, **hyper)
+        return _gpu().activation_backward(
+            name,
+            z,
+            grad_output,
+            params,
+            hinges=hinges,
+            pieces=pieces,
+            training=training,
+            seed=seed,
+            step=step,
+            layer=layer,
+            **hyper,
+        )
     key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
     if key == "softmax":
         _no_extra(key, hyper, params, pieces=pieces)
@@ -315,8 +353,19 @@ def dense_forward(
         array([[2., 2., 2.]])
     """
     if v.is_device_array(X):
-        return _gpu().dense_forward(X, W, b, activation, params, hinges=hinges, training=training,
-                                    seed=seed, step=step, layer=layer, **hyper)
+        return _gpu().dense_forward(
+            X,
+            W,
+            b,
+            activation,
+            params,
+            hinges=hinges,
+            training=training,
+            seed=seed,
+            step=step,
+            layer=layer,
+            **hyper,
+        )
     X, W = _dense_inputs(X, W, v.as_float_array)
     if b is not None:
         b = v.as_float_array("b", b, ndim=1, dtype=X.dtype)
@@ -362,9 +411,22 @@ def dense_backward(
         array([[2.]])
     """
     if v.is_device_array(X):
-        return _gpu().dense_backward(X, W, Z, grad_output, activation, params, has_bias=has_bias,
-                                     need_dx=need_dx, hinges=hinges, training=training, seed=seed,
-                                     step=step, layer=layer, **hyper)
+        return _gpu().dense_backward(
+            X,
+            W,
+            Z,
+            grad_output,
+            activation,
+            params,
+            has_bias=has_bias,
+            need_dx=need_dx,
+            hinges=hinges,
+            training=training,
+            seed=seed,
+            step=step,
+            layer=layer,
+            **hyper,
+        )
     X, W = _dense_inputs(X, W, v.as_float_array)
     Z = v.as_float_array("Z", Z, dtype=X.dtype)
     v.check_shape("Z", Z, (X.shape[0], W.shape[1]))
@@ -374,8 +436,14 @@ def dense_backward(
     if key in acts.ROW_OPS:
         raise ValueError(f"activation: {key!r} is row-wise; use activation_backward on it first")
     dX, dW, db, dp = _core.dense_backward(
-        _rrelu_config(spec, training, seed, step, layer), X, W, Z, g, bool(has_bias),
-        bool(need_dx), unit,
+        _rrelu_config(spec, training, seed, step, layer),
+        X,
+        W,
+        Z,
+        g,
+        bool(has_bias),
+        bool(need_dx),
+        unit,
     )
     if dp is not None and params is not None and np.ndim(params) == 1:
         dp = dp[0]
@@ -414,14 +482,16 @@ def _running_stat(name: str, a: Any, n: int, dtype: np.dtype) -> np.ndarray:
     """A running statistic updated in place: a writeable C-contiguous ndarray, no copy."""
     v.check_host(name, a)
     if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name}: expected a NumPy array (it is updated in place), "
-                        f"got {type(a).__name__}")
+        raise TypeError(
+            f"{name}: expected a NumPy array (it is updated in place), got {type(a).__name__}"
+        )
     if a.dtype != dtype:
         raise TypeError(f"{name}: expected dtype {dtype} (the dtype of x), got {a.dtype}")
     v.check_shape(name, a, (n,))
     if not a.flags.c_contiguous or not a.flags.writeable:
-        raise ValueError(f"{name}: expected a writeable C-contiguous array "
-                         "(it is updated in place)")
+        raise ValueError(
+            f"{name}: expected a writeable C-contiguous array (it is updated in place)"
+        )
     if not np.isfinite(a).all():
         raise ValueError(f"{name}: contains NaN or Inf")
     return a
@@ -478,20 +548,32 @@ def batchnorm_forward(
                [ 1.]]), array([0.2]), array([1.1]))
     """
     if v.is_device_array(x):
-        return _gpu().batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
-                                        momentum, eps, init_from_batch)
+        return _gpu().batchnorm_forward(
+            x, gamma, beta, running_mean, running_var, training, momentum, eps, init_from_batch
+        )
     x, gamma, beta, rm, rv, momentum, eps = _batchnorm_forward_args(
-        x, gamma, beta, running_mean, running_var, training, momentum, eps, v.as_float_array,
-        _running_stat)
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        training,
+        momentum,
+        eps,
+        v.as_float_array,
+        _running_stat,
+    )
     if not training:
         return _core.batchnorm_forward_infer(x, gamma, beta, rm, rv, eps), None
-    y, mean, invstd = _core.batchnorm_forward_train(x, gamma, beta, rm, rv, momentum, eps,
-                                                    bool(init_from_batch))
+    y, mean, invstd = _core.batchnorm_forward_train(
+        x, gamma, beta, rm, rv, momentum, eps, bool(init_from_batch)
+    )
     return y, BatchNormSaved(mean, invstd)
 
 
-def _batchnorm_forward_args(x, gamma, beta, running_mean, running_var, training, momentum, eps,
-                            asarray, running_stat):
+def _batchnorm_forward_args(
+    x, gamma, beta, running_mean, running_var, training, momentum, eps, asarray, running_stat
+):
     """The checks of :func:`batchnorm_forward` on either device.
 
     ``asarray`` validates an input array (host or device); ``running_stat(name, a, n, dtype)``
@@ -504,8 +586,10 @@ def _batchnorm_forward_args(x, gamma, beta, running_mean, running_var, training,
     n = x.shape[1]
     if not training:
         if running_mean is None or running_var is None:
-            raise ValueError("running_mean, running_var: inference normalizes with the running "
-                             "statistics; pass both")
+            raise ValueError(
+                "running_mean, running_var: inference normalizes with the running "
+                "statistics; pass both"
+            )
         rm = asarray("running_mean", running_mean, ndim=1, dtype=x.dtype)
         v.check_shape("running_mean", rm, (n,))
         rv = asarray("running_var", running_var, ndim=1, dtype=x.dtype)
@@ -515,8 +599,10 @@ def _batchnorm_forward_args(x, gamma, beta, running_mean, running_var, training,
         return x, gamma, beta, rm, rv, None, eps
     momentum = v.real("momentum", momentum, low=0.0, high=1.0)
     if x.shape[0] < 2:
-        raise ValueError(f"x: batch normalization in training needs a batch of at least 2 samples "
-                         f"(the batch variance of one sample is undefined), got shape {x.shape}")
+        raise ValueError(
+            f"x: batch normalization in training needs a batch of at least 2 samples "
+            f"(the batch variance of one sample is undefined), got shape {x.shape}"
+        )
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean, running_var: pass both or neither")
     rm = rv = None
@@ -557,8 +643,9 @@ def batchnorm_backward(
     """
     if v.is_device_array(x):
         return _gpu().batchnorm_backward(x, grad_output, gamma, saved)
-    x, g, gamma, mean, invstd = _batchnorm_backward_args(x, grad_output, gamma, saved,
-                                                         v.as_float_array)
+    x, g, gamma, mean, invstd = _batchnorm_backward_args(
+        x, grad_output, gamma, saved, v.as_float_array
+    )
     return _core.batchnorm_backward(x, g, gamma, mean, invstd)
 
 
@@ -567,8 +654,10 @@ def _batchnorm_backward_args(x, grad_output, gamma, saved, asarray):
     array). Returns ``(x, grad_output, gamma, mean, invstd)``."""
     x = asarray("x", x)
     if x.shape[0] < 2:
-        raise ValueError(f"x: batch normalization in training needs a batch of at least 2 samples, "
-                         f"got shape {x.shape}")
+        raise ValueError(
+            f"x: batch normalization in training needs a batch of at least 2 samples, "
+            f"got shape {x.shape}"
+        )
     g = asarray("grad_output", grad_output, dtype=x.dtype)
     v.check_shape("grad_output", g, x.shape)
     n = x.shape[1]
@@ -576,8 +665,10 @@ def _batchnorm_backward_args(x, grad_output, gamma, saved, asarray):
         gamma = asarray("gamma", gamma, ndim=1, dtype=x.dtype)
         v.check_shape("gamma", gamma, (n,))
     if not isinstance(saved, tuple) or len(saved) != 2:
-        raise TypeError("saved: expected the BatchNormSaved (mean, invstd) returned by "
-                        "batchnorm_forward in training")
+        raise TypeError(
+            "saved: expected the BatchNormSaved (mean, invstd) returned by "
+            "batchnorm_forward in training"
+        )
     mean = asarray("saved.mean", saved[0], ndim=1, dtype=x.dtype)
     v.check_shape("saved.mean", mean, (n,))
     invstd = asarray("saved.invstd", saved[1], ndim=1, dtype=x.dtype)
@@ -594,8 +685,9 @@ def _rbf_inputs(X: Any, centers: Any, widths: Any):
     X = v.as_float_array("X", X)
     centers = v.as_float_array("centers", centers, dtype=X.dtype)
     if centers.shape[1] != X.shape[1]:
-        raise ValueError(f"centers: expected {X.shape[1]} columns (the features of X), "
-                         f"got shape {centers.shape}")
+        raise ValueError(
+            f"centers: expected {X.shape[1]} columns (the features of X), got shape {centers.shape}"
+        )
     widths = v.as_float_array("widths", widths, ndim=1, dtype=X.dtype)
     v.check_shape("widths", widths, (centers.shape[0],))
     if (widths <= 0).any():
@@ -684,9 +776,11 @@ def rbf_backward(
 
 
 def _philox_key(seed: Any, step: Any, layer: Any) -> tuple[int, int, int]:
-    return (v.integer("seed", seed, low=0, high=2**64 - 1),
-            v.integer("step", step, low=0, high=2**64 - 1),
-            v.integer("layer", layer, low=0, high=2**32 - 1))
+    return (
+        v.integer("seed", seed, low=0, high=2**64 - 1),
+        v.integer("step", step, low=0, high=2**64 - 1),
+        v.integer("layer", layer, low=0, high=2**32 - 1),
+    )
 
 
 def dropout(
@@ -734,7 +828,11 @@ def _dropout_args(name: str, x: Any, rate: Any, seed: Any, step: Any, layer: Any
 
 
 def dropout_backward(
-    grad_output: Any, rate: float, seed: int = 0, step: int = 0, layer: int = 0,
+    grad_output: Any,
+    rate: float,
+    seed: int = 0,
+    step: int = 0,
+    layer: int = 0,
     training: bool = True,
 ) -> np.ndarray:
     """Backward pass of :func:`dropout`: the same mask and scale applied to ``grad_output``.
@@ -757,8 +855,9 @@ def dropout_backward(
     """
     if v.is_device_array(grad_output):
         return _gpu().dropout_backward(grad_output, rate, seed, step, layer, training)
-    g, rate, key = _dropout_args("grad_output", grad_output, rate, seed, step, layer,
-                                 v.as_float_array)
+    g, rate, key = _dropout_args(
+        "grad_output", grad_output, rate, seed, step, layer, v.as_float_array
+    )
     if not training:
         return g.copy()
     return _core.dropout_backward(g, rate, *key)
@@ -858,16 +957,18 @@ def loss(
         (1.386294, array([-0.375,  0.125,  0.125,  0.125]))
     """
     if v.is_device_array(logits):
-        return _gpu().loss(name, logits, target, sample_weight, label_smoothing, smoothing, half,
-                           grad=grad)
-    key, z, t, w, eps = _loss_args(name, logits, target, sample_weight, label_smoothing,
-                                   smoothing, half, v.as_float_array, np)
-    return _core.loss_forward_backward(_losses.code(key), z, t, w, bool(grad), eps,
-                                       smoothing == "uniform", bool(half))
+        return _gpu().loss(
+            name, logits, target, sample_weight, label_smoothing, smoothing, half, grad=grad
+        )
+    key, z, t, w, eps = _loss_args(
+        name, logits, target, sample_weight, label_smoothing, smoothing, half, v.as_float_array, np
+    )
+    return _core.loss_forward_backward(
+        _losses.code(key), z, t, w, bool(grad), eps, smoothing == "uniform", bool(half)
+    )
 
 
-def _loss_args(name, logits, target, sample_weight, label_smoothing, smoothing, half, asarray,
-               xp):
+def _loss_args(name, logits, target, sample_weight, label_smoothing, smoothing, half, asarray, xp):
     """The checks of :func:`loss` on either device: ``asarray`` validates the logits and ``xp``
     (numpy or cupy) is the array module of the targets and weights. Returns
     ``(key, logits, target, sample_weight, label_smoothing)``."""
@@ -878,11 +979,13 @@ def _loss_args(name, logits, target, sample_weight, label_smoothing, smoothing, 
     w = _losses.check_sample_weight(sample_weight, rows, z.dtype, xp)
     eps = v.real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
     if smoothing not in _losses.SMOOTHING:
-        raise ValueError(f"smoothing: expected one of {', '.join(_losses.SMOOTHING)}, "
-                         f"got {smoothing!r}")
+        raise ValueError(
+            f"smoothing: expected one of {', '.join(_losses.SMOOTHING)}, got {smoothing!r}"
+        )
     if eps > 0 and key == "mse":
-        raise ValueError("label_smoothing: only the classification losses take label "
-                         "smoothing, not mse")
+        raise ValueError(
+            "label_smoothing: only the classification losses take label smoothing, not mse"
+        )
     if eps > 0 and key == "cross_entropy" and smoothing == "deck" and cols < 2:
         raise ValueError("label_smoothing: the deck's eps/(k-1) rule needs at least 2 classes")
     if half and key != "mse":

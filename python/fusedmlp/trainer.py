@@ -20,7 +20,8 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -122,20 +123,35 @@ class Trainer:
         True
     """
 
-    def __init__(self, model: Sequential, loss: str | Sequence[str] = "cross_entropy", optimizer: Any = None,
-                 schedule: Any = None, regularizers: Sequence[Any] | None = None,
-                 callbacks: Sequence[cb.Callback] | None = None, metrics: Sequence[Any] = ("accuracy",),
-                 loss_weights: Sequence[float] | None = None, label_smoothing: float = 0.0,
-                 smoothing: str = "deck", half_mse: bool = False, adversarial_eps: float | None = None,
-                 rbf_scheme: str | None = None, rbf_solve: str = "gradient",
-                 rbf_output_epochs: int | None = None):
+    def __init__(
+        self,
+        model: Sequential,
+        loss: str | Sequence[str] = "cross_entropy",
+        optimizer: Any = None,
+        schedule: Any = None,
+        regularizers: Sequence[Any] | None = None,
+        callbacks: Sequence[cb.Callback] | None = None,
+        metrics: Sequence[Any] = ("accuracy",),
+        loss_weights: Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
+        smoothing: str = "deck",
+        half_mse: bool = False,
+        adversarial_eps: float | None = None,
+        rbf_scheme: str | None = None,
+        rbf_solve: str = "gradient",
+        rbf_output_epochs: int | None = None,
+    ):
         if not isinstance(model, Sequential):
-            raise TypeError(f"model: expected a fusedmlp model (Sequential/MLP), got {type(model).__name__}")
+            raise TypeError(
+                f"model: expected a fusedmlp model (Sequential/MLP), got {type(model).__name__}"
+            )
         self.model = model
         n_heads = len(model.heads)
         losses = [loss] * n_heads if isinstance(loss, str) else list(loss)
         if len(losses) != n_heads:
-            raise ValueError(f"loss: expected {n_heads} loss name(s), one per head, got {len(losses)}")
+            raise ValueError(
+                f"loss: expected {n_heads} loss name(s), one per head, got {len(losses)}"
+            )
         self.losses = [_losses.canonical(name) for name in losses]
         weights = [1.0] * n_heads if loss_weights is None else list(loss_weights)
         if len(weights) != n_heads:
@@ -147,8 +163,14 @@ class Trainer:
         self.smoothing = smoothing
         self.half_mse = bool(half_mse)
         for h, name in enumerate(self.losses):
-            model._net.set_head_loss(h, _losses._CODES[name], self.loss_weights[h], self.label_smoothing,
-                                     smoothing == "uniform", self.half_mse)
+            model._net.set_head_loss(
+                h,
+                _losses._CODES[name],
+                self.loss_weights[h],
+                self.label_smoothing,
+                smoothing == "uniform",
+                self.half_mse,
+            )
         if optimizer is None:
             optimizer = optim_mod.Adam(lr=1e-3)
         elif isinstance(optimizer, str):
@@ -159,10 +181,18 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         for c in self.callbacks:
             if not isinstance(c, cb.Callback):
-                raise TypeError(f"callbacks: expected fusedmlp.callbacks.Callback objects, got {type(c).__name__}")
-        self.metrics = {(m if isinstance(m, str) else getattr(m, "__name__", "metric")): M.get(m) for m in metrics}
-        self.adversarial_eps = None if adversarial_eps is None else v.real("adversarial_eps", adversarial_eps, 0.0,
-                                                                           low_open=True)
+                raise TypeError(
+                    f"callbacks: expected fusedmlp.callbacks.Callback objects, got {type(c).__name__}"
+                )
+        self.metrics = {
+            (m if isinstance(m, str) else getattr(m, "__name__", "metric")): M.get(m)
+            for m in metrics
+        }
+        self.adversarial_eps = (
+            None
+            if adversarial_eps is None
+            else v.real("adversarial_eps", adversarial_eps, 0.0, low_open=True)
+        )
         self._rbf = _RBFScheme(self, rbf_scheme, rbf_solve, rbf_output_epochs)
         self.step_count = 0
         self.epoch = 0
@@ -210,7 +240,9 @@ class Trainer:
                     return [y]
         ys = [y] if len(self.losses) == 1 else list(y)
         if len(ys) != len(self.losses):
-            raise ValueError(f"y: expected a list of {len(self.losses)} target arrays, one per head")
+            raise ValueError(
+                f"y: expected a list of {len(self.losses)} target arrays, one per head"
+            )
         out = []
         for h, (name, t) in enumerate(zip(self.losses, ys)):
             what = "y" if len(ys) == 1 else f"y[{h}]"
@@ -221,11 +253,14 @@ class Trainer:
             if name == "cross_entropy" and t.ndim == 1:
                 if not np.issubdtype(t.dtype, np.integer):
                     if not np.issubdtype(t.dtype, np.floating) or not np.all(np.mod(t, 1) == 0):
-                        raise ValueError(f"{what}: expected integer class labels 0..{k - 1} "
-                                         f"(or one-hot/probability rows of width {k})")
+                        raise ValueError(
+                            f"{what}: expected integer class labels 0..{k - 1} "
+                            f"(or one-hot/probability rows of width {k})"
+                        )
                 if check and (t.min() < 0 or t.max() >= k):
-                    raise ValueError(f"{what}: labels must be in [0, {k - 1}], got range "
-                                     f"[{t.min()}, {t.max()}]")
+                    raise ValueError(
+                        f"{what}: labels must be in [0, {k - 1}], got range [{t.min()}, {t.max()}]"
+                    )
                 out.append(t.astype(np.int32))
                 continue
             t = t.reshape(n, -1) if t.ndim == 1 else t
@@ -264,7 +299,12 @@ class Trainer:
         return self._step(X, ys, sw)
 
     def _fast_x(self, X: Any) -> np.ndarray:
-        if isinstance(X, np.ndarray) and X.dtype == self.model.dtype and X.ndim == 2 and X.flags.c_contiguous:
+        if (
+            isinstance(X, np.ndarray)
+            and X.dtype == self.model.dtype
+            and X.ndim == 2
+            and X.flags.c_contiguous
+        ):
             if X.shape[1] != self.model.n_in:
                 raise ValueError(f"X: expected {self.model.n_in} features, got {X.shape[1]}")
             if X.shape[0] == 0:
@@ -292,9 +332,18 @@ class Trainer:
             self.schedule.step()
         return float(loss)
 
-    def fit(self, X: Any, y: Any, epochs: int = 10, batch_size: int | None = 32, validation_split: float = 0.0,
-            validation_data: tuple | None = None, shuffle: bool = True, verbose: int = 1,
-            sample_weight: Any = None) -> History:
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        epochs: int = 10,
+        batch_size: int | None = 32,
+        validation_split: float = 0.0,
+        validation_data: tuple | None = None,
+        shuffle: bool = True,
+        verbose: int = 1,
+        sample_weight: Any = None,
+    ) -> History:
         """Train for ``epochs`` passes over the data.
 
         Args:
@@ -331,7 +380,9 @@ class Trainer:
         elif vs > 0:
             n_val = int(round(n * vs))
             if n_val < 1 or n_val >= n:
-                raise ValueError(f"validation_split: {vs} leaves no training or no validation rows for n={n}")
+                raise ValueError(
+                    f"validation_split: {vs} leaves no training or no validation rows for n={n}"
+                )
             val = (X[n - n_val :], [t[n - n_val :] for t in ys])
             X, ys, n = X[: n - n_val], [t[: n - n_val] for t in ys], n - n_val
             sw = None if sw is None else sw[:n]
@@ -353,7 +404,11 @@ class Trainer:
             total, seen = 0.0, 0
             for b, s in enumerate(range(0, n, bs)):
                 if order is None:
-                    xb, yb, wb = X[s : s + bs], [t[s : s + bs] for t in ys], None if sw is None else sw[s : s + bs]
+                    xb, yb, wb = (
+                        X[s : s + bs],
+                        [t[s : s + bs] for t in ys],
+                        None if sw is None else sw[s : s + bs],
+                    )
                 else:
                     idx = order[s : s + bs]
                     xb, yb, wb = X[idx], [t[idx] for t in ys], None if sw is None else sw[idx]
@@ -384,8 +439,14 @@ class Trainer:
             c.on_train_end()
         return self.history
 
-    def _closed_form_epoch(self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None,
-                           val: tuple | None, verbose: int) -> History:
+    def _closed_form_epoch(
+        self,
+        X: np.ndarray,
+        ys: list[np.ndarray],
+        sw: np.ndarray | None,
+        val: tuple | None,
+        verbose: int,
+    ) -> History:
         """The history entry of a fit whose training was a closed-form solve (no gradient step)."""
         t0 = time.perf_counter()
         for c in self.callbacks:
@@ -423,14 +484,21 @@ class Trainer:
             ``{"loss": ..., "<metric>": ...}`` (keys prefixed by ``prefix``).
         """
         X = self.model.check_X(X)
-        return self._evaluate(X, self._targets(y, len(X)), self._sample_weight(sample_weight, len(X)), prefix)
+        return self._evaluate(
+            X, self._targets(y, len(X)), self._sample_weight(sample_weight, len(X)), prefix
+        )
 
-    def _evaluate(self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None, prefix: str) -> dict:
+    def _evaluate(
+        self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None, prefix: str
+    ) -> dict:
         total = 0.0
         bs = 8192
         for s in range(0, len(X), bs):
-            loss, _ = self.model._net.evaluate(np.ascontiguousarray(X[s : s + bs]), [t[s : s + bs] for t in ys],
-                                               None if sw is None else sw[s : s + bs])
+            loss, _ = self.model._net.evaluate(
+                np.ascontiguousarray(X[s : s + bs]),
+                [t[s : s + bs] for t in ys],
+                None if sw is None else sw[s : s + bs],
+            )
             total += loss * len(X[s : s + bs])
         out = {prefix + "loss": total / len(X)}
         out.update(self._metric_values(X, ys, prefix))
@@ -467,7 +535,9 @@ class Trainer:
             "metrics": [m for m in self.metrics if m in M.METRICS],
             "optimizer": {**self.optimizer.state_dict(), "state": None, "step": 0},
             "schedule": None if self.schedule is None else self.schedule.state_dict(),
-            "regularizers": [{"type": type(r).__name__, **dataclasses.asdict(r)} for r in self.regularizers],
+            "regularizers": [
+                {"type": type(r).__name__, **dataclasses.asdict(r)} for r in self.regularizers
+            ],
             "step_count": self.step_count,
             "epoch": self.epoch,
             "lr_scale": self.lr_scale,
@@ -482,8 +552,13 @@ class Trainer:
         fd, tmp = tempfile.mkstemp(prefix=".fusedmlp-", suffix=".npz.tmp", dir=directory)
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-                         params=net.params(), buffers=net.buffers(), opt_state=net.opt_state())
+                np.savez(
+                    f,
+                    header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+                    params=net.params(),
+                    buffers=net.buffers(),
+                    opt_state=net.opt_state(),
+                )
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -493,7 +568,7 @@ class Trainer:
             raise
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Trainer":
+    def load(cls, path: str | os.PathLike) -> Trainer:
         """Rebuild a Trainer from :meth:`save`'s file; training resumes on the same trajectory.
 
         Raises:
@@ -509,26 +584,47 @@ class Trainer:
         except (FileNotFoundError, ValueError) as exc:
             if isinstance(exc, FileNotFoundError) or "not a fusedmlp checkpoint" in str(exc):
                 raise
-            raise ValueError(f"path: {path!r} is not a readable fusedmlp checkpoint ({exc})") from exc
+            raise ValueError(
+                f"path: {path!r} is not a readable fusedmlp checkpoint ({exc})"
+            ) from exc
         except Exception as exc:
-            raise ValueError(f"path: {path!r} is not a readable fusedmlp checkpoint ({exc})") from exc
+            raise ValueError(
+                f"path: {path!r} is not a readable fusedmlp checkpoint ({exc})"
+            ) from exc
         if header.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"path: checkpoint version {header.get('version')} is not supported "
-                             f"(this fusedmlp reads version {CHECKPOINT_VERSION})")
+            raise ValueError(
+                f"path: checkpoint version {header.get('version')} is not supported "
+                f"(this fusedmlp reads version {CHECKPOINT_VERSION})"
+            )
         try:
             model = Sequential.from_config(header["model"])
-            t = cls(model, loss=header["losses"], optimizer=optim_mod.from_state_dict(header["optimizer"]),
-                    schedule=None if header["schedule"] is None else S.from_state_dict(header["schedule"]),
-                    regularizers=[_regularizer(d) for d in header["regularizers"]], metrics=header["metrics"],
-                    loss_weights=header["loss_weights"], label_smoothing=header["label_smoothing"],
-                    smoothing=header["smoothing"], half_mse=header["half_mse"],
-                    adversarial_eps=header["adversarial_eps"],
-                    **_RBFScheme.init_args(header.get("rbf")))
+            t = cls(
+                model,
+                loss=header["losses"],
+                optimizer=optim_mod.from_state_dict(header["optimizer"]),
+                schedule=None
+                if header["schedule"] is None
+                else S.from_state_dict(header["schedule"]),
+                regularizers=[_regularizer(d) for d in header["regularizers"]],
+                metrics=header["metrics"],
+                loss_weights=header["loss_weights"],
+                label_smoothing=header["label_smoothing"],
+                smoothing=header["smoothing"],
+                half_mse=header["half_mse"],
+                adversarial_eps=header["adversarial_eps"],
+                **_RBFScheme.init_args(header.get("rbf")),
+            )
             net = model._net
-            for name, dst in (("params", net.params()), ("buffers", net.buffers()), ("opt_state", net.opt_state())):
+            for name, dst in (
+                ("params", net.params()),
+                ("buffers", net.buffers()),
+                ("opt_state", net.opt_state()),
+            ):
                 src = arrays[name]
                 if src.shape != dst.shape:
-                    raise ValueError(f"{name} has shape {src.shape}, the architecture needs {dst.shape}")
+                    raise ValueError(
+                        f"{name} has shape {src.shape}, the architecture needs {dst.shape}"
+                    )
                 dst[:] = src
             net.opt_step = int(header["opt_step"])
             net.rng_step = int(header["rng_step"])
@@ -537,11 +633,17 @@ class Trainer:
             for li in range(net.n_layers):
                 net.set_layer_trainable(li, li not in frozen)
             t._rbf.load_state_dict(header.get("rbf"))
-            t.step_count, t.epoch, t.lr_scale = int(header["step_count"]), int(header["epoch"]), float(header["lr_scale"])
+            t.step_count, t.epoch, t.lr_scale = (
+                int(header["step_count"]),
+                int(header["epoch"]),
+                float(header["lr_scale"]),
+            )
             t.history.history = {k: list(val) for k, val in header["history"]["history"].items()}
             t.history.epoch = list(header["history"]["epoch"])
         except (KeyError, TypeError) as exc:
-            raise ValueError(f"path: {path!r} is a damaged fusedmlp checkpoint (missing {exc})") from exc
+            raise ValueError(
+                f"path: {path!r} is a damaged fusedmlp checkpoint (missing {exc})"
+            ) from exc
         return t
 
 
@@ -592,15 +694,18 @@ class _RBFScheme:
             raise ValueError("rbf_scheme: the model has no fm.RBF layer")
         scheme = "end-to-end" if scheme is None else scheme
         if scheme not in RBF_SCHEMES:
-            raise ValueError(f"rbf_scheme: expected one of {', '.join(RBF_SCHEMES)}, "
-                             f"got {scheme!r}")
+            raise ValueError(
+                f"rbf_scheme: expected one of {', '.join(RBF_SCHEMES)}, got {scheme!r}"
+            )
         if solve not in RBF_SOLVES:
             raise ValueError(f"rbf_solve: expected one of {', '.join(RBF_SOLVES)}, got {solve!r}")
         if output_epochs is not None:
             output_epochs = v.integer("rbf_output_epochs", output_epochs, low=1)
             if scheme != "3-step" or solve != "gradient":
-                raise ValueError("rbf_output_epochs: only the 3-step scheme with "
-                                 "rbf_solve='gradient' has a number of step-2 epochs")
+                raise ValueError(
+                    "rbf_output_epochs: only the 3-step scheme with "
+                    "rbf_solve='gradient' has a number of step-2 epochs"
+                )
         if solve == "lstsq":
             self._check_lstsq(scheme)
         self.scheme, self.solve, self.output_epochs = scheme, solve, output_epochs
@@ -611,25 +716,40 @@ class _RBFScheme:
         t, model = self.trainer, self.trainer.model
         layers = model._all_layers()
         if scheme == "end-to-end":
-            raise ValueError("rbf_solve: 'lstsq' solves step 2 of the '2-step'/'3-step' schemes; "
-                             "set rbf_scheme accordingly")
+            raise ValueError(
+                "rbf_solve: 'lstsq' solves step 2 of the '2-step'/'3-step' schemes; "
+                "set rbf_scheme accordingly"
+            )
         if len(model.heads) != 1 or t.losses[0] != "mse":
             raise ValueError("rbf_solve: 'lstsq' needs one output head trained with the mse loss")
         last = layers[-1]
-        if (len(layers) < 2 or not isinstance(layers[-2], L.RBF) or not isinstance(last, L.Dense)
-                or last.activation != "identity"):
-            raise ValueError("rbf_solve: 'lstsq' needs the model to end with fm.RBF followed by a "
-                             "linear fm.Dense (activation 'identity')")
+        if (
+            len(layers) < 2
+            or not isinstance(layers[-2], L.RBF)
+            or not isinstance(last, L.Dense)
+            or last.activation != "identity"
+        ):
+            raise ValueError(
+                "rbf_solve: 'lstsq' needs the model to end with fm.RBF followed by a "
+                "linear fm.Dense (activation 'identity')"
+            )
         if t.regularizers:
-            raise ValueError("rbf_solve: 'lstsq' solves the unregularized least-squares problem; "
-                             "remove the regularizers or use rbf_solve='gradient'")
+            raise ValueError(
+                "rbf_solve: 'lstsq' solves the unregularized least-squares problem; "
+                "remove the regularizers or use rbf_solve='gradient'"
+            )
 
     def _freeze(self, frozen: bool) -> None:
         for li in self.layers:
             self.trainer.model.set_trainable(li, not frozen)
 
-    def prepare(self, X: np.ndarray | None, ys: list[np.ndarray] | None, sw: np.ndarray | None,
-                epochs: int | None) -> bool:
+    def prepare(
+        self,
+        X: np.ndarray | None,
+        ys: list[np.ndarray] | None,
+        sw: np.ndarray | None,
+        epochs: int | None,
+    ) -> bool:
         """Steps 1 and 2's set-up before training on (X, ys); True when step 2 was solved in
         closed form and nothing is left to train (2-step + lstsq)."""
         model = self.trainer.model
@@ -638,9 +758,11 @@ class _RBFScheme:
         if self.stage == "init":
             if not model.rbf_initialized:
                 if X is None:
-                    raise ValueError("X: the model's RBF centres are placed on the training "
-                                     "inputs; call trainer.fit(X, y) or model.init_rbf(X) before "
-                                     "train_step")
+                    raise ValueError(
+                        "X: the model's RBF centres are placed on the training "
+                        "inputs; call trainer.fit(X, y) or model.init_rbf(X) before "
+                        "train_step"
+                    )
                 model.init_rbf(X)
             if self.scheme == "end-to-end":
                 self.stage = "all"
@@ -652,8 +774,10 @@ class _RBFScheme:
                 self.unfreeze_epoch = self.trainer.epoch + n
         if self.stage == "output" and self.solve == "lstsq":
             if X is None:
-                raise ValueError("X, y: rbf_solve='lstsq' solves the output weights on the "
-                                 "training data; call trainer.fit(X, y)")
+                raise ValueError(
+                    "X, y: rbf_solve='lstsq' solves the output weights on the "
+                    "training data; call trainer.fit(X, y)"
+                )
             self._solve_output(X, ys[0], sw)
             if self.scheme == "2-step":
                 return True
@@ -699,16 +823,24 @@ class _RBFScheme:
     def state_dict(self) -> dict | None:
         if self.stage is None:
             return None
-        return {"scheme": self.scheme, "solve": self.solve, "output_epochs": self.output_epochs,
-                "stage": self.stage, "unfreeze_epoch": self.unfreeze_epoch,
-                "initialized": self.trainer.model.rbf_initialized}
+        return {
+            "scheme": self.scheme,
+            "solve": self.solve,
+            "output_epochs": self.output_epochs,
+            "stage": self.stage,
+            "unfreeze_epoch": self.unfreeze_epoch,
+            "initialized": self.trainer.model.rbf_initialized,
+        }
 
     @staticmethod
     def init_args(state: dict | None) -> dict:
         if not state:
             return {}
-        return {"rbf_scheme": state["scheme"], "rbf_solve": state["solve"],
-                "rbf_output_epochs": state["output_epochs"]}
+        return {
+            "rbf_scheme": state["scheme"],
+            "rbf_solve": state["solve"],
+            "rbf_output_epochs": state["output_epochs"],
+        }
 
     def load_state_dict(self, state: dict | None) -> None:
         if not state:

@@ -94,10 +94,16 @@ def _dsoftexp(x, a):
 REF = {
     "identity": (lambda x, j, P, h: x, lambda x, j, P, h: np.ones_like(x)),
     "binary_step": (lambda x, j, P, h: (x >= 0).astype(float), lambda x, j, P, h: np.zeros_like(x)),
-    "sigmoid": (lambda x, j, P, h: 1 / (1 + np.exp(-x)), lambda x, j, P, h: _sig(x) * (1 - _sig(x))),
+    "sigmoid": (
+        lambda x, j, P, h: 1 / (1 + np.exp(-x)),
+        lambda x, j, P, h: _sig(x) * (1 - _sig(x)),
+    ),
     "tanh": (lambda x, j, P, h: np.tanh(x), lambda x, j, P, h: 1 - np.tanh(x) ** 2),
     "arctan": (lambda x, j, P, h: np.arctan(x), lambda x, j, P, h: 1 / (x**2 + 1)),
-    "arsinh": (lambda x, j, P, h: np.log(x + np.sqrt(x**2 + 1)), lambda x, j, P, h: 1 / np.sqrt(x**2 + 1)),
+    "arsinh": (
+        lambda x, j, P, h: np.log(x + np.sqrt(x**2 + 1)),
+        lambda x, j, P, h: 1 / np.sqrt(x**2 + 1),
+    ),
     "softsign": (lambda x, j, P, h: x / (1 + abs(x)), lambda x, j, P, h: 1 / (1 + abs(x)) ** 2),
     "isru": (
         lambda x, j, P, h: x / np.sqrt(1 + h["alpha"] * x**2),
@@ -135,7 +141,9 @@ REF = {
         lambda x, j, P, h: _where(x > 0, 1.0, h["alpha"] * np.exp(np.minimum(x, 0))),
     ),
     "selu": (
-        lambda x, j, P, h: SELU_LAMBDA * _where(x > 0, x, SELU_ALPHA * (np.exp(np.minimum(x, 0)) - 1)),
+        lambda x, j, P, h: (
+            SELU_LAMBDA * _where(x > 0, x, SELU_ALPHA * (np.exp(np.minimum(x, 0)) - 1))
+        ),
         lambda x, j, P, h: SELU_LAMBDA * _where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0))),
     ),
     "srelu": (lambda x, j, P, h: _srelu(x, P, j), lambda x, j, P, h: _dsrelu(x, P, j)),
@@ -145,25 +153,34 @@ REF = {
         lambda x, j, P, h: (np.sqrt(x**2 + 1) - 1) / 2 + x,
         lambda x, j, P, h: x / (2 * np.sqrt(x**2 + 1)) + 1,
     ),
-    "silu": (lambda x, j, P, h: x * _sig(x), lambda x, j, P, h: x * _sig(x) + _sig(x) * (1 - x * _sig(x))),
+    "silu": (
+        lambda x, j, P, h: x * _sig(x),
+        lambda x, j, P, h: x * _sig(x) + _sig(x) * (1 - x * _sig(x)),
+    ),
     "soft_exponential": (
         lambda x, j, P, h: _softexp(x, P[0][j]),
         lambda x, j, P, h: _dsoftexp(x, P[0][j]),
     ),
     "soft_clipping": (
-        lambda x, j, P, h: (_softplus(h["alpha"] * x) - _softplus(h["alpha"] * (x - 1))) / h["alpha"],
+        lambda x, j, P, h: (
+            (_softplus(h["alpha"] * x) - _softplus(h["alpha"] * (x - 1))) / h["alpha"]
+        ),
         # Wikipedia/deck 000 form with the deck's misprint sinh(a x / 2) -> sinh(a / 2).
-        lambda x, j, P, h: 0.5
-        * np.sinh(h["alpha"] / 2)
-        / np.cosh(h["alpha"] * x / 2)
-        / np.cosh(h["alpha"] * (x - 1) / 2),
+        lambda x, j, P, h: (
+            0.5
+            * np.sinh(h["alpha"] / 2)
+            / np.cosh(h["alpha"] * x / 2)
+            / np.cosh(h["alpha"] * (x - 1) / 2)
+        ),
     ),
     "sinusoid": (lambda x, j, P, h: np.sin(x), lambda x, j, P, h: np.cos(x)),
     "sinc": (lambda x, j, P, h: _sinc(x), lambda x, j, P, h: _dsinc(x)),
     "gaussian": (lambda x, j, P, h: np.exp(-(x**2)), lambda x, j, P, h: -2 * x * np.exp(-(x**2))),
     "gelu": (
         lambda x, j, P, h: 0.5 * x * (1 + erf(x / math.sqrt(2))),
-        lambda x, j, P, h: 0.5 * (1 + erf(x / math.sqrt(2))) + x * np.exp(-(x**2) / 2) / math.sqrt(2 * math.pi),
+        lambda x, j, P, h: (
+            0.5 * (1 + erf(x / math.sqrt(2))) + x * np.exp(-(x**2) / 2) / math.sqrt(2 * math.pi)
+        ),
     ),
     "gelu_tanh": (
         lambda x, j, P, h: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
@@ -220,7 +237,9 @@ def param_grad(name, x, g, P, h=1e-6, **hp):
             Pm = P.copy()
             Pp[k, j] += h
             Pm[k, j] -= h
-            out[k, j] = np.sum(g * (forward(name, x, Pp, **hp) - forward(name, x, Pm, **hp))) / (2 * h)
+            out[k, j] = np.sum(g * (forward(name, x, Pp, **hp) - forward(name, x, Pm, **hp))) / (
+                2 * h
+            )
     return out
 
 
