@@ -2,13 +2,13 @@
 // Parameter, gradient, buffer and optimizer-state arenas are exposed as NumPy views that
 // keep the Network alive (no copies). train_step releases the GIL for the whole step.
 #include "bindings/common.h"
-#include "network/network.h"
+#include "network/cpu_backend.h"
 
 namespace fm::bindings {
 namespace {
 
 template <class T>
-py::array view(Network<T>& net, T* ptr, index_t n, py::handle owner) {
+py::array view(Network<T, CpuBackend>& net, T* ptr, index_t n, py::handle owner) {
   return py::array_t<T>({n}, {static_cast<py::ssize_t>(sizeof(T))}, ptr, owner);
 }
 
@@ -21,7 +21,7 @@ struct Targets {
 };
 
 template <class T>
-Targets<T> parse_targets(Network<T>& net, const py::list& ys, index_t batch) {
+Targets<T> parse_targets(Network<T, CpuBackend>& net, const py::list& ys, index_t batch) {
   FM_CHECK(static_cast<int>(ys.size()) == net.n_heads(), "y: expected ", net.n_heads(),
            " target array(s), got ", ys.size());
   Targets<T> t;
@@ -44,7 +44,7 @@ Targets<T> parse_targets(Network<T>& net, const py::list& ys, index_t batch) {
 }
 
 template <class T>
-const T* parse_x(Network<T>& net, const py::array& X) {
+const T* parse_x(Network<T, CpuBackend>& net, const py::array& X) {
   const T* p = checked_ptr<T>(X, "X", 2);
   FM_CHECK(X.shape(1) == net.n_in(), "X: expected ", net.n_in(), " features, got ", X.shape(1));
   FM_CHECK(X.shape(0) >= 1, "X: expected at least one row");
@@ -60,7 +60,7 @@ const T* parse_weight(const py::object& sw, index_t batch) {
 
 template <class T>
 void bind_network(py::module_& m, const char* name) {
-  using Net = Network<T>;
+  using Net = Network<T, CpuBackend>;
   py::class_<Net>(m, name)
       .def(py::init<index_t, std::vector<LayerSpec>, std::vector<HeadSpec>, std::uint64_t>(),
            py::arg("n_in"), py::arg("trunk"), py::arg("heads"), py::arg("seed"))

@@ -11,6 +11,12 @@
 // widths), grads (same layout), optimizer state (size from optimizer_state_size), buffers
 // (BN running statistics: not trained). Layers hold offsets into them. Workspaces are sized for the largest batch seen
 // so far: a larger batch grows them once, a smaller one reuses them.
+//
+// Backends: the Network is a template over its backend B (network/cpu_backend.h: host
+// memory and csrc/cpu's kernels; cuda/network.h: device memory, csrc/cuda's kernels on a
+// stream). The plan, the chains, the loss bookkeeping and the update logic are written once
+// here (network/network_impl.h); B supplies the storage (B::Vec<T>), the kernels with the CPU
+// signatures, and the few glue operations (copy, fill, scale, add, loss slots).
 #pragma once
 
 #include <cstdint>
@@ -52,6 +58,13 @@ struct HeadSpec {
   bool half = false;
 };
 
+// The gradient multiplier of one update: a host value, or (CUDA) a device scalar written by
+// the clip-norm / finite-loss kernels (NaN there means "skip this update").
+struct GradScale {
+  double host = 1.0;
+  const double* device = nullptr;
+};
+
 // A parameter tensor's place in the arena, for Python views and get_weights().
 struct ParamInfo {
   int layer;          // global layer index (trunk first, then heads in order)
@@ -60,9 +73,11 @@ struct ParamInfo {
   bool trainable;     // false for running statistics (in the buffer arena)
 };
 
-template <class T>
+template <class T, class B>
 class Network {
  public:
+  using Vec = typename B::template Vec<T>;
+
   Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<HeadSpec> heads, std::uint64_t seed);
 
   index_t n_in() const { return n_in_; }
@@ -87,7 +102,10 @@ class Network {
   std::int64_t opt_step() const { return opt_step_; }
   void set_opt_step(std::int64_t s) { opt_step_ = s; }
   // Gradient clipping by global norm (0 = off), applied before the update.
-  void set_clip_norm(double c) { clip_norm_ = c; }
+  void set_clip_norm(double c) {
+    clip_norm_ = c;
+    touch_plan();
+  }
   // The momentum of a cycling schedule (1-cycle, deck 003): SGD/RMSProp's momentum, or beta1 of
   // the Adam family, changed between steps without touching the optimizer state.
   void set_momentum(double m);
@@ -120,6 +138,17 @@ class Network {
   double train_step(const T* X, index_t batch, const std::vector<const T*>& target,
                     const std::vector<const std::int32_t*>& labels, const T* sample_weight, double lr);
 
+  // The same step without reading the loss back to the host: the loss stays in loss_slot()
+  // (a device scalar on the GPU) and a non-finite loss skips the update on the device (the
+  // optimizer's step count still advances; the CPU backend checks on the host as train_step).
+  void train_step_async(const T* X, index_t batch, const std::vector<const T*>& target,
+                        const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                        double lr);
+  // The weighted total loss of the last compute_gradients / train_step(_async) / evaluate,
+  // in the backend's memory (host for the CPU, device for CUDA).
+  const double* loss_slot() const { return loss_.data() + heads_.size(); }
+  B& backend() { return be_; }
+
   // The update alone (after compute_gradients): clipping, optimizer, max-norm. Used by
   // callers that inspect or modify the gradients in between (FGSM, gradient checks).
   void train_step_update_only(double lr) { apply_update(lr); ++rng_step_; }
@@ -150,18 +179,18 @@ class Network {
   const T* layer_grad(int layer) const;
   index_t grad_batch() const { return grad_batch_; }
 
- private:
+ protected:
   struct Layer {
     LayerSpec spec;
     index_t n_in = 0, n_out = 0;
     index_t w = -1, b = -1, p = -1, gamma = -1, beta = -1;  // param arena offsets
     index_t rmean = -1, rvar = -1;                          // buffer arena offsets
     std::uint32_t id = 0;                                   // Philox layer number
-    std::vector<T> Z, A, mean, invstd;                      // workspaces
+    Vec Z, A, mean, invstd;                                 // workspaces
     index_t mu = -1, log_sigma = -1;  // rbf: centres (K, n_in), log widths (K): param arena
-    std::vector<T> rbf_ws;            // rbf: sigma (K), then the kernel's scratch
+    Vec rbf_ws;                       // rbf: sigma (K), then the kernel's scratch
     bool frozen = false;              // set_layer_trainable(false)
-    std::vector<T> dout;  // dL/d(output) of the last backward (only when recording)
+    Vec dout;  // dL/d(output) of the last backward (only when recording)
     const T* in = nullptr;                                  // input of the last forward
     const T* out = nullptr;                                 // output of the last forward
   };
@@ -169,7 +198,7 @@ class Network {
     std::vector<int> layers;  // indices into layers_
     HeadSpec spec;
     index_t n_out = 0;
-    std::vector<T> dlogits;
+    Vec dlogits;
     const T* out = nullptr;
   };
 
@@ -179,13 +208,24 @@ class Network {
   // Backward through a chain from dout (batch, width of the chain's output), given the
   // chain's input x; writes the input gradient into dx when non-null.
   void backward_chain(const std::vector<int>& chain, index_t batch, T* dout, T* dx);
-  double head_losses(index_t batch, const std::vector<const T*>& target,
-                     const std::vector<const std::int32_t*>& labels, const T* sample_weight,
-                     bool want_grad, std::vector<double>* per_head);
+  // Each head's loss into loss_[h], the weighted total into loss_[n_heads] (backend memory).
+  void head_losses(index_t batch, const std::vector<const T*>& target,
+                   const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                   bool want_grad);
+  // The losses read back to the host: returns the total, fills per_head when non-null.
+  double read_losses(std::vector<double>* per_head);
+  // Forward + losses + backward (compute_gradients without reading the loss).
+  void gradients_async(const T* X, index_t batch, const std::vector<const T*>& target,
+                       const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                       T* dX);
   T* other_buffer(const T* g);
-  void apply_update(double lr);
+  // Clipping, the optimizer and max-norm. skip_if_nonfinite: the backend skips the update on
+  // the device when the total loss in loss_slot() is not finite (no host read).
+  void apply_update(double lr, bool skip_if_nonfinite = false);
   // The optimizer step over the trainable segments (all of them unless a layer is frozen).
-  void update_params(double lr, double grad_scale);
+  void update_params(double lr, const GradScale& grad_scale);
+  // Plan changes that captured work (CUDA graphs) depends on bump this counter.
+  void touch_plan() { ++plan_version_; }
   void zero_layer_grads(int layer);
 
   index_t n_in_;
@@ -193,7 +233,10 @@ class Network {
   std::vector<Layer> layers_;
   std::vector<int> trunk_;
   std::vector<Head> heads_;
-  std::vector<T> params_, grads_, buffers_, state_;
+  B be_;
+  Vec params_, grads_, buffers_, state_;
+  typename B::template Vec<double> loss_;  // per-head losses, then the weighted total
+  std::vector<double> head_weights_;
   std::vector<ParamInfo> info_;
   std::vector<Segment> segments_;
   std::vector<char> decay_default_;  // per segment: the layer's own decay flag (scope "weights")
@@ -209,8 +252,10 @@ class Network {
   index_t capacity_ = 0, last_batch_ = 0, max_width_ = 0;
   bool record_grads_ = false;
   index_t grad_batch_ = 0;  // batch of the recorded layer gradients (0: none)
-  std::vector<T> gbuf0_, gbuf1_, trunk_grad_, head_dx_;
+  Vec gbuf0_, gbuf1_, trunk_grad_, head_dx_;
   const T* trunk_out_ = nullptr;
+  bool has_bn_ = false;
+  std::uint64_t plan_version_ = 0;
 };
 
 }  // namespace fm

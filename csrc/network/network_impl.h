@@ -1,0 +1,615 @@
+// The Network's plan, arenas, forward/backward over the layer chains and the fused step,
+// written once for every backend (included by network/network.cpp for the CPU and by
+// cuda/network.cu for the GPU; B is the backend, see network/network.h).
+// Cost per training step: the layers' own costs (csrc/cpu/*.cpp, csrc/cuda/*.cu) plus one pass
+// of the optimizer over the parameter arena; no allocation once the workspaces fit the batch.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "network/network.h"
+
+namespace fm {
+
+namespace {
+
+bool is_kind(const LayerSpec& s, LayerKind k) { return s.kind == static_cast<int>(k); }
+
+void check_spec(const LayerSpec& s, index_t width, size_t index) {
+  FM_CHECK(s.kind >= 0 && s.kind <= static_cast<int>(LayerKind::rbf), "layers[", index,
+           "]: unknown layer kind ", s.kind);
+  if (is_kind(s, LayerKind::dense)) FM_CHECK(s.units >= 1, "layers[", index, "]: units must be >= 1");
+  if (is_kind(s, LayerKind::rbf))
+    FM_CHECK(s.units >= 1, "layers[", index, "]: n_centers must be >= 1");
+  if (is_kind(s, LayerKind::dense) || is_kind(s, LayerKind::activation))
+    FM_CHECK(s.act >= 0 && s.act < static_cast<int>(Act::count), "layers[", index,
+             "]: unknown activation code ", s.act);
+  if (is_kind(s, LayerKind::dropout))
+    FM_CHECK(s.rate >= 0.0 && s.rate < 1.0, "layers[", index, "]: dropout rate must be in [0, 1), got ",
+             s.rate);
+  if (is_kind(s, LayerKind::noise))
+    FM_CHECK(s.rate >= 0.0, "layers[", index, "]: noise stddev must be >= 0, got ", s.rate);
+  if (is_kind(s, LayerKind::batchnorm)) {
+    FM_CHECK(s.momentum >= 0.0 && s.momentum <= 1.0, "layers[", index, "]: momentum must be in [0, 1]");
+    FM_CHECK(s.eps > 0.0, "layers[", index, "]: eps must be > 0");
+  }
+  if (is_kind(s, LayerKind::maxout))
+    FM_CHECK(s.units >= 1 && width % s.units == 0, "layers[", index, "]: maxout pieces (", s.units,
+             ") must divide the input width (", width, ")");
+}
+
+}  // namespace
+
+template <class T, class B>
+Network<T, B>::Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<HeadSpec> heads,
+                    std::uint64_t seed)
+    : n_in_(n_in), seed_(seed) {
+  FM_CHECK(n_in >= 1, "n_in: expected >= 1, got ", n_in);
+  FM_CHECK(!heads.empty(), "heads: a network needs at least one output head");
+  index_t n_params = 0, n_buffers = 0;
+  auto add_param = [&](Layer& L, index_t& off, const char* name, index_t rows, index_t cols,
+                       bool decay, bool max_norm) {
+    off = n_params;
+    info_.push_back(ParamInfo{static_cast<int>(layers_.size()), name, off, rows, cols, true});
+    Segment seg{};
+    seg.offset = off;
+    seg.rows = rows;
+    seg.cols = cols;
+    seg.decay = decay;
+    seg.max_norm = max_norm;
+    segments_.push_back(seg);
+    decay_default_.push_back(decay ? 1 : 0);
+    n_params += rows * cols;
+  };
+  auto add_buffer = [&](Layer& L, index_t& off, const char* name, index_t n) {
+    off = n_buffers;
+    info_.push_back(ParamInfo{static_cast<int>(layers_.size()), name, off, 1, n, false});
+    n_buffers += n;
+  };
+  auto build = [&](const std::vector<LayerSpec>& specs, index_t width, std::vector<int>& chain) {
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const LayerSpec& s = specs[i];
+      check_spec(s, width, layers_.size());
+      Layer L;
+      L.spec = s;
+      L.n_in = width;
+      L.id = static_cast<std::uint32_t>(layers_.size() + 1);
+      const auto kind = static_cast<LayerKind>(s.kind);
+      L.n_out = kind == LayerKind::dense || kind == LayerKind::rbf ? s.units
+                : kind == LayerKind::maxout ? width / s.units
+                                            : width;
+      if (kind == LayerKind::dense) {
+        add_param(L, L.w, "W", L.n_in, L.n_out, true, s.max_norm);
+        if (s.use_bias) add_param(L, L.b, "b", 1, L.n_out, s.decay_bias, false);
+      }
+      if (kind == LayerKind::dense || kind == LayerKind::activation) {
+        const int np = act_num_params(static_cast<Act>(s.act), s.hinges);
+        if (np > 0) add_param(L, L.p, "act_params", np, L.n_out, false, false);
+      }
+      if (kind == LayerKind::rbf) {
+        // Centres live in input space and widths are scales: no weight decay on either.
+        add_param(L, L.mu, "centers", L.n_out, L.n_in, false, false);
+        add_param(L, L.log_sigma, "log_widths", 1, L.n_out, false, false);
+        L.rbf_ws.assign(L.n_out + B::rbf_workspace_size(L.n_out), T(0));
+      }
+      if (kind == LayerKind::batchnorm) {
+        if (s.affine) {
+          add_param(L, L.gamma, "gamma", 1, width, false, false);
+          add_param(L, L.beta, "beta", 1, width, false, false);
+        }
+        add_buffer(L, L.rmean, "running_mean", width);
+        add_buffer(L, L.rvar, "running_var", width);
+      }
+      max_width_ = std::max({max_width_, L.n_in, L.n_out});
+      chain.push_back(static_cast<int>(layers_.size()));
+      layers_.push_back(std::move(L));
+      width = layers_.back().n_out;
+    }
+    return width;
+  };
+  const index_t trunk_width = build(trunk, n_in, trunk_);
+  max_width_ = std::max(max_width_, n_in);
+  for (auto& hs : heads) {
+    Head h;
+    h.spec = hs;
+    FM_CHECK(hs.loss >= 0 && hs.loss <= static_cast<int>(Loss::cross_entropy), "heads: unknown loss ",
+             hs.loss);
+    FM_CHECK(std::isfinite(hs.weight) && hs.weight >= 0.0, "heads: loss weight must be >= 0");
+    h.n_out = build(hs.layers, trunk_width, h.layers);
+    heads_.push_back(std::move(h));
+  }
+  params_.assign(n_params, T(0));
+  grads_.assign(n_params, T(0));
+  buffers_.assign(n_buffers, T(0));
+  // Defaults: BN gamma = 1, running variance = 1; everything else 0 (Python initializes W).
+  for (auto& L : layers_) {
+    if (L.gamma >= 0) be_.fill(params_.data() + L.gamma, L.n_in, T(1));
+    if (L.rvar >= 0) be_.fill(buffers_.data() + L.rvar, L.n_in, T(1));
+    if (L.spec.kind == static_cast<int>(LayerKind::batchnorm)) has_bn_ = true;
+  }
+  loss_.assign(heads_.size() + 1, 0.0);
+  for (auto& h : heads_) head_weights_.push_back(h.spec.weight);
+}
+
+template <class T, class B>
+index_t Network<T, B>::n_outputs(int head) const {
+  FM_CHECK(head >= 0 && head < n_heads(), "head: expected 0 <= head < ", n_heads(), ", got ", head);
+  return heads_[head].n_out;
+}
+
+template <class T, class B>
+void Network<T, B>::set_head_loss(int head, int loss, double weight, double label_smoothing,
+                               bool smoothing_uniform_k, bool half) {
+  FM_CHECK(head >= 0 && head < n_heads(), "head: expected 0 <= head < ", n_heads(), ", got ", head);
+  FM_CHECK(loss >= 0 && loss <= static_cast<int>(Loss::cross_entropy), "loss: unknown loss code ", loss);
+  FM_CHECK(std::isfinite(weight) && weight >= 0.0, "loss_weights: expected >= 0, got ", weight);
+  FM_CHECK(label_smoothing >= 0.0 && label_smoothing < 1.0, "label_smoothing: expected in [0, 1), got ",
+           label_smoothing);
+  HeadSpec& s = heads_[head].spec;
+  s.loss = loss;
+  s.weight = weight;
+  s.label_smoothing = label_smoothing;
+  s.smoothing_uniform_k = smoothing_uniform_k;
+  s.half = half;
+  head_weights_[head] = weight;
+  touch_plan();
+}
+
+template <class T, class B>
+void Network<T, B>::set_optimizer(const OptConfig& cfg) {
+  opt_ = cfg;
+  has_opt_ = true;
+  state_.assign(opt_state_size(cfg, segments_.data(), static_cast<int>(segments_.size()), n_params()),
+                T(0));
+  opt_step_ = 0;
+  touch_plan();
+}
+
+template <class T, class B>
+void Network<T, B>::set_momentum(double m) {
+  FM_CHECK(has_opt_, "optimizer: set an optimizer before setting its momentum");
+  FM_CHECK(std::isfinite(m) && m >= 0 && m < 1, "momentum: expected a value in [0, 1), got ", m);
+  switch (static_cast<Opt>(opt_.opt)) {
+    case Opt::sgd:
+    case Opt::rmsprop:
+      // The momentum buffer exists only when the optimizer was configured with momentum > 0.
+      FM_CHECK(opt_.momentum > 0, "momentum: cycling needs an optimizer configured with momentum > 0");
+      opt_.momentum = m;
+      break;
+    case Opt::adam:
+    case Opt::adamw:
+    case Opt::nadam:
+    case Opt::adamax:
+    case Opt::adabelief:
+      opt_.beta1 = m;
+      break;
+    default:
+      FM_CHECK(false, "momentum: ", opt_name(static_cast<Opt>(opt_.opt)), " has no momentum to cycle");
+  }
+}
+
+template <class T, class B>
+void Network<T, B>::ensure_workspace(index_t batch) {
+  FM_CHECK(batch >= 1, "X: expected at least one row");
+  last_batch_ = batch;
+  if (batch <= capacity_) return;
+  capacity_ = batch;
+  touch_plan();  // workspaces move
+  for (auto& L : layers_) {
+    const auto kind = static_cast<LayerKind>(L.spec.kind);
+    const bool identity_dense = kind == LayerKind::dense && L.spec.act == static_cast<int>(Act::identity);
+    if (kind == LayerKind::dense || kind == LayerKind::rbf) L.Z.resize(batch * L.n_out);
+    if (!identity_dense) L.A.resize(batch * L.n_out);
+    if (kind == LayerKind::batchnorm) {
+      L.mean.resize(L.n_in);
+      L.invstd.resize(L.n_in);
+    }
+  }
+  for (auto& h : heads_) h.dlogits.resize(batch * h.n_out);
+  gbuf0_.resize(batch * max_width_);
+  gbuf1_.resize(batch * max_width_);
+  head_dx_.resize(batch * max_width_);
+  if (heads_.size() > 1) trunk_grad_.resize(batch * max_width_);
+}
+
+template <class T, class B>
+ActParams<T> Network<T, B>::act_params(const Layer& L, bool training) const {
+  ActParams<T> p;
+  const LayerSpec& s = L.spec;
+  p.alpha = T(s.alpha);
+  p.a = T(s.a); p.b = T(s.b); p.c = T(s.c); p.d = T(s.d);
+  p.lower = T(s.lower); p.upper = T(s.upper);
+  p.hinges = s.hinges;
+  p.unit = L.p >= 0 ? params_.data() + L.p : nullptr;
+  p.cols = L.n_out;
+  p.key = PhiloxKey{seed_, rng_step_, L.id};
+  p.training = training;
+  return p;
+}
+
+template <class T, class B>
+const T* Network<T, B>::forward_chain(const std::vector<int>& chain, const T* x, index_t batch,
+                                   bool training) {
+  const T* cur = x;
+  for (int li : chain) {
+    Layer& L = layers_[li];
+    const LayerSpec& s = L.spec;
+    const index_t n = L.n_out;
+    L.in = cur;
+    T* A = L.A.data();
+    switch (static_cast<LayerKind>(s.kind)) {
+      case LayerKind::dense: {
+        const Act act = static_cast<Act>(s.act);
+        be_.dense_forward(cur, params_.data() + L.w, L.b >= 0 ? params_.data() + L.b : nullptr,
+                           L.Z.data(), act == Act::identity ? L.Z.data() : A, batch, L.n_in, n, act,
+                           act_params(L, training));
+        L.out = act == Act::identity ? L.Z.data() : A;
+        break;
+      }
+      case LayerKind::batchnorm: {
+        const T* g = L.gamma >= 0 ? params_.data() + L.gamma : nullptr;
+        const T* b = L.beta >= 0 ? params_.data() + L.beta : nullptr;
+        if (training) {
+          be_.batchnorm_forward_train(cur, A, g, b, L.mean.data(), L.invstd.data(),
+                                       buffers_.data() + L.rmean, buffers_.data() + L.rvar, batch, n,
+                                       T(s.momentum), T(s.eps), s.init_from_batch && bn_updates_ == 0);
+        } else {
+          be_.batchnorm_forward_infer(cur, A, g, b, buffers_.data() + L.rmean,
+                                       buffers_.data() + L.rvar, batch, n, T(s.eps));
+        }
+        L.out = A;
+        break;
+      }
+      case LayerKind::dropout:
+        if (training && s.rate > 0.0) {
+          be_.dropout_forward(cur, A, batch * n, T(s.rate), PhiloxKey{seed_, rng_step_, L.id});
+          L.out = A;
+        } else {
+          L.out = cur;
+        }
+        break;
+      case LayerKind::noise:
+        if (training && s.rate > 0.0) {
+          be_.gaussian_noise_forward(cur, A, batch * n, T(s.rate), PhiloxKey{seed_, rng_step_, L.id});
+          L.out = A;
+        } else {
+          L.out = cur;
+        }
+        break;
+      case LayerKind::activation:
+        be_.activation_forward(static_cast<Act>(s.act), cur, A, batch, n, act_params(L, training));
+        L.out = A;
+        break;
+      case LayerKind::softmax:
+        be_.softmax_forward(cur, A, batch, n);
+        L.out = A;
+        break;
+      case LayerKind::maxout:
+        be_.maxout_forward(cur, A, batch, n, s.units);
+        L.out = A;
+        break;
+      case LayerKind::rbf: {
+        // Z keeps the squared distances, A the features; sigma = exp(log sigma) > 0.
+        T* sigma = L.rbf_ws.data();
+        be_.rbf_widths(params_.data() + L.log_sigma, sigma, n);
+        be_.rbf_forward(cur, params_.data() + L.mu, sigma, L.Z.data(), A, sigma + n, batch, L.n_in,
+                         n);
+        L.out = A;
+        break;
+      }
+    }
+    cur = L.out;
+  }
+  return cur;
+}
+
+template <class T, class B>
+T* Network<T, B>::other_buffer(const T* g) {
+  return g == gbuf0_.data() ? gbuf1_.data() : gbuf0_.data();
+}
+
+template <class T, class B>
+void Network<T, B>::backward_chain(const std::vector<int>& chain, index_t batch, T* dout, T* dx) {
+  T* g = dout;
+  for (int pos = static_cast<int>(chain.size()) - 1; pos >= 0; --pos) {
+    Layer& L = layers_[chain[pos]];
+    const LayerSpec& s = L.spec;
+    const bool first = pos == 0;
+    // Where this layer's input gradient goes: the caller's dx for the first layer (null:
+    // not needed), else the ping-pong buffer g is not in.
+    T* gin = first ? dx : other_buffer(g);
+    const index_t n = L.n_out, m = L.n_in;
+    if (record_grads_) {  // diagnostics: g is overwritten in place below (dense: dA -> dZ)
+      if (L.dout.size() < static_cast<size_t>(batch * n)) L.dout.resize(batch * n);
+      be_.copy(L.dout.data(), g, batch * n);
+    }
+    switch (static_cast<LayerKind>(s.kind)) {
+      case LayerKind::dense: {
+        const Act act = static_cast<Act>(s.act);
+        be_.dense_backward(L.in, params_.data() + L.w, L.Z.data(), g, g, grads_.data() + L.w,
+                            L.b >= 0 ? grads_.data() + L.b : nullptr, gin,
+                            L.p >= 0 ? grads_.data() + L.p : nullptr, batch, m, n, act,
+                            act_params(L, true));
+        break;
+      }
+      case LayerKind::batchnorm: {
+        T* dgamma = L.gamma >= 0 ? grads_.data() + L.gamma : nullptr;
+        T* dbeta = L.beta >= 0 ? grads_.data() + L.beta : nullptr;
+        T* target = gin ? gin : other_buffer(g);
+        be_.batchnorm_backward(L.in, g, L.gamma >= 0 ? params_.data() + L.gamma : nullptr,
+                                L.mean.data(), L.invstd.data(), target, dgamma, dbeta, batch, n);
+        break;
+      }
+      case LayerKind::dropout:
+        if (!gin) break;
+        if (L.out != L.in) be_.dropout_backward(g, gin, batch * n, T(s.rate), PhiloxKey{seed_, rng_step_, L.id});
+        else be_.copy(gin, g, batch * n);
+        break;
+      case LayerKind::noise:
+        if (gin) be_.copy(gin, g, batch * n);
+        break;
+      case LayerKind::activation: {
+        T* dp = L.p >= 0 ? grads_.data() + L.p : nullptr;
+        if (!gin && !dp) break;
+        T* target = gin ? gin : other_buffer(g);
+        be_.activation_backward(static_cast<Act>(s.act), L.in, g, target, static_cast<T*>(nullptr), dp,
+                                 batch, n, act_params(L, true));
+        break;
+      }
+      case LayerKind::softmax:
+        if (gin) be_.softmax_backward(L.out, g, gin, batch, n);
+        break;
+      case LayerKind::maxout:
+        if (gin) be_.maxout_backward(L.in, g, gin, batch, n, s.units);
+        break;
+      case LayerKind::rbf: {
+        if (!gin && L.frozen) break;
+        // sigma as the forward computed it; g (dL/dPhi) becomes dL/dD in place.
+        const T* sigma = L.rbf_ws.data();
+        T* dmu = L.frozen ? nullptr : grads_.data() + L.mu;
+        T* dlog_sigma = L.frozen ? nullptr : grads_.data() + L.log_sigma;
+        be_.rbf_backward(L.in, params_.data() + L.mu, sigma, L.Z.data(), L.A.data(), g, gin, dmu,
+                         dlog_sigma, L.rbf_ws.data() + n, batch, m, n);
+        if (dlog_sigma) be_.rbf_log_width_grad(dlog_sigma, sigma, n);
+        break;
+      }
+    }
+    if (L.frozen) zero_layer_grads(chain[pos]);
+    if (!first) g = gin;
+  }
+}
+
+template <class T, class B>
+void Network<T, B>::head_losses(index_t batch, const std::vector<const T*>& target,
+                                const std::vector<const std::int32_t*>& labels,
+                                const T* sample_weight, bool want_grad) {
+  FM_CHECK(target.size() == heads_.size() && labels.size() == heads_.size(), "y: expected targets for ",
+           heads_.size(), " head(s)");
+  for (size_t h = 0; h < heads_.size(); ++h) {
+    Head& H = heads_[h];
+    LossParams<T> lp;
+    lp.label_smoothing = T(H.spec.label_smoothing);
+    lp.smoothing_uniform_k = H.spec.smoothing_uniform_k;
+    lp.half = H.spec.half;
+    be_.loss_forward_backward(static_cast<Loss>(H.spec.loss), H.out, target[h], labels[h],
+                              sample_weight, want_grad ? H.dlogits.data() : nullptr, batch, H.n_out,
+                              lp, loss_.data() + h);
+    if (want_grad && H.spec.weight != 1.0) be_.scale(H.dlogits.data(), batch * H.n_out, T(H.spec.weight));
+  }
+  be_.weighted_sum(loss_.data(), head_weights_, loss_.data() + heads_.size());
+}
+
+template <class T, class B>
+double Network<T, B>::read_losses(std::vector<double>* per_head) {
+  std::vector<double> host(heads_.size() + 1);
+  be_.read(loss_.data(), host.size(), host.data());
+  if (per_head) per_head->assign(host.begin(), host.end() - 1);
+  return host.back();
+}
+
+template <class T, class B>
+void Network<T, B>::forward(const T* X, index_t batch, const std::vector<T*>& out, bool training) {
+  FM_CHECK(out.size() == heads_.size(), "out: expected one output per head");
+  ensure_workspace(batch);
+  trunk_out_ = forward_chain(trunk_, X, batch, training);
+  for (size_t h = 0; h < heads_.size(); ++h) {
+    heads_[h].out = forward_chain(heads_[h].layers, trunk_out_, batch, training);
+    if (out[h]) be_.copy(out[h], heads_[h].out, batch * heads_[h].n_out);
+  }
+  if (training && has_bn_) ++bn_updates_;
+}
+
+template <class T, class B>
+double Network<T, B>::compute_gradients(const T* X, index_t batch, const std::vector<const T*>& target,
+                                     const std::vector<const std::int32_t*>& labels,
+                                     const T* sample_weight, T* dX, std::vector<double>* per_head) {
+  gradients_async(X, batch, target, labels, sample_weight, dX);
+  return read_losses(per_head);
+}
+
+template <class T, class B>
+void Network<T, B>::gradients_async(const T* X, index_t batch, const std::vector<const T*>& target,
+                                    const std::vector<const std::int32_t*>& labels,
+                                    const T* sample_weight, T* dX) {
+  std::vector<T*> none(heads_.size(), nullptr);
+  grad_batch_ = 0;
+  forward(X, batch, none, true);
+  head_losses(batch, target, labels, sample_weight, true);
+  T* trunk_dout;
+  if (heads_.size() == 1) {
+    Head& H = heads_[0];
+    if (H.layers.empty()) {
+      trunk_dout = H.dlogits.data();
+    } else {
+      // the head's input gradient goes to its own buffer (never one of the ping-pong pair)
+      trunk_dout = head_dx_.data();
+      backward_chain(H.layers, batch, H.dlogits.data(), trunk_dout);
+    }
+  } else {
+    const index_t w = trunk_.empty() ? n_in_ : layers_[trunk_.back()].n_out;
+    be_.fill(trunk_grad_.data(), batch * w, T(0));
+    for (auto& H : heads_) {
+      const T* src = H.dlogits.data();
+      if (!H.layers.empty()) {
+        backward_chain(H.layers, batch, H.dlogits.data(), head_dx_.data());
+        src = head_dx_.data();
+      }
+      be_.add(trunk_grad_.data(), src, batch * w);
+    }
+    trunk_dout = trunk_grad_.data();
+  }
+  if (trunk_.empty()) {
+    if (dX) be_.copy(dX, trunk_dout, batch * n_in_);
+  } else {
+    backward_chain(trunk_, batch, trunk_dout, dX);
+  }
+  if (record_grads_) grad_batch_ = batch;
+}
+
+template <class T, class B>
+void Network<T, B>::apply_update(double lr, bool skip_if_nonfinite) {
+  FM_CHECK(has_opt_, "optimizer: set an optimizer before training");
+  const GradScale scale = be_.grad_scale(grads_.data(), n_params(), clip_norm_,
+                                         skip_if_nonfinite ? loss_slot() : nullptr);
+  ++opt_step_;
+  update_params(lr, scale);
+}
+
+template <class T, class B>
+void Network<T, B>::update_params(double lr, const GradScale& grad_scale) {
+  if (!any_frozen_) {
+    be_.optimizer_step(opt_, params_.data(), grads_.data(), state_.data(), segments_.data(),
+                        static_cast<int>(segments_.size()), n_params(), opt_step_, lr, grad_scale);
+    return;
+  }
+  // An empty segment list means "the whole arena" to optimizer_step: nothing to do instead.
+  if (active_segments_.empty()) return;
+  if (static_cast<Opt>(opt_.opt) != Opt::adafactor) {
+    // Elementwise rules index their state by arena position: the trainable subset in one call.
+    be_.optimizer_step(opt_, params_.data(), grads_.data(), state_.data(), active_segments_.data(),
+                        static_cast<int>(active_segments_.size()), n_params(), opt_step_, lr,
+                        grad_scale);
+    return;
+  }
+  // Adafactor lays its state out segment after segment: step each trainable segment on its
+  // own, at its place in the layout of all segments.
+  index_t state_off = 0;
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    Segment local = segments_[i];
+    local.offset = 0;
+    const index_t size = local.rows * local.cols;
+    if (!segment_frozen_[i])
+      be_.optimizer_step(opt_, params_.data() + segments_[i].offset,
+                          grads_.data() + segments_[i].offset, state_.data() + state_off, &local, 1,
+                          size, opt_step_, lr, grad_scale);
+    state_off += opt_state_size(opt_, &local, 1, size);
+  }
+}
+
+template <class T, class B>
+void Network<T, B>::set_decay_scope(int scope) {
+  FM_CHECK(scope >= 0 && scope <= 2, "decay: expected 0 (weights), 1 (all) or 2 (none), got ", scope);
+  for (size_t i = 0; i < segments_.size(); ++i)
+    segments_[i].decay = scope == 0 ? decay_default_[i] != 0 : scope == 1;
+  touch_plan();
+  if (!any_frozen_) return;
+  active_segments_.clear();  // the trainable subset carries copies of the flags
+  for (size_t i = 0; i < segments_.size(); ++i)
+    if (!segment_frozen_[i]) active_segments_.push_back(segments_[i]);
+}
+
+template <class T, class B>
+void Network<T, B>::zero_layer_grads(int layer) {
+  for (const ParamInfo& p : info_)
+    if (p.layer == layer && p.trainable)
+      be_.fill(grads_.data() + p.offset, p.rows * p.cols, T(0));
+}
+
+template <class T, class B>
+void Network<T, B>::set_layer_trainable(int layer, bool trainable) {
+  FM_CHECK(layer >= 0 && layer < n_layers(), "layer: expected 0 <= layer < ", n_layers(), ", got ",
+           layer);
+  layers_[layer].frozen = !trainable;
+  touch_plan();
+  // info_ lists the parameters (trainable = in the param arena) in the order of segments_.
+  active_segments_.clear();
+  segment_frozen_.assign(segments_.size(), 0);
+  any_frozen_ = false;
+  size_t seg = 0;
+  for (const ParamInfo& p : info_) {
+    if (!p.trainable) continue;
+    if (layers_[p.layer].frozen) {
+      segment_frozen_[seg] = 1;
+      any_frozen_ = true;
+    } else {
+      active_segments_.push_back(segments_[seg]);
+    }
+    ++seg;
+  }
+  zero_layer_grads(layer);
+}
+
+template <class T, class B>
+bool Network<T, B>::layer_trainable(int layer) const {
+  FM_CHECK(layer >= 0 && layer < n_layers(), "layer: expected 0 <= layer < ", n_layers(), ", got ",
+           layer);
+  return !layers_[layer].frozen;
+}
+
+template <class T, class B>
+double Network<T, B>::train_step(const T* X, index_t batch, const std::vector<const T*>& target,
+                              const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                              double lr) {
+  const double loss = compute_gradients(X, batch, target, labels, sample_weight, nullptr, nullptr);
+  // A non-finite loss leaves the parameters as they were (the last good weights).
+  if (std::isfinite(loss)) apply_update(lr);
+  ++rng_step_;
+  return loss;
+}
+
+template <class T, class B>
+void Network<T, B>::train_step_async(const T* X, index_t batch, const std::vector<const T*>& target,
+                                     const std::vector<const std::int32_t*>& labels,
+                                     const T* sample_weight, double lr) {
+  gradients_async(X, batch, target, labels, sample_weight, nullptr);
+  if constexpr (B::kHostMemory) {
+    if (std::isfinite(*loss_slot())) apply_update(lr);
+  } else {
+    apply_update(lr, true);
+  }
+  ++rng_step_;
+}
+
+template <class T, class B>
+double Network<T, B>::evaluate(const T* X, index_t batch, const std::vector<const T*>& target,
+                            const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                            std::vector<double>* per_head) {
+  std::vector<T*> none(heads_.size(), nullptr);
+  forward(X, batch, none, false);
+  head_losses(batch, target, labels, sample_weight, false);
+  return read_losses(per_head);
+}
+
+template <class T, class B>
+const T* Network<T, B>::layer_output(int layer) const {
+  FM_CHECK(layer >= 0 && layer < n_layers(), "layer: expected 0 <= layer < ", n_layers());
+  FM_CHECK(layers_[layer].out != nullptr, "layer: run a forward pass first");
+  return layers_[layer].out;
+}
+
+template <class T, class B>
+const T* Network<T, B>::layer_grad(int layer) const {
+  FM_CHECK(layer >= 0 && layer < n_layers(), "layer: expected 0 <= layer < ", n_layers());
+  FM_CHECK(grad_batch_ > 0, "layer_grad: no recorded gradients; set record_layer_grads and call ",
+           "compute_gradients first");
+  return layers_[layer].dout.data();
+}
+
+template <class T, class B>
+index_t Network<T, B>::layer_width(int layer) const {
+  FM_CHECK(layer >= 0 && layer < n_layers(), "layer: expected 0 <= layer < ", n_layers());
+  return layers_[layer].n_out;
+}
+
+}  // namespace fm
