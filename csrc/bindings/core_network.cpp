@@ -2,6 +2,7 @@
 // Parameter, gradient, buffer and optimizer-state arenas are exposed as NumPy views that
 // keep the Network alive (no copies). train_step releases the GIL for the whole step.
 #include "bindings/common.h"
+#include "bindings/network_common.h"
 #include "network/cpu_backend.h"
 
 namespace fm::bindings {
@@ -61,19 +62,11 @@ const T* parse_weight(const py::object& sw, index_t batch) {
 template <class T>
 void bind_network(py::module_& m, const char* name) {
   using Net = Network<T, CpuBackend>;
-  py::class_<Net>(m, name)
-      .def(py::init<index_t, std::vector<LayerSpec>, std::vector<HeadSpec>, std::uint64_t>(),
-           py::arg("n_in"), py::arg("trunk"), py::arg("heads"), py::arg("seed"))
-      .def_property_readonly("n_in", &Net::n_in)
-      .def_property_readonly("n_heads", &Net::n_heads)
-      .def_property_readonly("n_layers", &Net::n_layers)
-      .def("n_outputs", &Net::n_outputs)
-      .def("param_info", [](const Net& n) {
-        py::list out;
-        for (const auto& p : n.param_info())
-          out.append(py::make_tuple(p.layer, p.name, p.offset, p.rows, p.cols, p.trainable));
-        return out;
-      })
+  py::class_<Net> cls(m, name);
+  cls.def(py::init<index_t, std::vector<LayerSpec>, std::vector<HeadSpec>, std::uint64_t>(),
+          py::arg("n_in"), py::arg("trunk"), py::arg("heads"), py::arg("seed"));
+  bind_network_plan<Net>(cls);
+  cls
       .def("params", [](py::object self) {
         Net& n = self.cast<Net&>();
         return view(n, n.params(), n.n_params(), self);
@@ -90,18 +83,6 @@ void bind_network(py::module_& m, const char* name) {
         Net& n = self.cast<Net&>();
         return view(n, n.opt_state(), n.n_opt_state(), self);
       })
-      .def("set_optimizer", &Net::set_optimizer)
-      .def("set_head_loss", &Net::set_head_loss, py::arg("head"), py::arg("loss"), py::arg("weight"),
-           py::arg("label_smoothing"), py::arg("smoothing_uniform_k"), py::arg("half"))
-      .def("set_clip_norm", &Net::set_clip_norm)
-      .def("set_layer_trainable", &Net::set_layer_trainable, py::arg("layer"), py::arg("trainable"))
-      .def("layer_trainable", &Net::layer_trainable, py::arg("layer"))
-      .def("set_momentum", &Net::set_momentum, py::arg("momentum"))
-      .def("set_decay_scope", &Net::set_decay_scope, py::arg("scope"))
-      .def_property("opt_step", &Net::opt_step, &Net::set_opt_step)
-      .def_property("rng_step", &Net::rng_step, &Net::set_rng_step)
-      .def_property("bn_updates", &Net::bn_updates, &Net::set_bn_updates)
-      .def_property_readonly("seed", &Net::seed)
       .def("forward", [](Net& n, py::array X, bool training) {
         const T* xp = parse_x(n, X);
         const index_t batch = X.shape(0);

@@ -58,6 +58,7 @@ struct ActParams {
   const T* unit = nullptr;               // learnable per-unit parameters
   index_t cols = 0;                      // number of units (row stride of `unit`)
   PhiloxKey key{0, 0, 0};                // RReLU draws in training
+  const std::uint64_t* step_ptr = nullptr;  // CUDA graph replay: key.step read on the device
   bool training = false;                 // RReLU: random slopes (true) or their mean (false)
 };
 
@@ -246,7 +247,11 @@ struct ActFn<Act::rrelu> {
   template <class T>
   static FM_HD T slope(const ActParams<T>& p, index_t e) {
     if (!p.training) return (p.lower + p.upper) * T(0.5);
-    return p.lower + (p.upper - p.lower) * philox_uniform<T>(p.key, static_cast<std::uint64_t>(e));
+    PhiloxKey key = p.key;
+#ifdef __CUDA_ARCH__
+    if (p.step_ptr) key.step = *p.step_ptr;
+#endif
+    return p.lower + (p.upper - p.lower) * philox_uniform<T>(key, static_cast<std::uint64_t>(e));
   }
   template <class T>
   static FM_HD T f(T x, const ActParams<T>& p, index_t j, index_t e) {

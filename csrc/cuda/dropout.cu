@@ -50,7 +50,8 @@ __device__ __forceinline__ void store4(double* p, const double (&v)[4]) {
 // every element is read, then written, by the same thread.
 template <class T, bool kVector>
 __global__ void dropout_mask_kernel(const T* in, T* out, index_t n, T rate, T scale,
-                                    PhiloxKey key) {
+                                    PhiloxKey key, const std::uint64_t* dev_step) {
+  if (dev_step) key.step = *dev_step;  // a replayed CUDA graph reads the step from the device
   const index_t nblocks = (n + kDropoutLanes - 1) / kDropoutLanes;
   const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
   for (index_t b = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < nblocks;
@@ -76,7 +77,9 @@ __global__ void dropout_mask_kernel(const T* in, T* out, index_t n, T rate, T sc
 
 // y[e] = x[e] + stddev * N_e(0, 1), the normal of csrc/common/philox.h's philox_normal.
 template <class T>
-__global__ void gaussian_noise_kernel(const T* x, T* y, index_t n, T stddev, PhiloxKey key) {
+__global__ void gaussian_noise_kernel(const T* x, T* y, index_t n, T stddev, PhiloxKey key,
+                                      const std::uint64_t* dev_step) {
+  if (dev_step) key.step = *dev_step;
   const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
   for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride)
     y[e] = x[e] + gaussian_noise(key, static_cast<std::uint64_t>(e), stddev);
@@ -88,7 +91,8 @@ bool vector_aligned(const void* a, const void* b) {
 }
 
 template <class T>
-void apply_mask(const T* in, T* out, index_t n, T rate, const PhiloxKey& key, cudaStream_t stream) {
+void apply_mask(const T* in, T* out, index_t n, T rate, const PhiloxKey& key, cudaStream_t stream,
+                const std::uint64_t* dev_step) {
   FM_CHECK(rate >= T(0) && rate < T(1), "rate: expected a drop rate in [0, 1), got ", rate);
   if (n <= 0) return;
   if (rate == T(0)) {  // every u in (0, 1) is >= 0: all kept, scale 1
@@ -101,10 +105,10 @@ void apply_mask(const T* in, T* out, index_t n, T rate, const PhiloxKey& key, cu
   const unsigned grid = grid_for(nblocks, kElementwiseThreads);
   if (vector_aligned(in, out)) {
     dropout_mask_kernel<T, true>
-        <<<grid, kElementwiseThreads, 0, stream>>>(in, out, n, rate, scale, key);
+        <<<grid, kElementwiseThreads, 0, stream>>>(in, out, n, rate, scale, key, dev_step);
   } else {
     dropout_mask_kernel<T, false>
-        <<<grid, kElementwiseThreads, 0, stream>>>(in, out, n, rate, scale, key);
+        <<<grid, kElementwiseThreads, 0, stream>>>(in, out, n, rate, scale, key, dev_step);
   }
   FM_CUDA_CHECK_LAUNCH("dropout_mask_kernel");
 }
@@ -113,31 +117,34 @@ void apply_mask(const T* in, T* out, index_t n, T rate, const PhiloxKey& key, cu
 
 template <class T>
 void dropout_forward(const T* x, T* y, index_t n, T rate, const PhiloxKey& key,
-                     cudaStream_t stream) {
-  apply_mask(x, y, n, rate, key, stream);
+                     cudaStream_t stream, const std::uint64_t* dev_step) {
+  apply_mask(x, y, n, rate, key, stream, dev_step);
 }
 
 template <class T>
 void dropout_backward(const T* dy, T* dx, index_t n, T rate, const PhiloxKey& key,
-                      cudaStream_t stream) {
-  apply_mask(dy, dx, n, rate, key, stream);
+                      cudaStream_t stream, const std::uint64_t* dev_step) {
+  apply_mask(dy, dx, n, rate, key, stream, dev_step);
 }
 
 template <class T>
 void gaussian_noise_forward(const T* x, T* y, index_t n, T stddev, const PhiloxKey& key,
-                            cudaStream_t stream) {
+                            cudaStream_t stream, const std::uint64_t* dev_step) {
   FM_CHECK(stddev >= T(0) && std::isfinite(stddev), "stddev: expected a finite value >= 0, got ",
            stddev);
   if (n <= 0) return;
   gaussian_noise_kernel<T>
-      <<<grid_for(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(x, y, n, stddev, key);
+      <<<grid_for(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(x, y, n, stddev, key, dev_step);
   FM_CUDA_CHECK_LAUNCH("gaussian_noise_kernel");
 }
 
-#define FM_INSTANTIATE(T)                                                                      \
-  template void dropout_forward<T>(const T*, T*, index_t, T, const PhiloxKey&, cudaStream_t);  \
-  template void dropout_backward<T>(const T*, T*, index_t, T, const PhiloxKey&, cudaStream_t); \
-  template void gaussian_noise_forward<T>(const T*, T*, index_t, T, const PhiloxKey&, cudaStream_t);
+#define FM_INSTANTIATE(T)                                                                   \
+  template void dropout_forward<T>(const T*, T*, index_t, T, const PhiloxKey&, cudaStream_t, \
+                                   const std::uint64_t*);                                    \
+  template void dropout_backward<T>(const T*, T*, index_t, T, const PhiloxKey&, cudaStream_t, \
+                                    const std::uint64_t*);                                    \
+  template void gaussian_noise_forward<T>(const T*, T*, index_t, T, const PhiloxKey&,          \
+                                          cudaStream_t, const std::uint64_t*);
 FM_INSTANTIATE(float)
 FM_INSTANTIATE(double)
 #undef FM_INSTANTIATE

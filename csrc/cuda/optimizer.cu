@@ -132,10 +132,13 @@ __global__ void __launch_bounds__(kOptThreads)
     optimizer_elementwise_kernel(const __grid_constant__ OptCoef<T> coef, T* __restrict__ p,
                                  const T* __restrict__ g, T* __restrict__ st, index_t n,
                                  const __grid_constant__ RunTable runs,
-                                 const double* __restrict__ dev_scale, double host_mult) {
+                                 const double* __restrict__ dev_scale, double host_mult,
+                                 const OptCoef<T>* __restrict__ dev_coef) {
   constexpr int L = kVector ? Vec<T>::kLanes : 1;
   constexpr int S = opt_slots<O, A, B>();
-  OptCoef<T> k = coef;
+  // NaN device scale: the Network's "non-finite loss, skip this update" (nothing is written).
+  if (dev_scale && isnan(*dev_scale)) return;
+  OptCoef<T> k = dev_coef ? *dev_coef : coef;
   apply_device_scale(k, dev_scale, host_mult);
   static_slots<O, A, B>(k);
   const index_t lo = runs.begin[0], hi = runs.end[runs.count - 1];
@@ -195,7 +198,7 @@ struct Run {
 template <class T, Opt O, bool A, bool B>
 void launch_elementwise(const OptCoef<T>& k, T* p, const T* g, T* st, index_t n,
                         const std::vector<Run>& runs, const double* dev_scale, double host_mult,
-                        cudaStream_t stream) {
+                        const OptCoef<T>* dev_coef, cudaStream_t stream) {
   constexpr int S = opt_slots<O, A, B>();
   constexpr int L = Vec<T>::kLanes;
   const bool vec =
@@ -213,11 +216,11 @@ void launch_elementwise(const OptCoef<T>& k, T* p, const T* g, T* st, index_t n,
       const index_t groups = (hi + L - 1) / L - lo / L;
       optimizer_elementwise_kernel<T, O, A, B, true>
           <<<grid_for(groups, kOptThreads), kOptThreads, 0, stream>>>(k, p, g, st, n, t, dev_scale,
-                                                                      host_mult);
+                                                                      host_mult, dev_coef);
     } else {
       optimizer_elementwise_kernel<T, O, A, B, false>
           <<<grid_for(hi - lo, kOptThreads), kOptThreads, 0, stream>>>(k, p, g, st, n, t, dev_scale,
-                                                                       host_mult);
+                                                                       host_mult, dev_coef);
     }
     FM_CUDA_CHECK_LAUNCH("optimizer_elementwise_kernel");
   }
@@ -226,7 +229,7 @@ void launch_elementwise(const OptCoef<T>& k, T* p, const T* g, T* st, index_t n,
 template <class T, Opt O>
 void elementwise_step(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g, T* st, index_t n,
                       const std::vector<Run>& runs, const double* dev_scale, double host_mult,
-                      cudaStream_t stream) {
+                      const OptCoef<T>* dev_coef, cudaStream_t stream) {
   using yes = std::true_type;
   using no = std::false_type;
   auto go = [&](auto ta, auto tb) {
@@ -236,7 +239,7 @@ void elementwise_step(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g,
       throw std::logic_error(detail::concat("optimizer_step: ", opt_name(O), " uses ", slots,
                                             " state arrays, opt_state_arrays says ",
                                             opt_state_arrays(c)));
-    launch_elementwise<T, O, A, B>(k, p, g, st, n, runs, dev_scale, host_mult, stream);
+    launch_elementwise<T, O, A, B>(k, p, g, st, n, runs, dev_scale, host_mult, dev_coef, stream);
   };
   // Only the variants a rule has are instantiated (opt_variant_a / _b are false otherwise).
   auto with_b = [&](auto ta) {
@@ -691,7 +694,8 @@ __global__ void __launch_bounds__(kNormThreads)
 template <class T>
 void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, const Segment* segs,
                     int nseg, index_t n, std::int64_t step, double lr, double grad_scale,
-                    const double* device_grad_scale, cudaStream_t stream) {
+                    const double* device_grad_scale, cudaStream_t stream,
+                    const OptCoef<T>* device_coef) {
   const index_t state_size = opt_state_size(c, segs, nseg, n);  // checks c and the segments
   FM_CHECK(step >= 1, "step: expected the 1-based step number >= 1, got ", step);
   FM_CHECK(std::isfinite(lr) && lr > 0, "lr: expected > 0, got ", lr);
@@ -705,6 +709,8 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
   const OptCoef<T> k = make_opt_coef<T>(c, step, lr, grad_scale);
   const double host_mult = c.maximize ? -grad_scale : grad_scale;
   const Opt o = static_cast<Opt>(c.opt);
+  FM_CHECK(!device_coef || o != Opt::adafactor,
+           "optimizer_step: Adafactor's step scalars are computed on the host (no device_coef)");
   if (o == Opt::adafactor) {
     adafactor_step(c, k, params, grads, state, list, step, lr, device_grad_scale, host_mult,
                    stream);
@@ -721,7 +727,7 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
 #define FM_OPT_STEP(name)                                                                  \
   case Opt::name:                                                                          \
     elementwise_step<T, Opt::name>(c, k, params, grads, state, n, runs, device_grad_scale, \
-                                   host_mult, stream);                                     \
+                                   host_mult, device_coef, stream);                        \
     break;
       FM_OPT_STEP(sgd)
       FM_OPT_STEP(adagrad)
@@ -764,7 +770,7 @@ void grad_sq_norm(const T* grads, index_t n, double* sq_norm, double* clip_scale
 #define FM_INSTANTIATE(T)                                                                  \
   template void optimizer_step<T>(const OptConfig&, T*, const T*, T*, const Segment*, int, \
                                   index_t, std::int64_t, double, double, const double*,    \
-                                  cudaStream_t);                                           \
+                                  cudaStream_t, const OptCoef<T>*);                        \
   template void grad_sq_norm<T>(const T*, index_t, double*, double*, double, cudaStream_t);
 FM_INSTANTIATE(float)
 FM_INSTANTIATE(double)

@@ -21,7 +21,12 @@ namespace fm::cuda {
 // before the first step. `step` is the 1-based step t, `lr` the scheduled learning rate.
 // device_grad_scale (may be null) points at a device double that multiplies the gradients
 // too: the global-norm clipping factor written by grad_sq_norm, read by the kernels so that
-// no host synchronization is needed.
+// no host synchronization is needed. A NaN there skips the elementwise update (the Network's
+// "non-finite loss" signal, set on the device).
+// device_coef (may be null; not for Adafactor) points at a device copy of
+// make_opt_coef<T>(c, step, lr, grad_scale) that the elementwise kernel reads instead of the
+// coefficients passed by value: a replayed CUDA graph gets each step's lr and bias
+// corrections from there.
 // Launches: elementwise rules one kernel over the arena (16-byte vector accesses when the
 // arrays are aligned for them); Adafactor six small kernels for its factored statistics;
 // max-norm one more. Up to 64 decay runs / 64 max-norm segments / 32 Adafactor segments go in
@@ -30,7 +35,8 @@ namespace fm::cuda {
 template <class T>
 void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, const Segment* segs,
                     int nseg, index_t n, std::int64_t step, double lr, double grad_scale,
-                    const double* device_grad_scale, cudaStream_t stream);
+                    const double* device_grad_scale, cudaStream_t stream,
+                    const OptCoef<T>* device_coef = nullptr);
 
 // Global gradient norm on the device, in two stages (per-block partial sums in double, then one
 // block adding them in index order; the partition depends only on n, so the result is the same

@@ -1,0 +1,496 @@
+// The GPU Network (cuda/network.h): the CUDA backend's glue kernels, the generic Network
+// instantiated over it, and the CUDA-graph training step.
+#include "cuda/network.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+
+#include "cuda/activation.h"
+#include "cuda/batchnorm.h"
+#include "cuda/common.cuh"
+#include "cuda/dense.h"
+#include "cuda/dropout.h"
+#include "cuda/loss.h"
+#include "cuda/optimizer.h"
+#include "cuda/rbf.h"
+#include "network/network_impl.h"
+
+namespace fm::cuda {
+namespace {
+
+constexpr int kMaxWeightedHeads = 16;  // heads summed per launch of weighted_sum_kernel
+
+template <class U>
+__global__ void fill_kernel(U* x, index_t n, U v) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    x[i] = v;
+}
+
+template <class T>
+__global__ void scale_kernel(T* x, index_t n, T w) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    x[i] *= w;
+}
+
+template <class T>
+__global__ void add_kernel(T* acc, const T* src, index_t n) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    acc[i] += src[i];
+}
+
+struct HeadWeights {
+  double w[kMaxWeightedHeads];
+  int first, count;
+};
+
+// out = (accumulate ? out : 0) + sum_h w_h v_h, in head order (as the CPU's loop).
+__global__ void weighted_sum_kernel(const double* v, HeadWeights hw, bool accumulate, double* out) {
+  double s = accumulate ? *out : 0.0;
+  for (int h = 0; h < hw.count; ++h) s += hw.w[h] * v[hw.first + h];
+  *out = s;
+}
+
+// scale <- non-finite loss ? NaN (skip the update) : (clip ? scale : 1).
+__global__ void finite_loss_kernel(const double* loss, bool clip, double* scale) {
+  const double l = *loss;
+  if (!isfinite(l))
+    *scale = nan("");
+  else if (!clip)
+    *scale = 1.0;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ DeviceVec
+
+template <class U>
+DeviceVec<U>& DeviceVec<U>::operator=(DeviceVec&& o) noexcept {
+  if (this != &o) {
+    if (p_) cudaFree(p_);
+    p_ = o.p_;
+    n_ = o.n_;
+    cap_ = o.cap_;
+    o.p_ = nullptr;
+    o.n_ = o.cap_ = 0;
+  }
+  return *this;
+}
+
+template <class U>
+DeviceVec<U>::~DeviceVec() {
+  if (p_) cudaFree(p_);  // no throw from a destructor; a failure here leaks at worst
+}
+
+template <class U>
+void DeviceVec<U>::resize(size_t n) {
+  if (n <= cap_) {
+    n_ = n;
+    return;
+  }
+  U* p = nullptr;
+  FM_CUDA_CHECK(cudaMalloc(&p, sizeof(U) * n));
+  if (p_) {
+    const cudaError_t e = cudaMemcpy(p, p_, sizeof(U) * n_, cudaMemcpyDeviceToDevice);
+    cudaFree(p_);
+    if (e != cudaSuccess) {
+      cudaFree(p);
+      p_ = nullptr;
+      n_ = cap_ = 0;
+      FM_CUDA_CHECK(e);
+    }
+  }
+  p_ = p;
+  n_ = cap_ = n;
+}
+
+template <class U>
+void DeviceVec<U>::assign(size_t n, U v) {
+  resize(n);
+  if (n == 0) return;
+  fill_kernel<U><<<grid_for(static_cast<index_t>(n), kElementwiseThreads), kElementwiseThreads>>>(
+      p_, static_cast<index_t>(n), v);
+  FM_CUDA_CHECK_LAUNCH("fill_kernel");
+}
+
+// ------------------------------------------------------------------ CudaBackend
+
+index_t CudaBackend::rbf_workspace_size(index_t K) { return cuda::rbf_workspace_size(K); }
+
+template <class T>
+void CudaBackend::copy(T* dst, const T* src, index_t n) {
+  if (n > 0 && dst != src)
+    FM_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(T) * n, cudaMemcpyDeviceToDevice, stream));
+}
+
+template <class T>
+void CudaBackend::fill(T* dst, index_t n, T v) {
+  if (n <= 0) return;
+  fill_kernel<T><<<grid_for(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(dst, n, v);
+  FM_CUDA_CHECK_LAUNCH("fill_kernel");
+}
+
+template <class T>
+void CudaBackend::scale(T* x, index_t n, T w) {
+  if (n <= 0) return;
+  scale_kernel<T><<<grid_for(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(x, n, w);
+  FM_CUDA_CHECK_LAUNCH("scale_kernel");
+}
+
+template <class T>
+void CudaBackend::add(T* acc, const T* src, index_t n) {
+  if (n <= 0) return;
+  add_kernel<T><<<grid_for(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(acc, src, n);
+  FM_CUDA_CHECK_LAUNCH("add_kernel");
+}
+
+void CudaBackend::weighted_sum(const double* v, const std::vector<double>& w, double* out) {
+  const int n = static_cast<int>(w.size());
+  for (int first = 0; first < n || first == 0; first += kMaxWeightedHeads) {
+    HeadWeights hw{};
+    hw.first = first;
+    hw.count = std::min(kMaxWeightedHeads, n - first);
+    for (int h = 0; h < hw.count; ++h) hw.w[h] = w[first + h];
+    weighted_sum_kernel<<<1, 1, 0, stream>>>(v, hw, first > 0, out);
+    FM_CUDA_CHECK_LAUNCH("weighted_sum_kernel");
+    if (n == 0) break;
+  }
+}
+
+void CudaBackend::read(const double* src, size_t n, double* dst) {
+  FM_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(double) * n, cudaMemcpyDeviceToHost, stream));
+  FM_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+template <class T>
+void CudaBackend::dense_forward(const T* X, const T* W, const T* b, T* Z, T* A, index_t batch,
+                                index_t n_in, index_t n_out, Act act, const ActParams<T>& p) {
+  cuda::dense_forward(X, W, b, Z, A, batch, n_in, n_out, act, replay(p), stream);
+}
+
+template <class T>
+void CudaBackend::dense_backward(const T* X, const T* W, const T* Z, const T* dA, T* dZ, T* dW,
+                                 T* db, T* dX, T* dparams, index_t batch, index_t n_in,
+                                 index_t n_out, Act act, const ActParams<T>& p) {
+  cuda::dense_backward(X, W, Z, dA, dZ, dW, db, dX, dparams, batch, n_in, n_out, act, replay(p),
+                       stream);
+}
+
+template <class T>
+void CudaBackend::batchnorm_forward_train(const T* x, T* y, const T* gamma, const T* beta, T* mean,
+                                          T* invstd, T* rmean, T* rvar, index_t rows, index_t cols,
+                                          T momentum, T eps, bool init_from_batch) {
+  cuda::batchnorm_forward_train(x, y, gamma, beta, mean, invstd, rmean, rvar, rows, cols, momentum,
+                                eps, init_from_batch, stream);
+}
+
+template <class T>
+void CudaBackend::batchnorm_forward_infer(const T* x, T* y, const T* gamma, const T* beta,
+                                          const T* rmean, const T* rvar, index_t rows, index_t cols,
+                                          T eps) {
+  cuda::batchnorm_forward_infer(x, y, gamma, beta, rmean, rvar, rows, cols, eps, stream);
+}
+
+template <class T>
+void CudaBackend::batchnorm_backward(const T* x, const T* dy, const T* gamma, const T* mean,
+                                     const T* invstd, T* dx, T* dgamma, T* dbeta, index_t rows,
+                                     index_t cols) {
+  cuda::batchnorm_backward(x, dy, gamma, mean, invstd, dx, dgamma, dbeta, rows, cols, stream);
+}
+
+template <class T>
+void CudaBackend::dropout_forward(const T* x, T* y, index_t n, T rate, const PhiloxKey& key) {
+  cuda::dropout_forward(x, y, n, rate, key, stream, dev_step);
+}
+
+template <class T>
+void CudaBackend::dropout_backward(const T* dy, T* dx, index_t n, T rate, const PhiloxKey& key) {
+  cuda::dropout_backward(dy, dx, n, rate, key, stream, dev_step);
+}
+
+template <class T>
+void CudaBackend::gaussian_noise_forward(const T* x, T* y, index_t n, T stddev,
+                                         const PhiloxKey& key) {
+  cuda::gaussian_noise_forward(x, y, n, stddev, key, stream, dev_step);
+}
+
+template <class T>
+void CudaBackend::activation_forward(Act a, const T* z, T* y, index_t rows, index_t cols,
+                                     const ActParams<T>& p) {
+  cuda::activation_forward(a, z, y, rows, cols, replay(p), stream);
+}
+
+template <class T>
+void CudaBackend::activation_backward(Act a, const T* z, const T* dy, T* dz, T* dbias, T* dparams,
+                                      index_t rows, index_t cols, const ActParams<T>& p) {
+  cuda::activation_backward(a, z, dy, dz, dbias, dparams, rows, cols, replay(p), stream);
+}
+
+template <class T>
+void CudaBackend::softmax_forward(const T* z, T* y, index_t rows, index_t cols) {
+  cuda::softmax_forward(z, y, rows, cols, stream);
+}
+
+template <class T>
+void CudaBackend::softmax_backward(const T* y, const T* dy, T* dz, index_t rows, index_t cols) {
+  cuda::softmax_backward(y, dy, dz, rows, cols, stream);
+}
+
+template <class T>
+void CudaBackend::maxout_forward(const T* z, T* y, index_t rows, index_t units, index_t pieces) {
+  cuda::maxout_forward(z, y, rows, units, pieces, stream);
+}
+
+template <class T>
+void CudaBackend::maxout_backward(const T* z, const T* dy, T* dz, index_t rows, index_t units,
+                                  index_t pieces) {
+  cuda::maxout_backward(z, dy, dz, rows, units, pieces, stream);
+}
+
+template <class T>
+void CudaBackend::rbf_widths(const T* log_sigma, T* sigma, index_t K) {
+  cuda::rbf_widths(log_sigma, sigma, K, stream);
+}
+
+template <class T>
+void CudaBackend::rbf_forward(const T* X, const T* C, const T* sigma, T* D, T* Phi, T* work,
+                              index_t batch, index_t n_in, index_t K) {
+  cuda::rbf_forward(X, C, sigma, D, Phi, work, batch, n_in, K, stream);
+}
+
+template <class T>
+void CudaBackend::rbf_backward(const T* X, const T* C, const T* sigma, const T* D, const T* Phi,
+                               T* G, T* dX, T* dC, T* dsigma, T* work, index_t batch, index_t n_in,
+                               index_t K) {
+  cuda::rbf_backward(X, C, sigma, D, Phi, G, dX, dC, dsigma, work, batch, n_in, K, stream);
+}
+
+template <class T>
+void CudaBackend::rbf_log_width_grad(T* dlog_sigma, const T* sigma, index_t K) {
+  cuda::rbf_log_width_grad(dlog_sigma, sigma, K, stream);
+}
+
+template <class T>
+void CudaBackend::loss_forward_backward(Loss loss, const T* logits, const T* target,
+                                        const std::int32_t* labels, const T* sw, T* dlogits,
+                                        index_t rows, index_t cols, const LossParams<T>& p,
+                                        double* out) {
+  cuda::loss_forward_backward(loss, logits, target, labels, sw, dlogits, rows, cols, p, out,
+                              stream);
+}
+
+template <class T>
+GradScale CudaBackend::grad_scale(const T* grads, index_t n, double clip_norm, const double* loss) {
+  GradScale s;
+  if (clip_norm <= 0.0 && !loss) return s;
+  if (scale_buf.size() < 1) scale_buf.resize(1);
+  if (clip_norm > 0.0) cuda::grad_sq_norm(grads, n, nullptr, scale_buf.data(), clip_norm, stream);
+  if (loss) {
+    finite_loss_kernel<<<1, 1, 0, stream>>>(loss, clip_norm > 0.0, scale_buf.data());
+    FM_CUDA_CHECK_LAUNCH("finite_loss_kernel");
+  }
+  s.device = scale_buf.data();
+  return s;
+}
+
+template <class T>
+void CudaBackend::optimizer_step(const OptConfig& c, T* params, const T* grads, T* state,
+                                 const Segment* segs, int nseg, index_t n, std::int64_t step,
+                                 double lr, const GradScale& scale) {
+  cuda::optimizer_step(c, params, grads, state, segs, nseg, n, step, lr, scale.host, scale.device,
+                       stream, static_cast<const OptCoef<T>*>(dev_coef));
+}
+
+// ------------------------------------------------------------------ CudaNetwork
+
+template <class T>
+CudaNetwork<T>::~CudaNetwork() {
+  drop_graphs();
+  for (cudaEvent_t& e : block_done_)
+    if (e) cudaEventDestroy(e);
+  if (host_block_) cudaFreeHost(host_block_);
+}
+
+template <class T>
+void CudaNetwork<T>::drop_graphs() {
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+  graphs_.clear();
+}
+
+template <class T>
+void CudaNetwork<T>::set_use_graphs(bool on) {
+  use_graphs_ = on;
+  if (!on) drop_graphs();
+}
+
+template <class T>
+bool CudaNetwork<T>::graph_eligible() const {
+  if (!use_graphs_ || !this->has_opt_ || this->record_grads_) return false;
+  if (static_cast<Opt>(this->opt_.opt) == Opt::adafactor) return false;
+  // BatchNorm's first batch may initialize the running statistics: a one-off, run eagerly.
+  if (this->bn_updates_ == 0)
+    for (const auto& L : this->layers_)
+      if (L.spec.kind == static_cast<int>(LayerKind::batchnorm) && L.spec.init_from_batch)
+        return false;
+  return true;
+}
+
+template <class T>
+void CudaNetwork<T>::stage(const T* X, index_t batch, const std::vector<const T*>& target,
+                           const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                           std::vector<const T*>& st_target,
+                           std::vector<const std::int32_t*>& st_labels) {
+  const size_t nh = this->heads_.size();
+  index_t dense = 0, lab = 0;
+  for (size_t h = 0; h < nh; ++h) {
+    if (labels[h]) lab += batch;
+    else dense += batch * this->heads_[h].n_out;
+  }
+  const void* before[4] = {x_stage_.data(), t_stage_.data(), l_stage_.data(), w_stage_.data()};
+  if (x_stage_.size() < static_cast<size_t>(batch * this->n_in_)) x_stage_.resize(batch * this->n_in_);
+  if (t_stage_.size() < static_cast<size_t>(dense)) t_stage_.resize(dense);
+  if (l_stage_.size() < static_cast<size_t>(lab)) l_stage_.resize(lab);
+  if (sample_weight && w_stage_.size() < static_cast<size_t>(batch)) w_stage_.resize(batch);
+  const void* after[4] = {x_stage_.data(), t_stage_.data(), l_stage_.data(), w_stage_.data()};
+  if (std::memcmp(before, after, sizeof(before)) != 0) this->touch_plan();
+  cudaStream_t s = this->be_.stream;
+  FM_CUDA_CHECK(cudaMemcpyAsync(x_stage_.data(), X, sizeof(T) * batch * this->n_in_,
+                                cudaMemcpyDeviceToDevice, s));
+  st_target.assign(nh, nullptr);
+  st_labels.assign(nh, nullptr);
+  index_t to = 0, lo = 0;
+  for (size_t h = 0; h < nh; ++h) {
+    if (labels[h]) {
+      FM_CUDA_CHECK(cudaMemcpyAsync(l_stage_.data() + lo, labels[h], sizeof(std::int32_t) * batch,
+                                    cudaMemcpyDeviceToDevice, s));
+      st_labels[h] = l_stage_.data() + lo;
+      lo += batch;
+    } else {
+      const index_t n = batch * this->heads_[h].n_out;
+      FM_CUDA_CHECK(
+          cudaMemcpyAsync(t_stage_.data() + to, target[h], sizeof(T) * n, cudaMemcpyDeviceToDevice, s));
+      st_target[h] = t_stage_.data() + to;
+      to += n;
+    }
+  }
+  if (sample_weight)
+    FM_CUDA_CHECK(cudaMemcpyAsync(w_stage_.data(), sample_weight, sizeof(T) * batch,
+                                  cudaMemcpyDeviceToDevice, s));
+}
+
+template <class T>
+double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<const T*>& target,
+                                  const std::vector<const std::int32_t*>& labels,
+                                  const T* sample_weight, double lr, bool sync) {
+  FM_CHECK(this->has_opt_, "optimizer: set an optimizer before training");
+  FM_CHECK(target.size() == this->heads_.size() && labels.size() == this->heads_.size(),
+           "y: expected targets for ", this->heads_.size(), " head(s)");
+  const bool adafactor = static_cast<Opt>(this->opt_.opt) == Opt::adafactor;
+  if (!graph_eligible()) {
+    // Eager launches; Adafactor reads the loss on the host (its kernels have no skip signal).
+    if (sync || adafactor) return Base::train_step(X, batch, target, labels, sample_weight, lr);
+    Base::train_step_async(X, batch, target, labels, sample_weight, lr);
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  FM_CHECK(std::isfinite(lr) && lr > 0, "lr: expected > 0, got ", lr);
+  cudaStream_t s = this->be_.stream;
+  this->ensure_workspace(batch);
+  std::vector<const T*> st_target;
+  std::vector<const std::int32_t*> st_labels;
+  stage(X, batch, target, labels, sample_weight, st_target, st_labels);
+  if (block_.size() < 1) {
+    block_.resize(1);
+    this->touch_plan();
+  }
+  if (!host_block_) {
+    FM_CUDA_CHECK(cudaMallocHost(&host_block_, 2 * sizeof(StepBlock<T>)));
+    for (cudaEvent_t& e : block_done_)
+      FM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  }
+  if (graph_version_ != this->plan_version_) {
+    drop_graphs();
+    graph_version_ = this->plan_version_;
+  }
+  // This step's values, through a pinned slot whose previous copy has completed.
+  const int slot = block_slot_;
+  block_slot_ ^= 1;
+  FM_CUDA_CHECK(cudaEventSynchronize(block_done_[slot]));
+  StepBlock<T>& hb = host_block_[slot];
+  hb.coef = make_opt_coef<T>(this->opt_, this->opt_step_ + 1, lr, 1.0);
+  hb.rng_step = this->rng_step_;
+  FM_CUDA_CHECK(
+      cudaMemcpyAsync(block_.data(), &hb, sizeof(StepBlock<T>), cudaMemcpyHostToDevice, s));
+  FM_CUDA_CHECK(cudaEventRecord(block_done_[slot], s));
+
+  std::vector<int> kinds;
+  for (size_t h = 0; h < labels.size(); ++h) kinds.push_back(labels[h] ? 1 : 0);
+  const Key key{batch, kinds, sample_weight != nullptr};
+  auto it = graphs_.find(key);
+  if (it == graphs_.end()) {
+    const auto saved = std::make_tuple(this->opt_step_, this->rng_step_, this->bn_updates_);
+    FM_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+    this->be_.dev_step = &block_.data()->rng_step;
+    this->be_.dev_coef = &block_.data()->coef;
+    cudaGraph_t graph = nullptr;
+    try {
+      this->gradients_async(x_stage_.data(), batch, st_target, st_labels,
+                            sample_weight ? w_stage_.data() : nullptr, nullptr);
+      this->apply_update(lr, true);
+    } catch (...) {
+      this->be_.dev_step = nullptr;
+      this->be_.dev_coef = nullptr;
+      cudaStreamEndCapture(s, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      std::tie(this->opt_step_, this->rng_step_, this->bn_updates_) = saved;
+      throw;
+    }
+    this->be_.dev_step = nullptr;
+    this->be_.dev_coef = nullptr;
+    std::tie(this->opt_step_, this->rng_step_, this->bn_updates_) = saved;
+    FM_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    FM_CUDA_CHECK(e);
+    it = graphs_.emplace(key, exec).first;
+  }
+  FM_CUDA_CHECK(cudaGraphLaunch(it->second, s));
+  ++this->opt_step_;
+  ++this->rng_step_;
+  if (this->has_bn_) ++this->bn_updates_;
+  this->grad_batch_ = 0;
+  if (!sync) return std::numeric_limits<double>::quiet_NaN();
+  const double loss = this->read_losses(nullptr);
+  if (!std::isfinite(loss)) --this->opt_step_;  // the device skipped the update
+  return loss;
+}
+
+// ------------------------------------------------------------------ instantiations
+
+#define FM_INSTANTIATE_BACKEND(T)                                                                \
+  template void CudaBackend::copy<T>(T*, const T*, index_t);                                     \
+  template void CudaBackend::fill<T>(T*, index_t, T);
+FM_INSTANTIATE_BACKEND(std::int32_t)
+#undef FM_INSTANTIATE_BACKEND
+
+template class DeviceVec<float>;
+template class DeviceVec<double>;
+template class DeviceVec<std::int32_t>;
+template class DeviceVec<StepBlock<float>>;
+template class DeviceVec<StepBlock<double>>;
+
+}  // namespace fm::cuda
+
+namespace fm {
+template class Network<float, cuda::CudaBackend>;
+template class Network<double, cuda::CudaBackend>;
+namespace cuda {
+template class CudaNetwork<float>;
+template class CudaNetwork<double>;
+}  // namespace cuda
+}  // namespace fm
