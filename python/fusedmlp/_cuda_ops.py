@@ -89,7 +89,7 @@ def as_device_array(
             f"{name}: expected a GPU array (CuPy), got {type(x).__name__}; mixing host and device "
             "arrays is an error (move it with cupy.asarray, or pass NumPy arrays for the CPU)"
         )
-    arr = x if isinstance(x, cp.ndarray) else cp.asarray(x)
+    arr = to_cupy(x)
     if arr.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name}: expected dtype float32 or float64, got {arr.dtype}")
     if dtype is not None and arr.dtype != np.dtype(dtype):
@@ -105,6 +105,18 @@ def as_device_array(
     if finite and arr.size and not bool(cp.isfinite(arr).all()):
         raise ValueError(f"{name}: contains NaN or Inf")
     return cp.ascontiguousarray(arr)
+
+
+def to_cupy(x: Any):
+    """A CuPy view of a GPU array, without a copy: CuPy arrays as they are, other
+    ``__cuda_array_interface__`` exporters through ``cupy.asarray``, DLPack GPU tensors
+    (PyTorch, JAX) through ``cupy.from_dlpack``."""
+    cp = _cupy()
+    if isinstance(x, cp.ndarray):
+        return x
+    if hasattr(x, "__cuda_array_interface__"):
+        return cp.asarray(x)
+    return cp.from_dlpack(x)
 
 
 def _check_device(name: str, arr) -> None:

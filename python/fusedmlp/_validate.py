@@ -15,9 +15,25 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+# DLPack device types of GPU memory (dlpack.h: kDLCUDA, kDLCUDAHost excluded, kDLCUDAManaged).
+_DLPACK_CUDA = (2, 13)
+
+
+def is_dlpack_gpu(x: Any) -> bool:
+    """True for DLPack-exporting GPU tensors (PyTorch, JAX, ...) without
+    ``__cuda_array_interface__``."""
+    if isinstance(x, np.ndarray) or not hasattr(x, "__dlpack_device__"):
+        return False
+    try:
+        return int(x.__dlpack_device__()[0]) in _DLPACK_CUDA
+    except Exception:  # a broken exporter is not a GPU array we can use
+        return False
+
+
 def is_device_array(x: Any) -> bool:
-    """True for arrays living on a GPU (CuPy, or anything with ``__cuda_array_interface__``)."""
-    return hasattr(x, "__cuda_array_interface__")
+    """True for arrays living on a GPU: CuPy, anything with ``__cuda_array_interface__``, or
+    a DLPack tensor on a CUDA device (PyTorch, JAX)."""
+    return hasattr(x, "__cuda_array_interface__") or is_dlpack_gpu(x)
 
 
 def check_host(name: str, x: Any) -> None:

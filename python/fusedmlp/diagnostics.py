@@ -100,6 +100,12 @@ def _layer_infos(model: Sequential) -> list[_LayerInfo]:
 
 
 def _split(target: Any) -> tuple[Sequential, Trainer | None]:
+    model = target.model if isinstance(target, Trainer) else target
+    if isinstance(model, Sequential) and model.device != "cpu":
+        raise ValueError(
+            "model: diagnostics run on CPU models (they read every layer's tensors on the "
+            "host); pass model.to('cpu')"
+        )
     if isinstance(target, Trainer):
         return target.model, target
     if isinstance(target, Sequential):

@@ -126,6 +126,10 @@ def lsuv_init(model, X, tol: float = 0.1, max_iter: int = 10) -> None:
         tol: accepted |Var - 1|.
         max_iter: rescaling passes per layer.
     """
+    if v.is_device_array(X):  # the layer statistics are read on the host
+        from ._cuda_network import to_host
+
+        X = to_host(X)
     X = v.as_float_array("X", X, dtype=model.dtype)
     net = model._network()
     for li, layer in enumerate(model._all_layers()):
@@ -137,4 +141,4 @@ def lsuv_init(model, X, tol: float = 0.1, max_iter: int = 10) -> None:
             var = float(np.var(net.layer_output(li)))
             if not np.isfinite(var) or var == 0.0 or abs(var - 1.0) < tol:
                 break
-            W /= np.sqrt(var)
+            W /= float(np.sqrt(var))

@@ -80,9 +80,6 @@ class Sequential:
             reason = cuda_unavailable_reason()
             if reason is not None:
                 raise ValueError(f"device: 'cuda' is not usable: {reason}")
-            raise ValueError(
-                "device: the CUDA Network is not available in this build; use device='cpu'"
-            )
         self.device = device
         self.seed = v.integer("seed", seed, low=0)
         self.dtype = np.dtype(dtype)
@@ -109,8 +106,14 @@ class Sequential:
             hs = _core.HeadSpec()
             hs.layers = [lay.spec() for lay in h]
             heads.append(hs)
-        cls = _core.Network32 if self.dtype == np.float32 else _core.Network64
-        self._net = cls(self.n_in, [lay.spec() for lay in self.layers], heads, self.seed)
+        trunk = [lay.spec() for lay in self.layers]
+        if self.device == "cuda":
+            from ._cuda_network import CudaNet
+
+            self._net = CudaNet(self.n_in, trunk, heads, self.seed, self.dtype)
+        else:
+            cls = _core.Network32 if self.dtype == np.float32 else _core.Network64
+            self._net = cls(self.n_in, trunk, heads, self.seed)
         self._index = {}
         for li, name, off, rows, cols, trainable in self._net.param_info():
             self._index[(li, name)] = (off, rows, cols, trainable)
@@ -128,6 +131,38 @@ class Sequential:
         view = arena[off : off + rows * cols]
         return view.reshape(rows, cols) if name in ("W", "act_params", "centers") else view
 
+    def _assign(self, dst, value) -> None:
+        """dst[...] = value, with value moved to dst's device (NumPy -> CuPy on the GPU)."""
+        if self.device == "cuda":
+            from ._cuda_network import to_device
+
+            value = to_device(value, self.dtype)
+        elif v.is_device_array(value):
+            value = _host_copy(value)
+        dst[...] = value
+
+    def to(self, device: str) -> Sequential:
+        """A copy of the model on ``device`` ("cpu" or "cuda"): same architecture, parameters,
+        batch-norm statistics, RNG step and frozen layers (the optimizer state belongs to the
+        Trainer: ``Trainer.save`` / ``Trainer.load(path, device=...)`` moves a whole run).
+
+        Example:
+            >>> import fusedmlp as fm
+            >>> m = fm.MLP(n_in=3, hidden=[4], n_out=1)
+            >>> m.to("cpu").device
+            'cpu'
+        """
+        clone = Sequential.from_config(self.config(), device=device)
+        src, dst = self._net, clone._net
+        clone._assign(dst.params(), src.params())
+        clone._assign(dst.buffers(), src.buffers())
+        dst.rng_step = src.rng_step
+        dst.bn_updates = src.bn_updates
+        for li in range(dst.n_layers):
+            dst.set_layer_trainable(li, bool(src.layer_trainable(li)))
+        clone._rbf_initialized = self._rbf_initialized
+        return clone
+
     def reset_parameters(self) -> None:
         """(Re)draw every weight from its initializer (deterministic for ``seed``)."""
         rng = np.random.default_rng(self.seed)
@@ -136,8 +171,11 @@ class Sequential:
             if isinstance(layer, L.Dense):
                 W = self._param_view(li, "W")
                 name = initializers.canonical(layer.init)
-                W[:] = initializers.initialize(
-                    "orthogonal" if name == "lsuv" else name, W.shape[0], W.shape[1], rng
+                self._assign(
+                    W,
+                    initializers.initialize(
+                        "orthogonal" if name == "lsuv" else name, W.shape[0], W.shape[1], rng
+                    ),
                 )
                 if layer.use_bias:
                     self._param_view(li, "b")[:] = layer.bias_init
@@ -149,10 +187,10 @@ class Sequential:
             act = getattr(layer, "_act", None)
             if act is not None and act.learnable:
                 P = self._param_view(li, "act_params")
-                P[:] = _default_act_params(act.name, P.shape, rng)
+                self._assign(P, _default_act_params(act.name, P.shape, rng))
             if isinstance(layer, L.RBF):  # data-free placeholder until init_rbf
                 C = self._param_view(li, "centers")
-                C[:] = rng.normal(size=C.shape)
+                self._assign(C, rng.normal(size=C.shape))
                 self._param_view(li, "log_widths")[:] = 0.0
         self._net.bn_updates = 0
         self._rbf_initialized = not self.rbf_layers()
@@ -177,7 +215,7 @@ class Sequential:
         """Copies of every array, layer by layer: W, b, BN gamma, beta, running_mean,
         running_var, learnable activation parameters; RBF centres (K, n_in) and log widths
         (K,) (sigma = exp of them)."""
-        return [self._param_view(li, n).copy() for li, n in self._weight_names()]
+        return [_host_copy(self._param_view(li, n)) for li, n in self._weight_names()]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         """Set every array from a list shaped like :meth:`get_weights`'s."""
@@ -186,14 +224,14 @@ class Sequential:
             raise ValueError(f"weights: expected {len(keys)} arrays, got {len(weights)}")
         for i, ((li, n), w) in enumerate(zip(keys, weights)):
             dst = self._param_view(li, n)
-            arr = np.asarray(w)
+            arr = _host_copy(w)
             if arr.shape != dst.shape:
                 raise ValueError(
                     f"weights[{i}] ({n} of layer {li}): expected shape {dst.shape}, got {arr.shape}"
                 )
             if not np.isfinite(arr).all():
                 raise ValueError(f"weights[{i}] ({n} of layer {li}): contains NaN or Inf")
-            dst[:] = arr
+            self._assign(dst, arr)
         self._rbf_initialized = True  # the caller's centres and widths count as placed
 
     # -- RBF layers and freezing --------------------------------------------------------
@@ -237,7 +275,7 @@ class Sequential:
             >>> m.init_rbf(X); m.rbf_initialized
             True
         """
-        X = self.check_X(X)
+        X = _host_copy(self.check_X(X))
         seed = self.seed if seed is None else v.integer("seed", seed, low=0)
         rng = np.random.default_rng([seed, 1])
         if max_samples is not None:
@@ -252,8 +290,8 @@ class Sequential:
                 inputs = self._layer_inputs(li, X)
             layer_seed = int(rng.integers(2**31 - 1))
             centers, widths = self._all_layers()[li].fit_centers(inputs, seed=layer_seed)
-            self._param_view(li, "centers")[:] = centers
-            self._param_view(li, "log_widths")[:] = np.log(widths)
+            self._assign(self._param_view(li, "centers"), centers)
+            self._assign(self._param_view(li, "log_widths"), np.log(widths))
         self._rbf_initialized = True
 
     def set_trainable(self, layer: int, trainable: bool) -> None:
@@ -296,6 +334,20 @@ class Sequential:
 
     # -- inference ----------------------------------------------------------------------
     def check_X(self, X: Any, name: str = "X") -> np.ndarray:
+        """X checked (2-d, n_in columns, finite) in the model's dtype: a NumPy array for CPU
+        models; for CUDA models a CuPy array on the current device (device arrays, PyTorch /
+        JAX tensors through DLPack, are used without a copy; host arrays are copied once)."""
+        if self.device == "cuda":
+            from . import _cuda_ops
+            from ._cuda_network import to_device
+
+            if v.is_device_array(X):
+                X = _cuda_ops.as_device_array(name, X)
+            else:
+                X = to_device(v.as_float_array(name, X))
+            if X.shape[1] != self.n_in:
+                raise ValueError(f"{name}: expected {self.n_in} features, got {X.shape[1]}")
+            return X.astype(self.dtype, copy=False)
         X = v.as_float_array(name, X)
         if X.shape[1] != self.n_in:
             raise ValueError(f"{name}: expected {self.n_in} features, got {X.shape[1]}")
@@ -304,12 +356,20 @@ class Sequential:
     def predict(self, X: Any, batch_size: int = 4096) -> np.ndarray | list[np.ndarray]:
         """The network's output in inference mode (running BN statistics, no dropout):
         logits for classifiers. A list with one array per head for multi-head models."""
+        on_device = v.is_device_array(X)
         X = self.check_X(X)
         batch_size = v.integer("batch_size", batch_size, low=1)
         parts = [
             self._net.forward(X[s : s + batch_size], False) for s in range(0, len(X), batch_size)
         ]
-        outs = [np.concatenate([p[h] for p in parts]) for h in range(len(self.heads))]
+        xp = np
+        if self.device == "cuda":
+            from ._cuda_ops import _cupy
+
+            xp = _cupy()
+        outs = [xp.concatenate([p[h] for p in parts]) for h in range(len(self.heads))]
+        if self.device == "cuda" and not on_device:  # host in, host out
+            outs = [_host_copy(o) for o in outs]
         return outs[0] if len(outs) == 1 else outs
 
     def __call__(self, X):
@@ -324,17 +384,30 @@ class Sequential:
             "n_in": self.n_in,
             "seed": self.seed,
             "dtype": self.dtype.name,
+            "device": self.device,
         }
 
     @staticmethod
-    def from_config(cfg: dict) -> Sequential:
+    def from_config(cfg: dict, device: str | None = None) -> Sequential:
+        """The model of :meth:`config` (``device`` overrides the saved one: a GPU-trained
+        checkpoint loads on a CPU-only machine with ``device="cpu"``)."""
         return Sequential(
             [L.from_dict(d) for d in cfg["layers"]],
             n_in=cfg["n_in"],
             heads=[[L.from_dict(d) for d in h] for h in cfg["heads"]],
             seed=cfg["seed"],
             dtype=cfg["dtype"],
+            device=device or cfg.get("device", "cpu"),
         )
+
+
+def _host_copy(x: Any) -> np.ndarray:
+    """A NumPy copy of a host or device array (weights leave the model as NumPy arrays)."""
+    if v.is_device_array(x):
+        from ._cuda_network import to_host
+
+        return to_host(x)
+    return np.array(x, copy=True)
 
 
 def _default_act_params(name: str, shape, rng) -> np.ndarray:

@@ -91,6 +91,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _activations, _losses
+from . import _validate as v
 from . import init as _init
 from . import layers as L
 from . import optim as _optim
@@ -111,6 +112,15 @@ _RANDOM_ACTIVATIONS = ("rrelu",)
 _DENSIFY_BYTES = 1 << 28
 #: Rows per forward call at inference.
 _PREDICT_CHUNK = 4096
+
+
+def _host_array(a: Any) -> np.ndarray:
+    """A NumPy copy of an arena view (CuPy on a CUDA model)."""
+    if v.is_device_array(a):
+        from ._cuda_network import to_host
+
+        return to_host(a)
+    return np.array(a, copy=True)
 
 
 def _c_array(a: Any, dtype: Any) -> np.ndarray:
@@ -861,10 +871,10 @@ class _BaseMLP(BaseEstimator):
         last: dict[str, Any] = {}
 
         def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-            net.params()[:] = x
+            model._assign(net.params(), x)
             target, data = self._poisson_target(Xd, y64, w) if poisson else (t, None)
             loss, _, _ = net.compute_gradients(Xd, [target], w, False)
-            grad = np.array(net.grads(), dtype=np.float64)
+            grad = _host_array(net.grads()).astype(np.float64)
             wx = mask * x
             penalty = 0.5 * alpha * float(np.dot(wx, x)) / total
             grad += (alpha / total) * wx
@@ -970,9 +980,9 @@ class _BaseMLP(BaseEstimator):
             net = model._net
             state["_model_state"] = {
                 "config": model.config(),
-                "params": net.params().copy(),
-                "buffers": net.buffers().copy(),
-                "opt_state": net.opt_state().copy(),
+                "params": _host_array(net.params()),
+                "buffers": _host_array(net.buffers()),
+                "opt_state": _host_array(net.opt_state()),
                 "opt_step": int(net.opt_step),
                 "rng_step": int(net.rng_step),
                 "bn_updates": int(net.bn_updates),
@@ -986,15 +996,15 @@ class _BaseMLP(BaseEstimator):
         super().__setstate__(state)
         if saved is None:
             return
-        model = Sequential.from_config(saved["config"])
+        model = Sequential.from_config(saved["config"], device=saved["config"].get("device"))
         net = model._net
-        net.params()[:] = saved["params"]
-        net.buffers()[:] = saved["buffers"]
+        model._assign(net.params(), saved["params"])
+        model._assign(net.buffers(), saved["buffers"])
         self.model_ = model
         self._wire_head()
         if getattr(self, "_optimizer", None) is not None:
             self._configure_optimizer(self._weight_decay, keep_state=False)
-            net.opt_state()[:] = saved["opt_state"]
+            model._assign(net.opt_state(), saved["opt_state"])
             net.opt_step = saved["opt_step"]
         net.rng_step = saved["rng_step"]
         net.bn_updates = saved["bn_updates"]

@@ -229,6 +229,12 @@ class Trainer:
 
     # -- data ------------------------------------------------------------------------------
     def _targets(self, y: Any, n: int, check: bool = True) -> list[np.ndarray]:
+        # Targets are validated on the host (GPU targets are copied back once: they are small
+        # next to X); a CUDA model gets them on the device in fit (once) or per call.
+        if v.is_device_array(y):
+            y = _host(y)
+        elif isinstance(y, (list, tuple)) and any(v.is_device_array(t) for t in y):
+            y = [_host(t) for t in y]
         if len(self.losses) == 1 and type(y) is np.ndarray and y.flags.c_contiguous:
             # Fast path for the training loop: arrays already in the kernel's layout.
             if y.dtype == np.int32 and y.ndim == 1 and self.losses[0] == "cross_entropy":
@@ -300,7 +306,8 @@ class Trainer:
 
     def _fast_x(self, X: Any) -> np.ndarray:
         if (
-            isinstance(X, np.ndarray)
+            self.model.device == "cpu"
+            and isinstance(X, np.ndarray)
             and X.dtype == self.model.dtype
             and X.ndim == 2
             and X.flags.c_contiguous
@@ -319,9 +326,10 @@ class Trainer:
         net = self.model._net
         if self.adversarial_eps is not None:
             _, dX, _ = net.compute_gradients(X, ys, sw, True)
-            X = np.concatenate([X, X + self.adversarial_eps * np.sign(dX)]).astype(self.model.dtype)
-            ys = [np.concatenate([t, t]) for t in ys]
-            sw = None if sw is None else np.concatenate([sw, sw])
+            xp = _xp(dX)
+            X = xp.concatenate([X, X + self.adversarial_eps * xp.sign(dX)]).astype(self.model.dtype)
+            ys = [_xp(t).concatenate([t, t]) for t in ys]
+            sw = None if sw is None else _xp(sw).concatenate([sw, sw])
         if self.schedule is not None:
             momentum = self.schedule.get_momentum()
             if momentum is not None:
@@ -388,6 +396,15 @@ class Trainer:
             sw = None if sw is None else sw[:n]
         if self._rbf.prepare(X, ys, sw, epochs):  # 2-step with the closed-form solve: done
             return self._closed_form_epoch(X, ys, sw, val, verbose)
+        # The batches' sources: on a CUDA model the data goes to the device once per fit (X is
+        # already there: check_X) and batches are gathered there; host copies of the targets
+        # stay for the metrics.
+        ys_host = ys
+        if self.model.device == "cuda":
+            from ._cuda_network import to_device
+
+            ys = [to_device(t) for t in ys]
+            sw = None if sw is None else to_device(sw)
         rng = np.random.default_rng([self.model.seed, self.epoch])
         self.stop_training = False
         for c in self.callbacks:
@@ -401,6 +418,8 @@ class Trainer:
             self._rbf.epoch_begin(epoch)
             t0 = time.perf_counter()
             order = rng.permutation(n) if shuffle else None
+            if order is not None and self.model.device == "cuda":
+                order = to_device(order)
             total, seen = 0.0, 0
             for b, s in enumerate(range(0, n, bs)):
                 if order is None:
@@ -412,7 +431,7 @@ class Trainer:
                 else:
                     idx = order[s : s + bs]
                     xb, yb, wb = X[idx], [t[idx] for t in ys], None if sw is None else sw[idx]
-                loss = self._step(np.ascontiguousarray(xb), yb, wb)
+                loss = self._step(_xp(xb).ascontiguousarray(xb), yb, wb)
                 total += loss * len(xb)
                 seen += len(xb)
                 for c in self.callbacks:
@@ -422,7 +441,7 @@ class Trainer:
             self.epoch = epoch + 1
             logs = {"loss": total / max(seen, 1), "lr": self.current_lr()}  # the lr this epoch used
             if self.metrics:
-                logs.update(self._metric_values(X, ys, prefix=""))
+                logs.update(self._metric_values(X, ys_host, prefix=""))
             if val is not None:
                 logs.update(self._evaluate(val[0], val[1], None, prefix="val_"))
             self.history.append(epoch, logs)
@@ -470,7 +489,7 @@ class Trainer:
         if not self.metrics:
             return {}
         preds = self.predict(X)
-        preds = preds if isinstance(preds, list) else [preds]
+        preds = [_host(p) for p in (preds if isinstance(preds, list) else [preds])]
         out = {}
         for name, fn in self.metrics.items():
             vals = [fn(t, p) for t, p in zip(ys, preds)]
@@ -495,7 +514,7 @@ class Trainer:
         bs = 8192
         for s in range(0, len(X), bs):
             loss, _ = self.model._net.evaluate(
-                np.ascontiguousarray(X[s : s + bs]),
+                _xp(X).ascontiguousarray(X[s : s + bs]),
                 [t[s : s + bs] for t in ys],
                 None if sw is None else sw[s : s + bs],
             )
@@ -555,9 +574,9 @@ class Trainer:
                 np.savez(
                     f,
                     header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-                    params=net.params(),
-                    buffers=net.buffers(),
-                    opt_state=net.opt_state(),
+                    params=_host(net.params()),
+                    buffers=_host(net.buffers()),
+                    opt_state=_host(net.opt_state()),
                 )
                 f.flush()
                 os.fsync(f.fileno())
@@ -568,8 +587,9 @@ class Trainer:
             raise
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Trainer:
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> Trainer:
         """Rebuild a Trainer from :meth:`save`'s file; training resumes on the same trajectory.
+        ``device`` ("cpu" / "cuda") overrides the device the model was saved from.
 
         Raises:
             ValueError: the file is not a readable fusedmlp checkpoint.
@@ -597,7 +617,7 @@ class Trainer:
                 f"(this fusedmlp reads version {CHECKPOINT_VERSION})"
             )
         try:
-            model = Sequential.from_config(header["model"])
+            model = Sequential.from_config(header["model"], device=device)
             t = cls(
                 model,
                 loss=header["losses"],
@@ -625,7 +645,7 @@ class Trainer:
                     raise ValueError(
                         f"{name} has shape {src.shape}, the architecture needs {dst.shape}"
                     )
-                dst[:] = src
+                model._assign(dst, src)
             net.opt_step = int(header["opt_step"])
             net.rng_step = int(header["rng_step"])
             net.bn_updates = int(header["bn_updates"])
@@ -648,6 +668,24 @@ class Trainer:
 
 
 _DECAY_SCOPE = {"weights": 0, "all": 1, "none": 2}  # Network::set_decay_scope
+
+
+def _xp(a):
+    """The array module of ``a``: NumPy, or CuPy for device arrays."""
+    if v.is_device_array(a):
+        from ._cuda_ops import _cupy
+
+        return _cupy()
+    return np
+
+
+def _host(x):
+    """A NumPy array of a host or device array (checkpoints and metrics work on the host)."""
+    if v.is_device_array(x):
+        from ._cuda_network import to_host
+
+        return to_host(x)
+    return x
 
 
 def _regularizer(d: dict):
