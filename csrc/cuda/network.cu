@@ -311,9 +311,10 @@ void CudaBackend::optimizer_step(const OptConfig& c, T* params, const T* grads, 
 template <class T>
 CudaNetwork<T>::~CudaNetwork() {
   drop_graphs();
-  for (cudaEvent_t& e : block_done_)
+  for (cudaEvent_t e : {block_done_[0], block_done_[1], enter_, leave_})
     if (e) cudaEventDestroy(e);
   if (host_block_) cudaFreeHost(host_block_);
+  if (own_stream_) cudaStreamDestroy(own_stream_);
 }
 
 template <class T>
@@ -383,6 +384,31 @@ void CudaNetwork<T>::stage(const T* X, index_t batch, const std::vector<const T*
                                   cudaMemcpyDeviceToDevice, s));
 }
 
+// Runs the step on the Network's own stream, ordered after the caller's stream and before
+// it again (events): graphs cannot be captured on the legacy default stream, and the
+// eager warm-up step allocates the cuBLASLt workspace of the stream the capture then uses.
+template <class T>
+class OwnStream {
+ public:
+  OwnStream(CudaBackend& be, cudaStream_t own, cudaEvent_t in, cudaEvent_t out)
+      : be_(be), caller_(be.stream), own_(own), out_(out) {
+    FM_CUDA_CHECK(cudaEventRecord(in, caller_));
+    FM_CUDA_CHECK(cudaStreamWaitEvent(own_, in, 0));
+    be_.stream = own_;
+  }
+  ~OwnStream() {
+    be_.stream = caller_;
+    if (cudaEventRecord(out_, own_) == cudaSuccess) cudaStreamWaitEvent(caller_, out_, 0);
+  }
+  OwnStream(const OwnStream&) = delete;
+  OwnStream& operator=(const OwnStream&) = delete;
+
+ private:
+  CudaBackend& be_;
+  cudaStream_t caller_, own_;
+  cudaEvent_t out_;
+};
+
 template <class T>
 double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<const T*>& target,
                                   const std::vector<const std::int32_t*>& labels,
@@ -390,21 +416,36 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
   FM_CHECK(this->has_opt_, "optimizer: set an optimizer before training");
   FM_CHECK(target.size() == this->heads_.size() && labels.size() == this->heads_.size(),
            "y: expected targets for ", this->heads_.size(), " head(s)");
+  FM_CHECK(std::isfinite(lr) && lr > 0, "lr: expected > 0, got ", lr);
+  if (!own_stream_) {
+    FM_CUDA_CHECK(cudaStreamCreateWithFlags(&own_stream_, cudaStreamNonBlocking));
+    FM_CUDA_CHECK(cudaEventCreateWithFlags(&enter_, cudaEventDisableTiming));
+    FM_CUDA_CHECK(cudaEventCreateWithFlags(&leave_, cudaEventDisableTiming));
+  }
+  OwnStream<T> guard(this->be_, own_stream_, enter_, leave_);
+  cudaStream_t s = own_stream_;
   const bool adafactor = static_cast<Opt>(this->opt_.opt) == Opt::adafactor;
-  if (!graph_eligible()) {
-    // Eager launches; Adafactor reads the loss on the host (its kernels have no skip signal).
+  std::vector<int> kinds;
+  for (size_t h = 0; h < labels.size(); ++h) kinds.push_back(labels[h] ? 1 : 0);
+  const Key key{batch, kinds, sample_weight != nullptr};
+  // Eager: not eligible, or the first step of this shape (the warm-up: cuBLASLt workspace and
+  // algorithm caches are filled outside any capture).
+  if (!graph_eligible() || warmed_.insert(key).second) {
+    // Adafactor reads the loss on the host (its kernels have no skip signal).
     if (sync || adafactor) return Base::train_step(X, batch, target, labels, sample_weight, lr);
     Base::train_step_async(X, batch, target, labels, sample_weight, lr);
     return std::numeric_limits<double>::quiet_NaN();
   }
-  FM_CHECK(std::isfinite(lr) && lr > 0, "lr: expected > 0, got ", lr);
-  cudaStream_t s = this->be_.stream;
   this->ensure_workspace(batch);
   std::vector<const T*> st_target;
   std::vector<const std::int32_t*> st_labels;
   stage(X, batch, target, labels, sample_weight, st_target, st_labels);
   if (block_.size() < 1) {
     block_.resize(1);
+    this->touch_plan();
+  }
+  if (this->be_.scale_buf.size() < 1) {
+    this->be_.scale_buf.resize(1);
     this->touch_plan();
   }
   if (!host_block_) {
@@ -427,9 +468,6 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
       cudaMemcpyAsync(block_.data(), &hb, sizeof(StepBlock<T>), cudaMemcpyHostToDevice, s));
   FM_CUDA_CHECK(cudaEventRecord(block_done_[slot], s));
 
-  std::vector<int> kinds;
-  for (size_t h = 0; h < labels.size(); ++h) kinds.push_back(labels[h] ? 1 : 0);
-  const Key key{batch, kinds, sample_weight != nullptr};
   auto it = graphs_.find(key);
   if (it == graphs_.end()) {
     const auto saved = std::make_tuple(this->opt_step_, this->rng_step_, this->bn_updates_);

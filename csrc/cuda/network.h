@@ -4,7 +4,9 @@
 // Memory: every arena and workspace is device memory (DeviceVec); the host keeps only the
 // plan. All launches go to one stream (set_stream; the caller's CuPy stream).
 // Graphs: train_step captures forward, losses, backward, clipping and the optimizer once per
-// (batch, target kinds, sample weights) and replays the graph afterwards. The inputs are first
+// (batch, target kinds, sample weights), after one eager warm-up step of that shape, and
+// replays the graph afterwards. The step runs on the Network's own stream, ordered after the
+// caller's stream and before it again. The inputs are first
 // copied into the Network's own staging buffers (a graph bakes its pointers), and the
 // quantities that change every step (the Philox step of dropout / noise / RReLU, the
 // optimizer's learning rate and bias corrections) are read by the kernels from a small device
@@ -18,6 +20,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <tuple>
 #include <vector>
 
@@ -163,7 +166,7 @@ class CudaNetwork : public Network<T, CudaBackend> {
   // The device the arenas live on (current at construction).
   int device() const { return device_; }
   cudaStream_t stream() const { return this->be_.stream; }
-  void set_use_graphs(bool on);
+  void set_use_graphs(bool on);  // off: every step runs eagerly
   bool use_graphs() const { return use_graphs_; }
   int n_graphs() const { return static_cast<int>(graphs_.size()); }
 
@@ -191,6 +194,9 @@ class CudaNetwork : public Network<T, CudaBackend> {
   int device_ = current_device();
   bool use_graphs_ = true;
   std::map<Key, cudaGraphExec_t> graphs_;
+  std::set<Key> warmed_;  // shapes that had their eager first step
+  cudaStream_t own_stream_ = nullptr;
+  cudaEvent_t enter_ = nullptr, leave_ = nullptr;
   std::uint64_t graph_version_ = 0;
   DeviceVec<T> x_stage_, t_stage_, w_stage_;
   DeviceVec<std::int32_t> l_stage_;

@@ -121,7 +121,9 @@ class CudaNet:
         out = []
         for t in ys:
             t = to_device(t)
-            out.append(t.astype(np.int32) if t.dtype.kind in "iu" else t.astype(self._dtype, copy=False))
+            out.append(
+                t.astype(np.int32) if t.dtype.kind in "iu" else t.astype(self._dtype, copy=False)
+            )
         return out
 
     def _sw(self, sw):
@@ -130,7 +132,10 @@ class CudaNet:
     def forward(self, X, training: bool = False):
         cp = self._cp
         X = self._x(X)
-        outs = [cp.empty((X.shape[0], self._net.n_outputs(h)), self._dtype) for h in range(self._net.n_heads)]
+        outs = [
+            cp.empty((X.shape[0], self._net.n_outputs(h)), self._dtype)
+            for h in range(self._net.n_heads)
+        ]
         self._net.forward(X, outs, training, _stream())
         return outs
 

@@ -46,6 +46,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -201,7 +202,9 @@ class Optimizer:
 
         Args:
             params: list of NumPy arrays (1-d or 2-d, float32/float64, C-contiguous,
-                writeable), updated in place. A weight matrix is (n_in, n_out).
+                writeable), updated in place. A weight matrix is (n_in, n_out). CuPy arrays
+                (all of them on the GPU) run the CUDA kernels: one launch per parameter, the
+                clip-by-norm factor reduced on the device.
             grads: list of gradients, one per parameter, same shapes and dtypes.
             lr: the learning rate of this step (a schedule's value); default ``hyper.lr``.
             decay: per-parameter override of ``hyper.decay`` (True: penalties, decoupled
@@ -213,6 +216,8 @@ class Optimizer:
             >>> opt.step([w], [np.array([0.5, -0.5])]); w
             array([ 0.9, -1.9])
         """
+        if isinstance(params, (list, tuple)) and any(v.is_device_array(p) for p in params):
+            return self._step_device(params, grads, lr, decay)
         params, grads = _check_pairs(params, grads)
         step_lr = self.hyper.lr if lr is None else v.real("lr", lr, 0.0, low_open=True)
         mask = self.decay_mask(params)
@@ -230,6 +235,60 @@ class Optimizer:
         t = self.state.step + 1
         for p, g, s, d in zip(params, grads, buffers, mask, strict=True):
             _core.optimizer_step(cfg, p, g, s, t, step_lr, scale, d, d and p.ndim == 2)
+        self.state.step = t
+
+    def _step_device(self, params: list, grads: list, lr: float | None, decay) -> None:
+        """:meth:`step` for CuPy parameters (fusedmlp._cuda_ops.optimizer_step per tensor)."""
+        from . import _cuda_ops as C
+
+        cp = C._cupy()
+        if not isinstance(grads, (list, tuple)) or len(grads) != len(params):
+            raise ValueError(
+                f"grads: expected a list of {len(params)} gradients (one per parameter)"
+            )
+        for i, p in enumerate(params):
+            if not isinstance(p, cp.ndarray):
+                raise TypeError(
+                    f"params[{i}]: expected a CuPy array like the other parameters, got "
+                    f"{type(p).__name__}; mixing host and device arrays is an error"
+                )
+            if p.ndim not in (1, 2) or p.size == 0:
+                raise ValueError(
+                    f"params[{i}]: expected a non-empty 1-d or 2-d array, got shape {p.shape}"
+                )
+        gs = [
+            C.as_device_array(f"grads[{i}]", g, ndim=(1, 2), dtype=p.dtype)
+            for i, (p, g) in enumerate(zip(params, grads, strict=True))
+        ]
+        for i, (p, g) in enumerate(zip(params, gs, strict=True)):
+            v.check_shape(f"grads[{i}]", g, p.shape)
+        step_lr = self.hyper.lr if lr is None else v.real("lr", lr, 0.0, low_open=True)
+        mask = self.decay_mask(params)
+        if decay is not None:
+            if not isinstance(decay, (list, tuple)) or len(decay) != len(params):
+                raise ValueError(f"decay: expected a list of {len(params)} booleans, got {decay!r}")
+            mask = [_flag(f"decay[{i}]", d) for i, d in enumerate(decay)]
+        cfg = self.config()
+        if self.state.buffers is None:
+            self.state.buffers = [
+                cp.zeros(_core.optimizer_param_state_size(cfg, *_rows_cols(p)), dtype=p.dtype)
+                for p in params
+            ]
+        if len(self.state.buffers) != len(params):
+            raise ValueError(
+                f"params: this optimizer holds state for {len(self.state.buffers)} parameters, "
+                f"got {len(params)}"
+            )
+        scale = 1.0
+        if self.hyper.clip_norm is not None:  # one global norm over every tensor (one sync)
+            sq = sum(float(C.grad_sq_norm(g)) for g in gs)
+            scale = float(_core.clip_norm_scale(math.sqrt(sq), float(self.hyper.clip_norm)))
+        t = self.state.step + 1
+        for p, g, s, d in zip(params, gs, self.state.buffers, mask, strict=True):
+            seg = _core.Segment(0, *_rows_cols(p), bool(d), bool(d and p.ndim == 2))
+            C.optimizer_step(
+                cfg, p.reshape(-1), g.reshape(-1), s, [seg], step=t, lr=step_lr, grad_scale=scale
+            )
         self.state.step = t
 
     def _buffers(self, cfg: Any, params: list[np.ndarray]) -> list[np.ndarray]:
