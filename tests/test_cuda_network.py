@@ -327,3 +327,27 @@ def test_diagnostics_need_a_cpu_model():
     m.device = "cuda"  # as a CUDA model reports itself (no GPU needed for the check)
     with pytest.raises(ValueError, match=r"model.to\('cpu'\)"):
         fm.diagnostics.activation_table(m, np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_trainer_fast_path_on_device(device, rng):
+    import cupy as cp
+
+    X = rng.normal(size=(30, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 30).astype(np.int32)
+    a = fm.Trainer(fm.MLP(n_in=6, hidden=[8], n_out=3, device="cuda"), loss="cross_entropy")
+    b = fm.Trainer(fm.MLP(n_in=6, hidden=[8], n_out=3, device="cuda"), loss="cross_entropy")
+    Xd, yd = cp.asarray(X), cp.asarray(y)
+    for _ in range(4):  # the checked path (NumPy) and the fast path (CuPy) agree
+        want = a.train_step(X, y)
+        got = b.train_step(Xd, yd, sync=False)
+        assert isinstance(got, cp.ndarray) and got.shape == ()
+        assert float(got) == pytest.approx(want, rel=1e-6)
+    before = cp.asnumpy(b.model.parameters).copy()
+    bad = Xd.copy()
+    bad[0, 0] = cp.nan
+    with pytest.raises(ValueError, match="X: contains NaN or Inf"):
+        b.train_step(bad, yd)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\]"):
+        b.train_step(Xd, cp.full(30, 7, cp.int32))
+    np.testing.assert_array_equal(cp.asnumpy(b.model.parameters), before)

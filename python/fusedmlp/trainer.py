@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
@@ -291,18 +292,76 @@ class Trainer:
         return sw
 
     # -- training --------------------------------------------------------------------------
-    def train_step(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+    def train_step(self, X: Any, y: Any, sample_weight: Any = None, *, sync: bool = True) -> Any:
         """One fused training step on a batch; returns the batch loss (before the update).
+
+        ``sync=False`` (CUDA models): nothing waits for the GPU; the loss comes back as a 0-d
+        CuPy float64 array (NaN when the step was skipped for a non-finite loss, in which
+        case the inputs are not examined). CPU models always return a float.
 
         Raises:
             ValueError: bad shapes, NaN/Inf in X or y, labels out of range.
         """
+        fast = self._device_batch(X, y, sample_weight)
+        if fast is not None:
+            # CUDA fast path, no host synchronization besides the loss: NaN/Inf or bad labels
+            # make the loss non-finite, the device then skips the update, and the inputs are
+            # examined only in that case (a clear ValueError, the parameters unchanged).
+            loss = self._step(fast[0], fast[1], None, sync)
+            if sync and not math.isfinite(loss):
+                self._explain_non_finite(fast[0], fast[1])
+            return loss
         X = self._fast_x(X)
         ys = self._targets(y, len(X))
         sw = self._sample_weight(sample_weight, len(X))
         if self._rbf.stage == "init":
             self._rbf.prepare(None, None, None, None)
-        return self._step(X, ys, sw)
+        return self._step(X, ys, sw, sync)
+
+    def _device_batch(self, X: Any, y: Any, sample_weight: Any):
+        """(X, [y]) when a CUDA model gets a batch already in the kernels' layout on the
+        device (CuPy, the model's dtype, C-contiguous; int32 labels or a (n, k) target array),
+        else None (the general, checked path)."""
+        if (
+            self.model.device != "cuda"
+            or sample_weight is not None
+            or len(self.losses) != 1
+            or self._rbf.stage == "init"
+            or self.adversarial_eps is not None
+            or not type(X).__module__.startswith("cupy")
+            or not type(y).__module__.startswith("cupy")
+        ):
+            return None
+        n = X.shape[0] if X.ndim == 2 else 0
+        if not (
+            n > 0
+            and X.dtype == self.model.dtype
+            and X.shape[1] == self.model.n_in
+            and X.flags.c_contiguous
+            and y.flags.c_contiguous
+        ):
+            return None
+        labels = y.dtype == np.int32 and y.shape == (n,) and self.losses[0] == "cross_entropy"
+        dense = y.dtype == self.model.dtype and y.shape == (n, self.model.n_outputs(0))
+        return (X, [y]) if labels or dense else None
+
+    def _explain_non_finite(self, X: Any, ys: list) -> None:
+        """After a non-finite loss on the CUDA fast path: the input at fault, as the checked
+        path would have reported it (nothing when the data is fine: the loss diverged)."""
+        xp = _xp(X)
+        if not bool(xp.isfinite(X).all()):
+            raise ValueError("X: contains NaN or Inf (the step was skipped)")
+        y = ys[0]
+        if y.dtype == np.int32:
+            k = self.model.n_outputs(0)
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0 or hi >= k:
+                raise ValueError(
+                    f"y: labels must be in [0, {k - 1}], got range [{lo}, {hi}] "
+                    "(the step was skipped)"
+                )
+        elif not bool(xp.isfinite(y).all()):
+            raise ValueError("y: contains NaN or Inf (the step was skipped)")
 
     def _fast_x(self, X: Any) -> np.ndarray:
         if (
@@ -322,7 +381,9 @@ class Trainer:
             return X
         return self.model.check_X(X)
 
-    def _step(self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None) -> float:
+    def _step(
+        self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None, sync: bool = True
+    ) -> Any:
         net = self.model._net
         if self.adversarial_eps is not None:
             _, dX, _ = net.compute_gradients(X, ys, sw, True)
@@ -334,11 +395,15 @@ class Trainer:
             momentum = self.schedule.get_momentum()
             if momentum is not None:
                 net.set_momentum(momentum)
-        loss = net.train_step(X, ys, sw, self.current_lr())
+        if sync or self.model.device != "cuda":
+            loss = float(net.train_step(X, ys, sw, self.current_lr()))
+        else:  # the loss stays on the device: a copy of the Network's loss slot (no sync)
+            net.train_step(X, ys, sw, self.current_lr(), False)
+            loss = net.loss_slot().copy().reshape(())
         self.step_count += 1
         if self.schedule is not None:
             self.schedule.step()
-        return float(loss)
+        return loss
 
     def fit(
         self,
