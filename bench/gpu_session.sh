@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (the `device` tool): build, test, sanitize and time in one go,
+# everything it learns under $OUT. Run from the repository root, carrying `.whl` (the
+# scipy-openblas32 wheel for Python 3.12, the only build dependency that machine lacks):
+#
+#   here:   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#             --implementation cp --platform manylinux_2_28_x86_64 -d .whl scipy-openblas32
+#   device: run(command="bash bench/gpu_session.sh", carry=[".whl"], timeout_s=600)
+#
+# Stages (each bounded so the whole call ends inside the 10-minute command limit):
+#   1. build _core and _cuda for sm_90 with CMake into build/gpu (16 cores: ~1-2 min);
+#   2. the whole test suite, CUDA cases included (tests/test_cuda_ops.py, test_cuda_network.py);
+#   3. compute-sanitizer memcheck and racecheck on a slice of the GPU Network and kernel tests;
+#   4. the GPU benchmark (bench/bench_gpu.py) at two batch sizes, fusedmlp vs PyTorch.
+# STAGES="build tests sanitize bench" selects stages; BENCH_ARGS overrides the bench options.
+# Output files: device.txt, build.log, tests.log, sanitize.log, bench.log, gpu.md, gpu-*.json.
+set -uo pipefail
+OUT="${OUT:-/tmp/fusedmlp-gpu}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+STAGES="${STAGES:-build tests sanitize bench}"
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm \
+  --format=csv | tee "$OUT/device.txt"
+python3 -c "import torch, cupy; print('torch', torch.__version__, 'cupy', cupy.__version__)" \
+  | tee -a "$OUT/device.txt"
+
+build=build/gpu
+if has build; then
+  t0=$SECONDS
+  if ! { cmake -S . -B "$build" -G Ninja -DPython_EXECUTABLE="$(command -v python3)" \
+      -DFUSEDMLP_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release &&
+    cmake --build "$build" -j "$(nproc)"; } >"$OUT/build.log" 2>&1; then
+    tail -40 "$OUT/build.log"
+    echo "BUILD FAILED"
+    exit 1
+  fi
+  echo "build: $((SECONDS - t0)) s"
+fi
+export FUSEDMLP_BUILD_DIR="$build" PYTHONPATH="python:${PYTHONPATH:-}"
+python3 -c "import fusedmlp as fm; print('cuda_available:', fm.cuda_available(), fm.cuda_unavailable_reason())" \
+  | tee -a "$OUT/device.txt"
+
+if has tests; then
+  t0=$SECONDS
+  timeout 300 python3 -m pytest tests -q -p no:cacheprovider --maxfail=40 -rf \
+    >"$OUT/tests.log" 2>&1
+  echo "tests: exit $? in $((SECONDS - t0)) s"
+  grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -25
+  tail -3 "$OUT/tests.log"
+fi
+
+if has sanitize; then
+  t0=$SECONDS
+  {
+    for tool in memcheck racecheck; do
+      echo "=== $tool"
+      timeout 110 compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
+        -p no:cacheprovider tests/test_cuda_network.py \
+        -k "(tracks_cpu and float32 and (relu-adam or gelu-bn-dropout-adamw or rbf-sgd or two-heads-adafactor)) or graph_replay or non_finite"
+      echo "$tool exit: $?"
+    done
+    echo "=== memcheck kernels"
+    timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q \
+      -p no:cacheprovider tests/test_cuda_ops.py -k "float32 and (dense or loss or batchnorm or dropout)"
+    echo "memcheck kernels exit: $?"
+  } >"$OUT/sanitize.log" 2>&1
+  grep -E "^=== |exit:|ERROR SUMMARY|passed|failed" "$OUT/sanitize.log"
+  echo "sanitize: $((SECONDS - t0)) s"
+fi
+
+if has bench; then
+  t0=$SECONDS
+  # shellcheck disable=SC2086
+  timeout 200 python3 -m bench.bench_gpu ${BENCH_ARGS:---batches 16384,262144 --repeats 10} \
+    --out "$OUT" >"$OUT/bench.log" 2>&1
+  echo "bench: exit $? in $((SECONDS - t0)) s"
+  [ -f "$OUT/gpu.md" ] && cat "$OUT/gpu.md" || tail -20 "$OUT/bench.log"
+fi
