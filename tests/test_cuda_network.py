@@ -47,7 +47,8 @@ def _stack(kind: str):
             "binary_cross_entropy",
         )
     if kind == "prelu-softmax":
-        return [fm.Dense(11, activation="prelu"), fm.Dense(4), fm.Activation("softmax")], None, "mse"
+        layers = [fm.Dense(11, activation="prelu"), fm.Dense(4), fm.Activation("softmax")]
+        return layers, None, "mse"
     if kind == "rbf":
         return [fm.RBF(7), fm.Dense(3)], None, "mse"
     if kind == "two-heads":
@@ -185,8 +186,9 @@ def test_fit_on_gpu_tracks_cpu(shuffle, device):
     for dev in ("cpu", "cuda"):
         model = fm.MLP(n_in=64, hidden=[32, 32], n_out=10, dropout=0.1, device=dev, seed=1)
         tr = fm.Trainer(model, loss="cross_entropy", optimizer=fm.optim.Adam(lr=3e-3))
-        hist = tr.fit(X, y, epochs=3, batch_size=64, shuffle=shuffle, validation_split=0.1,
-                      verbose=0)
+        hist = tr.fit(
+            X, y, epochs=3, batch_size=64, shuffle=shuffle, validation_split=0.1, verbose=0
+        )
         curves.append((hist.history["loss"], hist.history["val_loss"], hist.history["accuracy"]))
     (lc, vc, ac), (lg, vg, ag) = curves
     np.testing.assert_allclose(lg, lc, rtol=1e-3)
@@ -252,8 +254,11 @@ def test_checkpoint_moves_between_devices(device, tmp_path, rng):
 def test_standalone_optimizer_on_cupy(name, device, rng):
     import cupy as cp
 
-    make = {"sgd": lambda: fm.optim.SGD(lr=0.1, momentum=0.9), "adam": fm.optim.Adam,
-            "adafactor": fm.optim.Adafactor}[name]
+    make = {
+        "sgd": lambda: fm.optim.SGD(lr=0.1, momentum=0.9),
+        "adam": fm.optim.Adam,
+        "adafactor": fm.optim.Adafactor,
+    }[name]
     host = [rng.normal(size=(5, 7)), rng.normal(size=7)]
     dev = [cp.asarray(p) for p in host]
     a, b = make(), make()
@@ -351,3 +356,34 @@ def test_trainer_fast_path_on_device(device, rng):
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\]"):
         b.train_step(Xd, cp.full(30, 7, cp.int32))
     np.testing.assert_array_equal(cp.asnumpy(b.model.parameters), before)
+
+
+@pytest.mark.parametrize("device", CUDA)
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_tracks_float32(precision, device, rng):
+    """Half-width GEMM operands (fp32 master weights and accumulation): the losses follow the
+    float32 run to the operands' rounding (bf16: 8 bits of mantissa, fp16: 11) and fall."""
+    X = rng.normal(size=(256, 20)).astype(np.float32)
+    y = rng.integers(0, 4, 256).astype(np.int32)
+    runs = {}
+    for prec in ("float32", precision):
+        m = fm.MLP(n_in=20, hidden=[64, 64], n_out=4, device="cuda", seed=2, precision=prec)
+        t = fm.Trainer(m, loss="cross_entropy", optimizer=fm.optim.Adam(lr=3e-3))
+        runs[prec] = [t.train_step(X, y) for _ in range(40)]
+    full, half = np.array(runs["float32"]), np.array(runs[precision])
+    tol = 0.03 if precision == "bfloat16" else 0.005
+    np.testing.assert_allclose(half[:5], full[:5], rtol=tol)
+    assert half[-1] < 0.7 * half[0]
+    assert (
+        fm.MLP(n_in=3, hidden=[4], n_out=1, device="cuda", precision="bf16").to("cpu").precision
+        == "float32"
+    )
+
+
+def test_precision_is_checked():
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        fm.MLP(n_in=3, hidden=[4], n_out=1, precision="int8")
+    with pytest.raises(ValueError, match="runs on the GPU"):
+        fm.MLP(n_in=3, hidden=[4], n_out=1, precision="bfloat16")
+    m = fm.MLP(n_in=3, hidden=[4], n_out=1, precision="fp32")
+    assert m.precision == "float32" and m.config()["precision"] == "float32"

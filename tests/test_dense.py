@@ -36,7 +36,10 @@ def test_dense_matches_reference(act, size, dtype, device, rng):
     b = rng.normal(size=n_out)
     P = params_for(act, n_out, rng)
     G = rng.normal(size=(batch, n_out))
-    cast = lambda a: None if a is None else a.astype(dtype)
+
+    def cast(a):
+        return None if a is None else a.astype(dtype)
+
     Z, A = fm.ops.dense_forward(cast(X), cast(W), cast(b), act, cast(P))
     assert Z.dtype == dtype and A.dtype == dtype
     # reference on the same (rounded) inputs

@@ -25,7 +25,7 @@ def reference_grads(Ws, bs, acts, X, T, loss):
     """Plain NumPy backprop of a dense network (float64), written from decks 003/004."""
     A = [X]
     Zs = []
-    for W, b, act in zip(Ws, bs, acts):
+    for W, b, act in zip(Ws, bs, acts, strict=True):
         Z = A[-1] @ W + b
         Zs.append(Z)
         A.append(np.tanh(Z) if act == "tanh" else Z)
@@ -75,7 +75,9 @@ def test_fused_gradients_match_numpy_backprop(loss, rng):
     assert abs(got - value) < 1e-12 * max(1, abs(value))
     grads = m._net.grads()
     offs = [(li, n) for li, n in m._weight_names()]
-    for (li, name), want in zip(offs, [g for pair in zip(gW, gb) for g in pair]):
+    for (li, name), want in zip(
+        offs, [g for pair in zip(gW, gb, strict=True) for g in pair], strict=True
+    ):
         off, rows, cols, _ = m._index[(li, name)]
         np.testing.assert_allclose(
             grads[off : off + rows * cols].reshape(want.shape), want, rtol=1e-10, atol=1e-13
@@ -241,7 +243,7 @@ def test_model_initialization_is_deterministic_for_a_seed():
     a = MLP(n_in=8, hidden=[16], n_out=3, seed=4).get_weights()
     b = MLP(n_in=8, hidden=[16], n_out=3, seed=4).get_weights()
     c = MLP(n_in=8, hidden=[16], n_out=3, seed=5).get_weights()
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0], c[0])
 
 
@@ -340,8 +342,10 @@ def _fused_vs_reference(opt, ref_kwargs, loss, rng, clip=None, name=""):
         scale = 1.0 if clip is None else ref_opt.clip_grad_norm_scale(grads, clip)
         before = [p.copy() for p in params]
         r.step(params, grads, opt.lr, scale, decay)
-        moved = max(moved, max(float(np.abs(p - b).max()) for p, b in zip(params, before)))
-        for i, (g, w) in enumerate(zip(m.get_weights(), params)):
+        moved = max(
+            moved, max(float(np.abs(p - b).max()) for p, b in zip(params, before, strict=True))
+        )
+        for i, (g, w) in enumerate(zip(m.get_weights(), params, strict=True)):
             np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-11, err_msg=f"{name} param {i}")
     assert moved > 1e-4, f"{name}: the reference trajectory did not move"
 
@@ -406,5 +410,5 @@ def test_fused_step_equals_composition_of_single_op_kernels(loss, dtype, rng):
         got = tr.train_step(X, y)
         tol = 1e-12 if dtype == np.float64 else 1e-5
         assert abs(got - value) <= tol * max(1.0, abs(value))
-        for a, b in zip(m.get_weights(), [W0, b0, W1, b1]):
+        for a, b in zip(m.get_weights(), [W0, b0, W1, b1], strict=True):
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol)

@@ -232,7 +232,7 @@ def test_fast_path_targets_still_rejects_bad_labels_and_nan():
     before = m.get_weights()
     with pytest.raises(ValueError, match="label 3 of sample 1"):
         tr.train_step(X, np.array([0, 3], np.int32))
-    for a, b in zip(before, m.get_weights()):
+    for a, b in zip(before, m.get_weights(), strict=False):
         np.testing.assert_array_equal(a, b)
     r = fm.Trainer(fm.MLP(n_in=3, hidden=[4], n_out=2, seed=0), loss="mse")
     with pytest.raises(ValueError, match="NaN or Inf"):

@@ -121,6 +121,7 @@ void bind_cuda_network(py::module_& m, const char* name) {
   cls.def_property_readonly("device", &Net::device)
       .def_property("use_graphs", &Net::use_graphs, &Net::set_use_graphs)
       .def_property_readonly("n_graphs", &Net::n_graphs)
+      .def_property("precision", &Net::precision, &Net::set_precision)
       .def("params", [](Net& n) { return py::make_tuple(addr(n.params()), n.n_params()); })
       .def("grads", [](Net& n) { return py::make_tuple(addr(n.grads()), n.n_params()); })
       .def("buffers", [](Net& n) { return py::make_tuple(addr(n.buffers()), n.n_buffers()); })

@@ -15,6 +15,8 @@
 // alignment. A first call outside CUDA graph capture warms these caches; during capture no
 // workspace is allocated (cuBLASLt then picks an algorithm that needs none).
 #include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <atomic>
 #include <cstdint>
@@ -167,6 +169,28 @@ struct LtTypes<double> {
   static cublasComputeType_t compute() { return CUBLAS_COMPUTE_64F; }
 };
 
+// The operand type of a GEMM (In) and of its output (Out): the same for float32 and float64;
+// bfloat16 / float16 operands with a float32 output and float32 accumulation (mixed
+// precision: fp32 master weights, half-width GEMM operands on the tensor cores).
+template <class In, class Out>
+struct LtPair {
+  static constexpr cudaDataType_t in = LtTypes<In>::data, out = LtTypes<Out>::data;
+  static constexpr int code = static_cast<int>(sizeof(In));
+  static cublasComputeType_t compute() { return LtTypes<Out>::compute(); }
+};
+template <>
+struct LtPair<__nv_bfloat16, float> {
+  static constexpr cudaDataType_t in = CUDA_R_16BF, out = CUDA_R_32F;
+  static constexpr int code = 102;
+  static cublasComputeType_t compute() { return CUBLAS_COMPUTE_32F; }
+};
+template <>
+struct LtPair<__half, float> {
+  static constexpr cudaDataType_t in = CUDA_R_16F, out = CUDA_R_32F;
+  static constexpr int code = 103;
+  static cublasComputeType_t compute() { return CUBLAS_COMPUTE_32F; }
+};
+
 cublasLtEpilogue_t lt_epilogue(Epilogue ep, bool has_bias) {
   switch (ep) {
     case Epilogue::none:
@@ -194,10 +218,12 @@ bool allow_tf32() {
   return g_allow_tf32.load(std::memory_order_relaxed);
 }
 
-template <class T>
-bool gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, const T* A, index_t lda,
-          const T* B, index_t ldb, T* C, index_t ldc, Epilogue ep, void* bias, void* aux,
-          index_t aux_ld, cudaStream_t stream) {
+namespace {
+
+template <class In, class Out>
+bool gemm_impl(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, const In* A,
+               index_t lda, const In* B, index_t ldb, Out* C, index_t ldc, Epilogue ep, void* bias,
+               void* aux, index_t aux_ld, cudaStream_t stream) {
   FM_CHECK(m > 0 && n > 0 && k > 0, "gemm: expected positive sizes, got m=", m, " n=", n, " k=", k);
   FM_CHECK(ep != Epilogue::bgrad_b || bias, "gemm: the bgrad_b epilogue needs a bias output");
   const bool needs_aux = ep == Epilogue::relu_aux || ep == Epilogue::gelu_aux ||
@@ -208,9 +234,9 @@ bool gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, const T* 
   const cublasLtHandle_t h = handle_for(device);
   const auto [ws, ws_bytes] = workspace_for(device, stream);
 
-  using LT = LtTypes<T>;
+  using LT = LtPair<In, Out>;
   const cublasComputeType_t compute = LT::compute();
-  MatmulDesc desc(compute, LT::data);
+  MatmulDesc desc(compute, LT::out);
   // cuBLASLt computes D = op(A') op(B') with A' = our B, B' = our A (see the file comment).
   const cublasOperation_t op_a = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -223,12 +249,12 @@ bool gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, const T* 
     desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, aux);
     desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, static_cast<std::int64_t>(aux_ld));
   }
-  Layout la(LT::data, trans_b ? k : n, trans_b ? n : k, ldb);
-  Layout lb(LT::data, trans_a ? m : k, trans_a ? k : m, lda);
-  Layout lc(LT::data, n, m, ldc);
+  Layout la(LT::in, trans_b ? k : n, trans_b ? n : k, ldb);
+  Layout lb(LT::in, trans_a ? m : k, trans_a ? k : m, lda);
+  Layout lc(LT::out, n, m, ldc);
 
   const AlgoKey key{device,
-                    static_cast<int>(sizeof(T)),
+                    LT::code,
                     compute == CUBLAS_COMPUTE_32F_FAST_TF32,
                     trans_a,
                     trans_b,
@@ -282,15 +308,72 @@ bool gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, const T* 
   }
   if (!entry.supported) {
     if (lt_ep == CUBLASLT_EPILOGUE_DEFAULT)
-      throw CudaError(detail::concat("gemm: cuBLASLt found no algorithm for a plain ",
-                                     sizeof(T) == 4 ? "float32" : "float64", " GEMM m=", m,
-                                     " n=", n, " k=", k));
+      throw CudaError(detail::concat("gemm: cuBLASLt found no algorithm for a plain GEMM (type ",
+                                     LT::code, ") m=", m, " n=", n, " k=", k));
     return false;
   }
-  const T alpha = T(1), beta = T(0);
+  const Out alpha = Out(1), beta = Out(0);
   FM_CUBLAS_CHECK(cublasLtMatmul(h, desc.d, &alpha, B, la.l, A, lb.l, &beta, C, lc.l, C, lc.l,
                                  &entry.algo, ws, ws_bytes, stream));
   return true;
+}
+
+}  // namespace
+
+template <class T>
+bool gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, const T* A, index_t lda,
+          const T* B, index_t ldb, T* C, index_t ldc, Epilogue ep, void* bias, void* aux,
+          index_t aux_ld, cudaStream_t stream) {
+  return gemm_impl<T, T>(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc, ep, bias, aux, aux_ld,
+                         stream);
+}
+
+void gemm_half(HalfType type, bool trans_a, bool trans_b, index_t m, index_t n, index_t k,
+               const void* A, index_t lda, const void* B, index_t ldb, float* C, index_t ldc,
+               cudaStream_t stream) {
+  if (type == HalfType::bf16)
+    gemm_impl<__nv_bfloat16, float>(trans_a, trans_b, m, n, k,
+                                    static_cast<const __nv_bfloat16*>(A), lda,
+                                    static_cast<const __nv_bfloat16*>(B), ldb, C, ldc,
+                                    Epilogue::none, nullptr, nullptr, 0, stream);
+  else
+    gemm_impl<__half, float>(trans_a, trans_b, m, n, k, static_cast<const __half*>(A), lda,
+                             static_cast<const __half*>(B), ldb, C, ldc, Epilogue::none, nullptr,
+                             nullptr, 0, stream);
+}
+
+namespace {
+
+// float32 -> half-width operand copies (round to nearest even).
+template <class H>
+__device__ __forceinline__ H to_half(float v);
+template <>
+__device__ __forceinline__ __nv_bfloat16 to_half<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ __half to_half<__half>(float v) {
+  return __float2half_rn(v);
+}
+
+template <class H>
+__global__ void to_half_kernel(const float* __restrict__ x, H* __restrict__ y, index_t n) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    y[i] = to_half<H>(x[i]);
+}
+
+}  // namespace
+
+void convert_to_half(HalfType type, const float* x, void* y, index_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  const unsigned grid = grid_for(n, kElementwiseThreads);
+  if (type == HalfType::bf16)
+    to_half_kernel<__nv_bfloat16>
+        <<<grid, kElementwiseThreads, 0, stream>>>(x, static_cast<__nv_bfloat16*>(y), n);
+  else
+    to_half_kernel<__half><<<grid, kElementwiseThreads, 0, stream>>>(x, static_cast<__half*>(y), n);
+  FM_CUDA_CHECK_LAUNCH("to_half_kernel");
 }
 
 template bool gemm<float>(bool, bool, index_t, index_t, index_t, const float*, index_t,

@@ -35,4 +35,14 @@ bool gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, const T* 
           const T* B, index_t ldb, T* C, index_t ldc, Epilogue ep, void* bias, void* aux,
           index_t aux_ld, cudaStream_t stream);
 
+// Mixed precision (the Network's precision option): bfloat16 or float16 operands, float32
+// output and accumulation (CUBLAS_COMPUTE_32F), plain epilogue. A and B point at half-width
+// copies (convert_to_half). Throws CudaError when cuBLASLt has no algorithm.
+enum class HalfType { bf16, fp16 };
+void gemm_half(HalfType type, bool trans_a, bool trans_b, index_t m, index_t n, index_t k,
+               const void* A, index_t lda, const void* B, index_t ldb, float* C, index_t ldc,
+               cudaStream_t stream);
+// y = x rounded to the half-width type (round to nearest even), n elements.
+void convert_to_half(HalfType type, const float* x, void* y, index_t n, cudaStream_t stream);
+
 }  // namespace fm::cuda

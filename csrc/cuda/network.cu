@@ -7,12 +7,14 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
 
 #include "cuda/activation.h"
 #include "cuda/batchnorm.h"
 #include "cuda/common.cuh"
 #include "cuda/dense.h"
 #include "cuda/dropout.h"
+#include "cuda/gemm.h"
 #include "cuda/loss.h"
 #include "cuda/optimizer.h"
 #include "cuda/rbf.h"
@@ -170,6 +172,10 @@ void CudaBackend::read(const double* src, size_t n, double* dst) {
 template <class T>
 void CudaBackend::dense_forward(const T* X, const T* W, const T* b, T* Z, T* A, index_t batch,
                                 index_t n_in, index_t n_out, Act act, const ActParams<T>& p) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (precision != 0)
+      return dense_forward_half(X, W, b, Z, A, batch, n_in, n_out, act, replay(p));
+  }
   cuda::dense_forward(X, W, b, Z, A, batch, n_in, n_out, act, replay(p), stream);
 }
 
@@ -177,8 +183,60 @@ template <class T>
 void CudaBackend::dense_backward(const T* X, const T* W, const T* Z, const T* dA, T* dZ, T* dW,
                                  T* db, T* dX, T* dparams, index_t batch, index_t n_in,
                                  index_t n_out, Act act, const ActParams<T>& p) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (precision != 0)
+      return dense_backward_half(X, W, Z, dA, dZ, dW, db, dX, dparams, batch, n_in, n_out, act,
+                                 replay(p));
+  }
   cuda::dense_backward(X, W, Z, dA, dZ, dW, db, dX, dparams, batch, n_in, n_out, act, replay(p),
                        stream);
+}
+
+// Mixed precision: Z = half(X) half(W) in fp32, then the fp32 bias + activation pass.
+// Cost over float32: one conversion pass over X and W (6 bytes per element each); the GEMM
+// runs on the tensor cores at the half-width rate.
+void CudaBackend::dense_forward_half(const float* X, const float* W, const float* b, float* Z,
+                                     float* A, index_t batch, index_t n_in, index_t n_out, Act act,
+                                     const ActParams<float>& p) {
+  const HalfType ht = precision == 1 ? HalfType::bf16 : HalfType::fp16;
+  constexpr std::size_t kHalf = 2;  // bytes per operand element
+  Scratch xh(kHalf * batch * n_in, stream), wh(kHalf * n_in * n_out, stream);
+  convert_to_half(ht, X, xh.as<char>(), batch * n_in, stream);
+  convert_to_half(ht, W, wh.as<char>(), n_in * n_out, stream);
+  gemm_half(ht, false, false, batch, n_out, n_in, xh.as<char>(), n_in, wh.as<char>(), n_out, Z,
+            n_out, stream);
+  const bool in_place = A == nullptr || A == Z;
+  if (act == Act::identity && in_place && b == nullptr) return;
+  cuda::bias_activation_forward<float>(act, b, Z, in_place && act == Act::identity ? nullptr : A, batch,
+                                 n_out, p, stream);
+}
+
+// Mixed precision backward: dZ, db and the activation-parameter gradients in fp32 (one
+// elementwise pass), then dW = half(X)^T half(dZ) and dX = half(dZ) half(W)^T in fp32.
+void CudaBackend::dense_backward_half(const float* X, const float* W, const float* Z,
+                                      const float* dA, float* dZ, float* dW, float* db, float* dX,
+                                      float* dparams, index_t batch, index_t n_in, index_t n_out,
+                                      Act act, const ActParams<float>& p) {
+  FM_CHECK(dZ != nullptr, "dense_backward: dZ is required in mixed precision");
+  const HalfType ht = precision == 1 ? HalfType::bf16 : HalfType::fp16;
+  if (act == Act::identity) {
+    copy(dZ, dA, batch * n_out);
+    if (db) cuda::column_sum<float>(dZ, db, batch, n_out, stream);
+  } else {
+    cuda::activation_backward<float>(act, Z, dA, dZ, db, dparams, batch, n_out, p, stream);
+  }
+  constexpr std::size_t kHalf = 2;
+  Scratch gh(kHalf * batch * n_out, stream), xh(kHalf * batch * n_in, stream),
+      wh(dX ? kHalf * n_in * n_out : 0, stream);
+  convert_to_half(ht, dZ, gh.as<char>(), batch * n_out, stream);
+  convert_to_half(ht, X, xh.as<char>(), batch * n_in, stream);
+  gemm_half(ht, true, false, n_in, n_out, batch, xh.as<char>(), n_in, gh.as<char>(), n_out, dW,
+            n_out, stream);
+  if (dX) {
+    convert_to_half(ht, W, wh.as<char>(), n_in * n_out, stream);
+    gemm_half(ht, false, true, batch, n_in, n_out, gh.as<char>(), n_out, wh.as<char>(), n_out, dX,
+              n_in, stream);
+  }
 }
 
 template <class T>
@@ -321,6 +379,16 @@ template <class T>
 void CudaNetwork<T>::drop_graphs() {
   for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
   graphs_.clear();
+}
+
+template <class T>
+void CudaNetwork<T>::set_precision(int p) {
+  FM_CHECK(p >= 0 && p <= 2, "precision: expected 0 (float32), 1 (bfloat16) or 2 (float16), got ",
+           p);
+  constexpr bool fp32 = std::is_same_v<T, float>;
+  FM_CHECK(p == 0 || fp32, "precision: mixed precision needs a float32 network (fp32 master weights)");
+  this->be_.precision = p;
+  this->touch_plan();
 }
 
 template <class T>

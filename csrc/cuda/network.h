@@ -72,6 +72,10 @@ struct CudaBackend {
   const std::uint64_t* dev_step = nullptr;
   const void* dev_coef = nullptr;  // const OptCoef<T>*
   DeviceVec<double> scale_buf;     // the clip / skip factor of the update
+  // GEMM operand precision of the float32 dense layers: 0 float32, 1 bfloat16, 2 float16
+  // (mixed precision: fp32 master weights, gradients, optimizer state and elementwise math;
+  // half-width copies of X, W and dZ feed the tensor cores, accumulating in fp32).
+  int precision = 0;
 
   template <class T>
   void copy(T* dst, const T* src, index_t n);
@@ -144,6 +148,13 @@ struct CudaBackend {
                       int nseg, index_t n, std::int64_t step, double lr, const GradScale& scale);
 
  private:
+  void dense_forward_half(const float* X, const float* W, const float* b, float* Z, float* A,
+                          index_t batch, index_t n_in, index_t n_out, Act act,
+                          const ActParams<float>& p);
+  void dense_backward_half(const float* X, const float* W, const float* Z, const float* dA,
+                           float* dZ, float* dW, float* db, float* dX, float* dparams,
+                           index_t batch, index_t n_in, index_t n_out, Act act,
+                           const ActParams<float>& p);
   template <class T>
   ActParams<T> replay(const ActParams<T>& p) const {
     ActParams<T> q = p;
@@ -167,6 +178,9 @@ class CudaNetwork : public Network<T, CudaBackend> {
   int device() const { return device_; }
   cudaStream_t stream() const { return this->be_.stream; }
   void set_use_graphs(bool on);  // off: every step runs eagerly
+  // GEMM operand precision (0 float32, 1 bfloat16, 2 float16); float32 networks only.
+  void set_precision(int p);
+  int precision() const { return this->be_.precision; }
   bool use_graphs() const { return use_graphs_; }
   int n_graphs() const { return static_cast<int>(graphs_.size()); }
 

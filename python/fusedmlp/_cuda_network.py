@@ -42,8 +42,9 @@ _FORWARD = {
     "use_graphs",
     "n_graphs",
     "record_layer_grads",
+    "precision",
 }
-_SETTABLE = {"opt_step", "rng_step", "bn_updates", "use_graphs", "record_layer_grads"}
+_SETTABLE = {"opt_step", "rng_step", "bn_updates", "use_graphs", "record_layer_grads", "precision"}
 
 
 def to_device(x: Any, dtype=None):

@@ -45,6 +45,12 @@ class Sequential:
         device: "cpu" (NumPy arrays) or "cuda".
         seed: seeds the initializers and the Philox stream (dropout, noise, RReLU).
         dtype: "float32" (training type) or "float64" (gradient checks, references).
+        precision: GEMM operand precision on the GPU: "float32" (exact), or mixed precision
+            "bfloat16" / "float16" (aliases "bf16", "fp16"): the dense layers' matrix products
+            take half-width copies of their operands on the tensor cores and accumulate in
+            float32; weights, gradients, optimizer state and every elementwise op stay float32
+            (master weights). float16 has no loss scaling (gradients below ~6e-8 flush to
+            zero): prefer bfloat16. device="cuda" and dtype float32 only.
 
     Example:
         >>> import fusedmlp as fm
@@ -61,13 +67,15 @@ class Sequential:
         device: str = "cpu",
         seed: int = 0,
         dtype: Any = "float32",
+        precision: str = "float32",
     ):
         self.layers = list(layers)
         self.heads = [list(h) for h in heads] if heads is not None else [[]]
         for i, layer in enumerate(self.layers + [x for h in self.heads for x in h]):
             if not isinstance(layer, L.Layer):
                 raise TypeError(
-                    f"layers[{i}]: expected a layer spec (fm.Dense, ...), got {type(layer).__name__}"
+                    f"layers[{i}]: expected a layer spec (fm.Dense, ...), "
+                    f"got {type(layer).__name__}"
                 )
         if not self.heads:
             raise ValueError("heads: expected at least one head")
@@ -93,6 +101,14 @@ class Sequential:
                 f"max_norm: all Dense layers must share one max_norm value, got {sorted(norms)}"
             )
         self.max_norm = norms.pop() if norms else 0.0
+        self.precision = _PRECISIONS.get(precision) if isinstance(precision, str) else None
+        if self.precision is None:
+            raise ValueError(f"precision: expected one of {sorted(_PRECISIONS)}, got {precision!r}")
+        if self.precision != "float32" and (device != "cuda" or self.dtype != np.float32):
+            raise ValueError(
+                f"precision: {self.precision!r} mixed precision runs on the GPU with float32 "
+                "master weights (device='cuda', dtype='float32')"
+            )
         self._net = None
         self._build()
 
@@ -111,6 +127,7 @@ class Sequential:
             from ._cuda_network import CudaNet
 
             self._net = CudaNet(self.n_in, trunk, heads, self.seed, self.dtype)
+            self._net.precision = _PRECISION_CODES[self.precision]
         else:
             cls = _core.Network32 if self.dtype == np.float32 else _core.Network64
             self._net = cls(self.n_in, trunk, heads, self.seed)
@@ -222,7 +239,7 @@ class Sequential:
         keys = self._weight_names()
         if len(weights) != len(keys):
             raise ValueError(f"weights: expected {len(keys)} arrays, got {len(weights)}")
-        for i, ((li, n), w) in enumerate(zip(keys, weights)):
+        for i, ((li, n), w) in enumerate(zip(keys, weights, strict=True)):
             dst = self._param_view(li, n)
             arr = _host_copy(w)
             if arr.shape != dst.shape:
@@ -385,6 +402,7 @@ class Sequential:
             "seed": self.seed,
             "dtype": self.dtype.name,
             "device": self.device,
+            "precision": self.precision,
         }
 
     @staticmethod
@@ -398,7 +416,21 @@ class Sequential:
             seed=cfg["seed"],
             dtype=cfg["dtype"],
             device=device or cfg.get("device", "cpu"),
+            precision=cfg.get("precision", "float32")
+            if (device or cfg.get("device")) == "cuda"
+            else "float32",
         )
+
+
+_PRECISIONS = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
+_PRECISION_CODES = {"float32": 0, "bfloat16": 1, "float16": 2}  # CudaNetwork.precision
 
 
 def _host_copy(x: Any) -> np.ndarray:
@@ -436,7 +468,7 @@ class MLP(Sequential):
             suggests a lower rate there).
         init: weight initializer (default he_normal for ReLU-like, glorot_uniform otherwise).
         bias_init: initial hidden bias (a small positive value for ReLU units, deck 000).
-        device, seed, dtype: as in :class:`Sequential`.
+        device, seed, dtype, precision: as in :class:`Sequential`.
 
     Example:
         >>> import fusedmlp as fm
@@ -459,6 +491,7 @@ class MLP(Sequential):
         device: str = "cpu",
         seed: int = 0,
         dtype: Any = "float32",
+        precision: str = "float32",
     ):
         from . import _activations as acts
 
@@ -495,4 +528,6 @@ class MLP(Sequential):
         layers.append(
             L.Dense(v.integer("n_out", n_out, low=1), "identity", out_init, True, 0.0, max_norm)
         )
-        super().__init__(layers, n_in=n_in, device=device, seed=seed, dtype=dtype)
+        super().__init__(
+            layers, n_in=n_in, device=device, seed=seed, dtype=dtype, precision=precision
+        )

@@ -183,7 +183,8 @@ class Trainer:
         for c in self.callbacks:
             if not isinstance(c, cb.Callback):
                 raise TypeError(
-                    f"callbacks: expected fusedmlp.callbacks.Callback objects, got {type(c).__name__}"
+                    "callbacks: expected fusedmlp.callbacks.Callback objects, "
+                    f"got {type(c).__name__}"
                 )
         self.metrics = {
             (m if isinstance(m, str) else getattr(m, "__name__", "metric")): M.get(m)
@@ -251,7 +252,7 @@ class Trainer:
                 f"y: expected a list of {len(self.losses)} target arrays, one per head"
             )
         out = []
-        for h, (name, t) in enumerate(zip(self.losses, ys)):
+        for h, (name, t) in enumerate(zip(self.losses, ys, strict=True)):
             what = "y" if len(ys) == 1 else f"y[{h}]"
             k = self.model.n_outputs(h)
             t = np.asarray(t)
@@ -557,7 +558,7 @@ class Trainer:
         preds = [_host(p) for p in (preds if isinstance(preds, list) else [preds])]
         out = {}
         for name, fn in self.metrics.items():
-            vals = [fn(t, p) for t, p in zip(ys, preds)]
+            vals = [fn(t, p) for t, p in zip(ys, preds, strict=True)]
             out[prefix + name] = float(np.mean(vals))
         return out
 
@@ -595,7 +596,7 @@ class Trainer:
 
         out = self.model.predict(X)
         outs = out if isinstance(out, list) else [out]
-        res = [ops.loss_output(name, o) for name, o in zip(self.losses, outs)]
+        res = [ops.loss_output(name, o) for name, o in zip(self.losses, outs, strict=True)]
         return res[0] if len(res) == 1 else res
 
     # -- checkpoints -----------------------------------------------------------------------
