@@ -134,7 +134,8 @@ inline void expect_dtype(const DevArray& a, const DevArray& like) {
 
 // The stream every launch of one call runs on, with the inputs' producer streams waited for
 // and every pointer checked to be device memory of the current device.
-inline cudaStream_t prepare(const py::object& stream_arg, const std::vector<const DevArray*>& arrays) {
+inline cudaStream_t prepare(const py::object& stream_arg,
+                            const std::vector<const DevArray*>& arrays) {
   int device = 0;
   fm::cuda::check_cuda(cudaGetDevice(&device), "cudaGetDevice", __FILE__, __LINE__);
   for (const DevArray* a : arrays) {

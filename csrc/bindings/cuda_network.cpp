@@ -109,7 +109,9 @@ const T* sw_ptr(const Batch<T>& b) {
   return b.sw ? b.sw->template data<T>() : nullptr;
 }
 
-std::uintptr_t addr(const void* p) { return reinterpret_cast<std::uintptr_t>(p); }
+std::uintptr_t addr(const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p);
+}
 
 template <class T>
 void bind_cuda_network(py::module_& m, const char* name) {
@@ -179,9 +181,9 @@ void bind_cuda_network(py::module_& m, const char* name) {
             double loss;
             {
               py::gil_scoped_release nogil;
-              loss = n.compute_gradients(b.X.template data<T>(), b.batch, b.dense, b.labels,
-                                         sw_ptr(b), dx ? dx->template data<T>() : nullptr,
-                                         &per_head);
+              loss =
+                  n.compute_gradients(b.X.template data<T>(), b.batch, b.dense, b.labels, sw_ptr(b),
+                                      dx ? dx->template data<T>() : nullptr, &per_head);
             }
             return py::make_tuple(loss, per_head);
           },

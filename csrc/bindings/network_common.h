@@ -12,20 +12,21 @@ namespace fm::bindings {
 
 template <class Net, class Cls>
 void bind_network_plan(Cls& cls) {
-  cls
-      .def_property_readonly("n_in", &Net::n_in)
+  cls.def_property_readonly("n_in", &Net::n_in)
       .def_property_readonly("n_heads", &Net::n_heads)
       .def_property_readonly("n_layers", &Net::n_layers)
       .def("n_outputs", &Net::n_outputs)
-      .def("param_info", [](const Net& n) {
-        py::list out;
-        for (const auto& p : n.param_info())
-          out.append(py::make_tuple(p.layer, p.name, p.offset, p.rows, p.cols, p.trainable));
-        return out;
-      })
+      .def("param_info",
+           [](const Net& n) {
+             py::list out;
+             for (const auto& p : n.param_info())
+               out.append(py::make_tuple(p.layer, p.name, p.offset, p.rows, p.cols, p.trainable));
+             return out;
+           })
       .def("set_optimizer", &Net::set_optimizer)
-      .def("set_head_loss", &Net::set_head_loss, py::arg("head"), py::arg("loss"), py::arg("weight"),
-           py::arg("label_smoothing"), py::arg("smoothing_uniform_k"), py::arg("half"))
+      .def("set_head_loss", &Net::set_head_loss, py::arg("head"), py::arg("loss"),
+           py::arg("weight"), py::arg("label_smoothing"), py::arg("smoothing_uniform_k"),
+           py::arg("half"))
       .def("set_clip_norm", &Net::set_clip_norm)
       .def("set_layer_trainable", &Net::set_layer_trainable, py::arg("layer"), py::arg("trainable"))
       .def("layer_trainable", &Net::layer_trainable, py::arg("layer"))

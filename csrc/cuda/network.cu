@@ -1,7 +1,5 @@
 // The GPU Network (cuda/network.h): the CUDA backend's glue kernels, the generic Network
 // instantiated over it, and the CUDA-graph training step.
-#include "cuda/network.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -16,6 +14,7 @@
 #include "cuda/dropout.h"
 #include "cuda/gemm.h"
 #include "cuda/loss.h"
+#include "cuda/network.h"
 #include "cuda/optimizer.h"
 #include "cuda/rbf.h"
 #include "network/network_impl.h"
@@ -122,7 +121,9 @@ void DeviceVec<U>::assign(size_t n, U v) {
 
 // ------------------------------------------------------------------ CudaBackend
 
-index_t CudaBackend::rbf_workspace_size(index_t K) { return cuda::rbf_workspace_size(K); }
+index_t CudaBackend::rbf_workspace_size(index_t K) {
+  return cuda::rbf_workspace_size(K);
+}
 
 template <class T>
 void CudaBackend::copy(T* dst, const T* src, index_t n) {
@@ -207,8 +208,8 @@ void CudaBackend::dense_forward_half(const float* X, const float* W, const float
             n_out, stream);
   const bool in_place = A == nullptr || A == Z;
   if (act == Act::identity && in_place && b == nullptr) return;
-  cuda::bias_activation_forward<float>(act, b, Z, in_place && act == Act::identity ? nullptr : A, batch,
-                                 n_out, p, stream);
+  cuda::bias_activation_forward<float>(act, b, Z, in_place && act == Act::identity ? nullptr : A,
+                                       batch, n_out, p, stream);
 }
 
 // Mixed precision backward: dZ, db and the activation-parameter gradients in fp32 (one
@@ -386,7 +387,8 @@ void CudaNetwork<T>::set_precision(int p) {
   FM_CHECK(p >= 0 && p <= 2, "precision: expected 0 (float32), 1 (bfloat16) or 2 (float16), got ",
            p);
   constexpr bool fp32 = std::is_same_v<T, float>;
-  FM_CHECK(p == 0 || fp32, "precision: mixed precision needs a float32 network (fp32 master weights)");
+  FM_CHECK(p == 0 || fp32,
+           "precision: mixed precision needs a float32 network (fp32 master weights)");
   this->be_.precision = p;
   this->touch_plan();
 }
@@ -417,11 +419,14 @@ void CudaNetwork<T>::stage(const T* X, index_t batch, const std::vector<const T*
   const size_t nh = this->heads_.size();
   index_t dense = 0, lab = 0;
   for (size_t h = 0; h < nh; ++h) {
-    if (labels[h]) lab += batch;
-    else dense += batch * this->heads_[h].n_out;
+    if (labels[h])
+      lab += batch;
+    else
+      dense += batch * this->heads_[h].n_out;
   }
   const void* before[4] = {x_stage_.data(), t_stage_.data(), l_stage_.data(), w_stage_.data()};
-  if (x_stage_.size() < static_cast<size_t>(batch * this->n_in_)) x_stage_.resize(batch * this->n_in_);
+  if (x_stage_.size() < static_cast<size_t>(batch * this->n_in_))
+    x_stage_.resize(batch * this->n_in_);
   if (t_stage_.size() < static_cast<size_t>(dense)) t_stage_.resize(dense);
   if (l_stage_.size() < static_cast<size_t>(lab)) l_stage_.resize(lab);
   if (sample_weight && w_stage_.size() < static_cast<size_t>(batch)) w_stage_.resize(batch);
@@ -441,8 +446,8 @@ void CudaNetwork<T>::stage(const T* X, index_t batch, const std::vector<const T*
       lo += batch;
     } else {
       const index_t n = batch * this->heads_[h].n_out;
-      FM_CUDA_CHECK(
-          cudaMemcpyAsync(t_stage_.data() + to, target[h], sizeof(T) * n, cudaMemcpyDeviceToDevice, s));
+      FM_CUDA_CHECK(cudaMemcpyAsync(t_stage_.data() + to, target[h], sizeof(T) * n,
+                                    cudaMemcpyDeviceToDevice, s));
       st_target[h] = t_stage_.data() + to;
       to += n;
     }
@@ -578,8 +583,8 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
 
 // ------------------------------------------------------------------ instantiations
 
-#define FM_INSTANTIATE_BACKEND(T)                                                                \
-  template void CudaBackend::copy<T>(T*, const T*, index_t);                                     \
+#define FM_INSTANTIATE_BACKEND(T)                            \
+  template void CudaBackend::copy<T>(T*, const T*, index_t); \
   template void CudaBackend::fill<T>(T*, index_t, T);
 FM_INSTANTIATE_BACKEND(std::int32_t)
 #undef FM_INSTANTIATE_BACKEND

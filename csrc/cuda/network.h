@@ -57,8 +57,8 @@ class DeviceVec {
 // The device values a replayed graph reads each step (written by train_step before a launch).
 template <class T>
 struct StepBlock {
-  OptCoef<T> coef;          // make_opt_coef for this step
-  std::uint64_t rng_step;   // the Philox key's step
+  OptCoef<T> coef;         // make_opt_coef for this step
+  std::uint64_t rng_step;  // the Philox key's step
 };
 
 struct CudaBackend {
@@ -124,8 +124,7 @@ struct CudaBackend {
   template <class T>
   void maxout_forward(const T* z, T* y, index_t rows, index_t units, index_t pieces);
   template <class T>
-  void maxout_backward(const T* z, const T* dy, T* dz, index_t rows, index_t units,
-                       index_t pieces);
+  void maxout_backward(const T* z, const T* dy, T* dz, index_t rows, index_t units, index_t pieces);
   template <class T>
   void rbf_widths(const T* log_sigma, T* sigma, index_t K);
   template <class T>
@@ -189,8 +188,8 @@ class CudaNetwork : public Network<T, CudaBackend> {
   // synchronization; the loss stays in loss_slot() and NaN is returned (a non-finite loss
   // skips the update on the device, the step count advances).
   double train_step(const T* X, index_t batch, const std::vector<const T*>& target,
-                    const std::vector<const std::int32_t*>& labels, const T* sample_weight, double lr,
-                    bool sync);
+                    const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                    double lr, bool sync);
 
  private:
   using Key = std::tuple<index_t, std::vector<int>, bool>;

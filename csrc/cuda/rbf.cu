@@ -93,15 +93,16 @@ __global__ void rbf_width_grad_kernel(T* dsigma, const T* sigma, index_t K) {
 // Row r of out (rows, cols): out = -2 out + 2 s_r v_r, with s_r the row sum of S's row r
 // (S (rows, sk), when given) or s[r] (when S is null).
 template <class T>
-__global__ void rbf_diag_kernel(T* out, const T* v, const T* S, index_t sk, const T* s, index_t rows,
-                                index_t cols) {
+__global__ void rbf_diag_kernel(T* out, const T* v, const T* S, index_t sk, const T* s,
+                                index_t rows, index_t cols) {
   const index_t r = warp_row();
   if (r >= rows) return;
   const T sr = S ? row_sum(S + r * sk, sk) : s[r];
   const T two_s = T(2) * sr;
   T* o = out + r * cols;
   const T* x = v + r * cols;
-  for (index_t j = threadIdx.x % kWarpSize; j < cols; j += kWarpSize) o[j] = T(-2) * o[j] + two_s * x[j];
+  for (index_t j = threadIdx.x % kWarpSize; j < cols; j += kWarpSize)
+    o[j] = T(-2) * o[j] + two_s * x[j];
 }
 
 template <class T>
@@ -166,16 +167,16 @@ void rbf_backward(const T* X, const T* C, const T* sigma, const T* D, const T* P
   if (dX) {
     gemm<T>(false, false, batch, n_in, K, G, K, C, n_in, dX, n_in, Epilogue::none, nullptr, nullptr,
             0, stream);
-    rbf_diag_kernel<T><<<warp_rows_grid(batch), kRowThreads, 0, stream>>>(dX, X, G, K, nullptr,
-                                                                          batch, n_in);
+    rbf_diag_kernel<T>
+        <<<warp_rows_grid(batch), kRowThreads, 0, stream>>>(dX, X, G, K, nullptr, batch, n_in);
     FM_CUDA_CHECK_LAUNCH("rbf_diag_kernel");
   }
   if (dC) {
     column_sum<T>(G, colsum, batch, K, stream);
     gemm<T>(true, false, K, n_in, batch, G, K, X, n_in, dC, n_in, Epilogue::none, nullptr, nullptr,
             0, stream);
-    rbf_diag_kernel<T><<<warp_rows_grid(K), kRowThreads, 0, stream>>>(dC, C, nullptr, 0, colsum, K,
-                                                                      n_in);
+    rbf_diag_kernel<T>
+        <<<warp_rows_grid(K), kRowThreads, 0, stream>>>(dC, C, nullptr, 0, colsum, K, n_in);
     FM_CUDA_CHECK_LAUNCH("rbf_diag_kernel");
   }
 }
@@ -194,12 +195,12 @@ void rbf_log_width_grad(T* dlog_sigma, const T* sigma, index_t K, cudaStream_t s
   FM_CUDA_CHECK_LAUNCH("log_width_grad_kernel");
 }
 
-#define FM_INSTANTIATE(T)                                                                        \
-  template void rbf_forward<T>(const T*, const T*, const T*, T*, T*, T*, index_t, index_t,       \
-                               index_t, cudaStream_t);                                           \
+#define FM_INSTANTIATE(T)                                                                         \
+  template void rbf_forward<T>(const T*, const T*, const T*, T*, T*, T*, index_t, index_t,        \
+                               index_t, cudaStream_t);                                            \
   template void rbf_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, T*, \
-                                T*, index_t, index_t, index_t, cudaStream_t);                    \
-  template void rbf_widths<T>(const T*, T*, index_t, cudaStream_t);                              \
+                                T*, index_t, index_t, index_t, cudaStream_t);                     \
+  template void rbf_widths<T>(const T*, T*, index_t, cudaStream_t);                               \
   template void rbf_log_width_grad<T>(T*, const T*, index_t, cudaStream_t);
 FM_INSTANTIATE(float)
 FM_INSTANTIATE(double)

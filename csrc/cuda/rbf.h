@@ -10,7 +10,9 @@
 
 namespace fm::cuda {
 
-inline index_t rbf_workspace_size(index_t K) { return 2 * K; }
+inline index_t rbf_workspace_size(index_t K) {
+  return 2 * K;
+}
 
 // D = clamped squared distances, Phi = exp(-D / (2 sigma^2)).
 template <class T>

@@ -9,8 +9,8 @@
 //
 // Arenas: params (all W, b, activation parameters, BN gamma/beta, RBF centres and log
 // widths), grads (same layout), optimizer state (size from optimizer_state_size), buffers
-// (BN running statistics: not trained). Layers hold offsets into them. Workspaces are sized for the largest batch seen
-// so far: a larger batch grows them once, a smaller one reuses them.
+// (BN running statistics: not trained). Layers hold offsets into them. Workspaces are sized for the
+// largest batch seen so far: a larger batch grows them once, a smaller one reuses them.
 //
 // Backends: the Network is a template over its backend B (network/cpu_backend.h: host
 // memory and csrc/cpu's kernels; cuda/network.h: device memory, csrc/cuda's kernels on a
@@ -35,17 +35,17 @@ enum class LayerKind : int { dense, batchnorm, dropout, noise, activation, softm
 // One layer as specified from Python (fusedmlp.layers builds it).
 struct LayerSpec {
   int kind = 0;
-  index_t units = 0;        // dense: n_out; maxout: pieces per unit; rbf: centres
-  bool use_bias = true;     // dense
-  int act = 0;              // dense / activation: activation code
+  index_t units = 0;     // dense: n_out; maxout: pieces per unit; rbf: centres
+  bool use_bias = true;  // dense
+  int act = 0;           // dense / activation: activation code
   double alpha = 0.0, a = 1.0, b = 1.0, c = 1.0, d = 1.0, lower = 0.125, upper = 1.0 / 3.0;
-  int hinges = 1;           // APL
-  double rate = 0.0;        // dropout rate or noise standard deviation
+  int hinges = 1;                     // APL
+  double rate = 0.0;                  // dropout rate or noise standard deviation
   double momentum = 0.1, eps = 1e-5;  // batchnorm
-  bool affine = true;       // batchnorm: learnable gamma and beta
+  bool affine = true;                 // batchnorm: learnable gamma and beta
   bool init_from_batch = false;  // batchnorm: running stats start at the first batch (deck 001)
-  bool max_norm = false;    // dense: the max-norm constraint applies to W's columns
-  bool decay_bias = false;  // dense: weight decay / L1 / L2 also apply to b
+  bool max_norm = false;         // dense: the max-norm constraint applies to W's columns
+  bool decay_bias = false;       // dense: weight decay / L1 / L2 also apply to b
 };
 
 // A head's loss: kind, weight in the total, and its parameters.
@@ -67,10 +67,10 @@ struct GradScale {
 
 // A parameter tensor's place in the arena, for Python views and get_weights().
 struct ParamInfo {
-  int layer;          // global layer index (trunk first, then heads in order)
-  std::string name;   // "W", "b", "alpha", "gamma", "beta", ...
+  int layer;         // global layer index (trunk first, then heads in order)
+  std::string name;  // "W", "b", "alpha", "gamma", "beta", ...
   index_t offset, rows, cols;
-  bool trainable;     // false for running statistics (in the buffer arena)
+  bool trainable;  // false for running statistics (in the buffer arena)
 };
 
 template <class T, class B>
@@ -78,7 +78,8 @@ class Network {
  public:
   using Vec = typename B::template Vec<T>;
 
-  Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<HeadSpec> heads, std::uint64_t seed);
+  Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<HeadSpec> heads,
+          std::uint64_t seed);
 
   index_t n_in() const { return n_in_; }
   index_t n_outputs(int head) const;
@@ -136,7 +137,8 @@ class Network {
   // The fused step: compute_gradients (training mode), clipping, the optimizer update with
   // learning rate lr, the max-norm constraint. Advances the RNG and optimizer steps.
   double train_step(const T* X, index_t batch, const std::vector<const T*>& target,
-                    const std::vector<const std::int32_t*>& labels, const T* sample_weight, double lr);
+                    const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                    double lr);
 
   // The same step without reading the loss back to the host: the loss stays in loss_slot()
   // (a device scalar on the GPU) and a non-finite loss skips the update on the device (the
@@ -151,7 +153,10 @@ class Network {
 
   // The update alone (after compute_gradients): clipping, optimizer, max-norm. Used by
   // callers that inspect or modify the gradients in between (FGSM, gradient checks).
-  void train_step_update_only(double lr) { apply_update(lr); ++rng_step_; }
+  void train_step_update_only(double lr) {
+    apply_update(lr);
+    ++rng_step_;
+  }
 
   // Freezing (deck 003's 2-step RBF learning, fine-tuning): a frozen layer's parameters keep
   // their values; their gradient segment is held at zero (so global-norm clipping ignores
@@ -190,9 +195,9 @@ class Network {
     index_t mu = -1, log_sigma = -1;  // rbf: centres (K, n_in), log widths (K): param arena
     Vec rbf_ws;                       // rbf: sigma (K), then the kernel's scratch
     bool frozen = false;              // set_layer_trainable(false)
-    Vec dout;  // dL/d(output) of the last backward (only when recording)
-    const T* in = nullptr;                                  // input of the last forward
-    const T* out = nullptr;                                 // output of the last forward
+    Vec dout;                         // dL/d(output) of the last backward (only when recording)
+    const T* in = nullptr;            // input of the last forward
+    const T* out = nullptr;           // output of the last forward
   };
   struct Head {
     std::vector<int> layers;  // indices into layers_

@@ -14,24 +14,28 @@ namespace fm {
 
 namespace {
 
-bool is_kind(const LayerSpec& s, LayerKind k) { return s.kind == static_cast<int>(k); }
+bool is_kind(const LayerSpec& s, LayerKind k) {
+  return s.kind == static_cast<int>(k);
+}
 
 void check_spec(const LayerSpec& s, index_t width, size_t index) {
   FM_CHECK(s.kind >= 0 && s.kind <= static_cast<int>(LayerKind::rbf), "layers[", index,
            "]: unknown layer kind ", s.kind);
-  if (is_kind(s, LayerKind::dense)) FM_CHECK(s.units >= 1, "layers[", index, "]: units must be >= 1");
+  if (is_kind(s, LayerKind::dense))
+    FM_CHECK(s.units >= 1, "layers[", index, "]: units must be >= 1");
   if (is_kind(s, LayerKind::rbf))
     FM_CHECK(s.units >= 1, "layers[", index, "]: n_centers must be >= 1");
   if (is_kind(s, LayerKind::dense) || is_kind(s, LayerKind::activation))
     FM_CHECK(s.act >= 0 && s.act < static_cast<int>(Act::count), "layers[", index,
              "]: unknown activation code ", s.act);
   if (is_kind(s, LayerKind::dropout))
-    FM_CHECK(s.rate >= 0.0 && s.rate < 1.0, "layers[", index, "]: dropout rate must be in [0, 1), got ",
-             s.rate);
+    FM_CHECK(s.rate >= 0.0 && s.rate < 1.0, "layers[", index,
+             "]: dropout rate must be in [0, 1), got ", s.rate);
   if (is_kind(s, LayerKind::noise))
     FM_CHECK(s.rate >= 0.0, "layers[", index, "]: noise stddev must be >= 0, got ", s.rate);
   if (is_kind(s, LayerKind::batchnorm)) {
-    FM_CHECK(s.momentum >= 0.0 && s.momentum <= 1.0, "layers[", index, "]: momentum must be in [0, 1]");
+    FM_CHECK(s.momentum >= 0.0 && s.momentum <= 1.0, "layers[", index,
+             "]: momentum must be in [0, 1]");
     FM_CHECK(s.eps > 0.0, "layers[", index, "]: eps must be > 0");
   }
   if (is_kind(s, LayerKind::maxout))
@@ -43,7 +47,7 @@ void check_spec(const LayerSpec& s, index_t width, size_t index) {
 
 template <class T, class B>
 Network<T, B>::Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<HeadSpec> heads,
-                    std::uint64_t seed)
+                       std::uint64_t seed)
     : n_in_(n_in), seed_(seed) {
   FM_CHECK(n_in >= 1, "n_in: expected >= 1, got ", n_in);
   FM_CHECK(!heads.empty(), "heads: a network needs at least one output head");
@@ -77,8 +81,8 @@ Network<T, B>::Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<H
       L.id = static_cast<std::uint32_t>(layers_.size() + 1);
       const auto kind = static_cast<LayerKind>(s.kind);
       L.n_out = kind == LayerKind::dense || kind == LayerKind::rbf ? s.units
-                : kind == LayerKind::maxout ? width / s.units
-                                            : width;
+                : kind == LayerKind::maxout                        ? width / s.units
+                                                                   : width;
       if (kind == LayerKind::dense) {
         add_param(L, L.w, "W", L.n_in, L.n_out, true, s.max_norm);
         if (s.use_bias) add_param(L, L.b, "b", 1, L.n_out, s.decay_bias, false);
@@ -113,8 +117,8 @@ Network<T, B>::Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<H
   for (auto& hs : heads) {
     Head h;
     h.spec = hs;
-    FM_CHECK(hs.loss >= 0 && hs.loss <= static_cast<int>(Loss::cross_entropy), "heads: unknown loss ",
-             hs.loss);
+    FM_CHECK(hs.loss >= 0 && hs.loss <= static_cast<int>(Loss::cross_entropy),
+             "heads: unknown loss ", hs.loss);
     FM_CHECK(std::isfinite(hs.weight) && hs.weight >= 0.0, "heads: loss weight must be >= 0");
     h.n_out = build(hs.layers, trunk_width, h.layers);
     heads_.push_back(std::move(h));
@@ -140,12 +144,13 @@ index_t Network<T, B>::n_outputs(int head) const {
 
 template <class T, class B>
 void Network<T, B>::set_head_loss(int head, int loss, double weight, double label_smoothing,
-                               bool smoothing_uniform_k, bool half) {
+                                  bool smoothing_uniform_k, bool half) {
   FM_CHECK(head >= 0 && head < n_heads(), "head: expected 0 <= head < ", n_heads(), ", got ", head);
-  FM_CHECK(loss >= 0 && loss <= static_cast<int>(Loss::cross_entropy), "loss: unknown loss code ", loss);
+  FM_CHECK(loss >= 0 && loss <= static_cast<int>(Loss::cross_entropy), "loss: unknown loss code ",
+           loss);
   FM_CHECK(std::isfinite(weight) && weight >= 0.0, "loss_weights: expected >= 0, got ", weight);
-  FM_CHECK(label_smoothing >= 0.0 && label_smoothing < 1.0, "label_smoothing: expected in [0, 1), got ",
-           label_smoothing);
+  FM_CHECK(label_smoothing >= 0.0 && label_smoothing < 1.0,
+           "label_smoothing: expected in [0, 1), got ", label_smoothing);
   HeadSpec& s = heads_[head].spec;
   s.loss = loss;
   s.weight = weight;
@@ -160,8 +165,8 @@ template <class T, class B>
 void Network<T, B>::set_optimizer(const OptConfig& cfg) {
   opt_ = cfg;
   has_opt_ = true;
-  state_.assign(opt_state_size(cfg, segments_.data(), static_cast<int>(segments_.size()), n_params()),
-                T(0));
+  state_.assign(
+      opt_state_size(cfg, segments_.data(), static_cast<int>(segments_.size()), n_params()), T(0));
   opt_step_ = 0;
   touch_plan();
 }
@@ -174,7 +179,8 @@ void Network<T, B>::set_momentum(double m) {
     case Opt::sgd:
     case Opt::rmsprop:
       // The momentum buffer exists only when the optimizer was configured with momentum > 0.
-      FM_CHECK(opt_.momentum > 0, "momentum: cycling needs an optimizer configured with momentum > 0");
+      FM_CHECK(opt_.momentum > 0,
+               "momentum: cycling needs an optimizer configured with momentum > 0");
       opt_.momentum = m;
       break;
     case Opt::adam:
@@ -185,7 +191,8 @@ void Network<T, B>::set_momentum(double m) {
       opt_.beta1 = m;
       break;
     default:
-      FM_CHECK(false, "momentum: ", opt_name(static_cast<Opt>(opt_.opt)), " has no momentum to cycle");
+      FM_CHECK(false, "momentum: ", opt_name(static_cast<Opt>(opt_.opt)),
+               " has no momentum to cycle");
   }
 }
 
@@ -198,7 +205,8 @@ void Network<T, B>::ensure_workspace(index_t batch) {
   touch_plan();  // workspaces move
   for (auto& L : layers_) {
     const auto kind = static_cast<LayerKind>(L.spec.kind);
-    const bool identity_dense = kind == LayerKind::dense && L.spec.act == static_cast<int>(Act::identity);
+    const bool identity_dense =
+        kind == LayerKind::dense && L.spec.act == static_cast<int>(Act::identity);
     if (kind == LayerKind::dense || kind == LayerKind::rbf) L.Z.resize(batch * L.n_out);
     if (!identity_dense) L.A.resize(batch * L.n_out);
     if (kind == LayerKind::batchnorm) {
@@ -218,8 +226,12 @@ ActParams<T> Network<T, B>::act_params(const Layer& L, bool training) const {
   ActParams<T> p;
   const LayerSpec& s = L.spec;
   p.alpha = T(s.alpha);
-  p.a = T(s.a); p.b = T(s.b); p.c = T(s.c); p.d = T(s.d);
-  p.lower = T(s.lower); p.upper = T(s.upper);
+  p.a = T(s.a);
+  p.b = T(s.b);
+  p.c = T(s.c);
+  p.d = T(s.d);
+  p.lower = T(s.lower);
+  p.upper = T(s.upper);
   p.hinges = s.hinges;
   p.unit = L.p >= 0 ? params_.data() + L.p : nullptr;
   p.cols = L.n_out;
@@ -230,7 +242,7 @@ ActParams<T> Network<T, B>::act_params(const Layer& L, bool training) const {
 
 template <class T, class B>
 const T* Network<T, B>::forward_chain(const std::vector<int>& chain, const T* x, index_t batch,
-                                   bool training) {
+                                      bool training) {
   const T* cur = x;
   for (int li : chain) {
     Layer& L = layers_[li];
@@ -242,8 +254,8 @@ const T* Network<T, B>::forward_chain(const std::vector<int>& chain, const T* x,
       case LayerKind::dense: {
         const Act act = static_cast<Act>(s.act);
         be_.dense_forward(cur, params_.data() + L.w, L.b >= 0 ? params_.data() + L.b : nullptr,
-                           L.Z.data(), act == Act::identity ? L.Z.data() : A, batch, L.n_in, n, act,
-                           act_params(L, training));
+                          L.Z.data(), act == Act::identity ? L.Z.data() : A, batch, L.n_in, n, act,
+                          act_params(L, training));
         L.out = act == Act::identity ? L.Z.data() : A;
         break;
       }
@@ -252,11 +264,12 @@ const T* Network<T, B>::forward_chain(const std::vector<int>& chain, const T* x,
         const T* b = L.beta >= 0 ? params_.data() + L.beta : nullptr;
         if (training) {
           be_.batchnorm_forward_train(cur, A, g, b, L.mean.data(), L.invstd.data(),
-                                       buffers_.data() + L.rmean, buffers_.data() + L.rvar, batch, n,
-                                       T(s.momentum), T(s.eps), s.init_from_batch && bn_updates_ == 0);
+                                      buffers_.data() + L.rmean, buffers_.data() + L.rvar, batch, n,
+                                      T(s.momentum), T(s.eps),
+                                      s.init_from_batch && bn_updates_ == 0);
         } else {
           be_.batchnorm_forward_infer(cur, A, g, b, buffers_.data() + L.rmean,
-                                       buffers_.data() + L.rvar, batch, n, T(s.eps));
+                                      buffers_.data() + L.rvar, batch, n, T(s.eps));
         }
         L.out = A;
         break;
@@ -271,7 +284,8 @@ const T* Network<T, B>::forward_chain(const std::vector<int>& chain, const T* x,
         break;
       case LayerKind::noise:
         if (training && s.rate > 0.0) {
-          be_.gaussian_noise_forward(cur, A, batch * n, T(s.rate), PhiloxKey{seed_, rng_step_, L.id});
+          be_.gaussian_noise_forward(cur, A, batch * n, T(s.rate),
+                                     PhiloxKey{seed_, rng_step_, L.id});
           L.out = A;
         } else {
           L.out = cur;
@@ -294,7 +308,7 @@ const T* Network<T, B>::forward_chain(const std::vector<int>& chain, const T* x,
         T* sigma = L.rbf_ws.data();
         be_.rbf_widths(params_.data() + L.log_sigma, sigma, n);
         be_.rbf_forward(cur, params_.data() + L.mu, sigma, L.Z.data(), A, sigma + n, batch, L.n_in,
-                         n);
+                        n);
         L.out = A;
         break;
       }
@@ -328,9 +342,9 @@ void Network<T, B>::backward_chain(const std::vector<int>& chain, index_t batch,
       case LayerKind::dense: {
         const Act act = static_cast<Act>(s.act);
         be_.dense_backward(L.in, params_.data() + L.w, L.Z.data(), g, g, grads_.data() + L.w,
-                            L.b >= 0 ? grads_.data() + L.b : nullptr, gin,
-                            L.p >= 0 ? grads_.data() + L.p : nullptr, batch, m, n, act,
-                            act_params(L, true));
+                           L.b >= 0 ? grads_.data() + L.b : nullptr, gin,
+                           L.p >= 0 ? grads_.data() + L.p : nullptr, batch, m, n, act,
+                           act_params(L, true));
         break;
       }
       case LayerKind::batchnorm: {
@@ -338,13 +352,15 @@ void Network<T, B>::backward_chain(const std::vector<int>& chain, index_t batch,
         T* dbeta = L.beta >= 0 ? grads_.data() + L.beta : nullptr;
         T* target = gin ? gin : other_buffer(g);
         be_.batchnorm_backward(L.in, g, L.gamma >= 0 ? params_.data() + L.gamma : nullptr,
-                                L.mean.data(), L.invstd.data(), target, dgamma, dbeta, batch, n);
+                               L.mean.data(), L.invstd.data(), target, dgamma, dbeta, batch, n);
         break;
       }
       case LayerKind::dropout:
         if (!gin) break;
-        if (L.out != L.in) be_.dropout_backward(g, gin, batch * n, T(s.rate), PhiloxKey{seed_, rng_step_, L.id});
-        else be_.copy(gin, g, batch * n);
+        if (L.out != L.in)
+          be_.dropout_backward(g, gin, batch * n, T(s.rate), PhiloxKey{seed_, rng_step_, L.id});
+        else
+          be_.copy(gin, g, batch * n);
         break;
       case LayerKind::noise:
         if (gin) be_.copy(gin, g, batch * n);
@@ -353,8 +369,8 @@ void Network<T, B>::backward_chain(const std::vector<int>& chain, index_t batch,
         T* dp = L.p >= 0 ? grads_.data() + L.p : nullptr;
         if (!gin && !dp) break;
         T* target = gin ? gin : other_buffer(g);
-        be_.activation_backward(static_cast<Act>(s.act), L.in, g, target, static_cast<T*>(nullptr), dp,
-                                 batch, n, act_params(L, true));
+        be_.activation_backward(static_cast<Act>(s.act), L.in, g, target, static_cast<T*>(nullptr),
+                                dp, batch, n, act_params(L, true));
         break;
       }
       case LayerKind::softmax:
@@ -384,8 +400,8 @@ template <class T, class B>
 void Network<T, B>::head_losses(index_t batch, const std::vector<const T*>& target,
                                 const std::vector<const std::int32_t*>& labels,
                                 const T* sample_weight, bool want_grad) {
-  FM_CHECK(target.size() == heads_.size() && labels.size() == heads_.size(), "y: expected targets for ",
-           heads_.size(), " head(s)");
+  FM_CHECK(target.size() == heads_.size() && labels.size() == heads_.size(),
+           "y: expected targets for ", heads_.size(), " head(s)");
   for (size_t h = 0; h < heads_.size(); ++h) {
     Head& H = heads_[h];
     LossParams<T> lp;
@@ -395,7 +411,8 @@ void Network<T, B>::head_losses(index_t batch, const std::vector<const T*>& targ
     be_.loss_forward_backward(static_cast<Loss>(H.spec.loss), H.out, target[h], labels[h],
                               sample_weight, want_grad ? H.dlogits.data() : nullptr, batch, H.n_out,
                               lp, loss_.data() + h);
-    if (want_grad && H.spec.weight != 1.0) be_.scale(H.dlogits.data(), batch * H.n_out, T(H.spec.weight));
+    if (want_grad && H.spec.weight != 1.0)
+      be_.scale(H.dlogits.data(), batch * H.n_out, T(H.spec.weight));
   }
   be_.weighted_sum(loss_.data(), head_weights_, loss_.data() + heads_.size());
 }
@@ -421,9 +438,11 @@ void Network<T, B>::forward(const T* X, index_t batch, const std::vector<T*>& ou
 }
 
 template <class T, class B>
-double Network<T, B>::compute_gradients(const T* X, index_t batch, const std::vector<const T*>& target,
-                                     const std::vector<const std::int32_t*>& labels,
-                                     const T* sample_weight, T* dX, std::vector<double>* per_head) {
+double Network<T, B>::compute_gradients(const T* X, index_t batch,
+                                        const std::vector<const T*>& target,
+                                        const std::vector<const std::int32_t*>& labels,
+                                        const T* sample_weight, T* dX,
+                                        std::vector<double>* per_head) {
   gradients_async(X, batch, target, labels, sample_weight, dX);
   return read_losses(per_head);
 }
@@ -480,7 +499,7 @@ template <class T, class B>
 void Network<T, B>::update_params(double lr, const GradScale& grad_scale) {
   if (!any_frozen_) {
     be_.optimizer_step(opt_, params_.data(), grads_.data(), state_.data(), segments_.data(),
-                        static_cast<int>(segments_.size()), n_params(), opt_step_, lr, grad_scale);
+                       static_cast<int>(segments_.size()), n_params(), opt_step_, lr, grad_scale);
     return;
   }
   // An empty segment list means "the whole arena" to optimizer_step: nothing to do instead.
@@ -488,8 +507,8 @@ void Network<T, B>::update_params(double lr, const GradScale& grad_scale) {
   if (static_cast<Opt>(opt_.opt) != Opt::adafactor) {
     // Elementwise rules index their state by arena position: the trainable subset in one call.
     be_.optimizer_step(opt_, params_.data(), grads_.data(), state_.data(), active_segments_.data(),
-                        static_cast<int>(active_segments_.size()), n_params(), opt_step_, lr,
-                        grad_scale);
+                       static_cast<int>(active_segments_.size()), n_params(), opt_step_, lr,
+                       grad_scale);
     return;
   }
   // Adafactor lays its state out segment after segment: step each trainable segment on its
@@ -501,15 +520,16 @@ void Network<T, B>::update_params(double lr, const GradScale& grad_scale) {
     const index_t size = local.rows * local.cols;
     if (!segment_frozen_[i])
       be_.optimizer_step(opt_, params_.data() + segments_[i].offset,
-                          grads_.data() + segments_[i].offset, state_.data() + state_off, &local, 1,
-                          size, opt_step_, lr, grad_scale);
+                         grads_.data() + segments_[i].offset, state_.data() + state_off, &local, 1,
+                         size, opt_step_, lr, grad_scale);
     state_off += opt_state_size(opt_, &local, 1, size);
   }
 }
 
 template <class T, class B>
 void Network<T, B>::set_decay_scope(int scope) {
-  FM_CHECK(scope >= 0 && scope <= 2, "decay: expected 0 (weights), 1 (all) or 2 (none), got ", scope);
+  FM_CHECK(scope >= 0 && scope <= 2, "decay: expected 0 (weights), 1 (all) or 2 (none), got ",
+           scope);
   for (size_t i = 0; i < segments_.size(); ++i)
     segments_[i].decay = scope == 0 ? decay_default_[i] != 0 : scope == 1;
   touch_plan();
@@ -522,8 +542,7 @@ void Network<T, B>::set_decay_scope(int scope) {
 template <class T, class B>
 void Network<T, B>::zero_layer_grads(int layer) {
   for (const ParamInfo& p : info_)
-    if (p.layer == layer && p.trainable)
-      be_.fill(grads_.data() + p.offset, p.rows * p.cols, T(0));
+    if (p.layer == layer && p.trainable) be_.fill(grads_.data() + p.offset, p.rows * p.cols, T(0));
 }
 
 template <class T, class B>
@@ -559,8 +578,8 @@ bool Network<T, B>::layer_trainable(int layer) const {
 
 template <class T, class B>
 double Network<T, B>::train_step(const T* X, index_t batch, const std::vector<const T*>& target,
-                              const std::vector<const std::int32_t*>& labels, const T* sample_weight,
-                              double lr) {
+                                 const std::vector<const std::int32_t*>& labels,
+                                 const T* sample_weight, double lr) {
   const double loss = compute_gradients(X, batch, target, labels, sample_weight, nullptr, nullptr);
   // A non-finite loss leaves the parameters as they were (the last good weights).
   if (std::isfinite(loss)) apply_update(lr);
@@ -583,8 +602,8 @@ void Network<T, B>::train_step_async(const T* X, index_t batch, const std::vecto
 
 template <class T, class B>
 double Network<T, B>::evaluate(const T* X, index_t batch, const std::vector<const T*>& target,
-                            const std::vector<const std::int32_t*>& labels, const T* sample_weight,
-                            std::vector<double>* per_head) {
+                               const std::vector<const std::int32_t*>& labels,
+                               const T* sample_weight, std::vector<double>* per_head) {
   std::vector<T*> none(heads_.size(), nullptr);
   forward(X, batch, none, false);
   head_losses(batch, target, labels, sample_weight, false);
