@@ -387,3 +387,18 @@ def test_precision_is_checked():
         fm.MLP(n_in=3, hidden=[4], n_out=1, precision="bfloat16")
     m = fm.MLP(n_in=3, hidden=[4], n_out=1, precision="fp32")
     assert m.precision == "float32" and m.config()["precision"] == "float32"
+
+
+def test_tf32_switch():
+    from fusedmlp._loader import _cuda
+
+    if _cuda is not None:  # a flag of the module: no device needed
+        fm.set_allow_tf32(True)
+        assert _cuda.get_allow_tf32()
+        fm.set_allow_tf32(False)
+        assert not _cuda.get_allow_tf32()
+    else:
+        with pytest.raises(RuntimeError, match="CUDA backend is not available"):
+            fm.set_allow_tf32(True)
+    with pytest.raises(TypeError, match="on: expected a bool"):
+        fm.set_allow_tf32(1)

@@ -117,6 +117,8 @@ void DeviceVec<U>::assign(size_t n, U v) {
   fill_kernel<U><<<grid_for(static_cast<index_t>(n), kElementwiseThreads), kElementwiseThreads>>>(
       p_, static_cast<index_t>(n), v);
   FM_CUDA_CHECK_LAUNCH("fill_kernel");
+  // Rare (construction, a new optimizer): wait, so work on any other stream sees the values.
+  FM_CUDA_CHECK(cudaStreamSynchronize(nullptr));
 }
 
 // ------------------------------------------------------------------ CudaBackend

@@ -22,6 +22,7 @@
 #include <map>
 #include <set>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "common/optimizer.h"
@@ -167,7 +168,13 @@ class CudaNetwork : public Network<T, CudaBackend> {
   using Base = Network<T, CudaBackend>;
 
  public:
-  using Base::Base;
+  // The arenas are filled on the legacy default stream; the constructor waits for that, so
+  // a caller on any stream sees initialized memory.
+  CudaNetwork(index_t n_in, std::vector<LayerSpec> trunk, std::vector<HeadSpec> heads,
+              std::uint64_t seed)
+      : Base(n_in, std::move(trunk), std::move(heads), seed) {
+    FM_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  }
   CudaNetwork(const CudaNetwork&) = delete;
   CudaNetwork& operator=(const CudaNetwork&) = delete;
   ~CudaNetwork();
