@@ -66,4 +66,11 @@ FM_HD T rbf_grad_log_width(T grad_sigma, T sigma) {
   return sigma * grad_sigma;
 }
 
+// Host-side argument checks of both backends' RBF kernels.
+inline void rbf_check_sizes(index_t batch, index_t n_in, index_t K) {
+  FM_CHECK(batch >= 1, "X: expected at least one row, got ", batch);
+  FM_CHECK(n_in >= 1, "X: expected at least one feature, got ", n_in);
+  FM_CHECK(K >= 1, "centers: expected at least one centre, got ", K);
+}
+
 }  // namespace fm

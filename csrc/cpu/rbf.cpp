@@ -38,18 +38,12 @@ void check_widths(const T* sigma, index_t K) {
              sigma[k], " for centre ", k);
 }
 
-void check_sizes(index_t batch, index_t n_in, index_t K) {
-  FM_CHECK(batch >= 1, "X: expected at least one row, got ", batch);
-  FM_CHECK(n_in >= 1, "X: expected at least one feature, got ", n_in);
-  FM_CHECK(K >= 1, "centers: expected at least one centre, got ", K);
-}
-
 }  // namespace
 
 template <class T>
 void rbf_forward(const T* X, const T* C, const T* sigma, T* D, T* Phi, T* work, index_t batch,
                  index_t n_in, index_t K) {
-  check_sizes(batch, n_in, K);
+  rbf_check_sizes(batch, n_in, K);
   check_widths(sigma, K);
   T* mu_sq = work;     // ||mu_k||^2
   T* coef = work + K;  // 1 / (2 sigma_k^2)
@@ -76,7 +70,7 @@ void rbf_forward(const T* X, const T* C, const T* sigma, T* D, T* Phi, T* work, 
 template <class T>
 void rbf_backward(const T* X, const T* C, const T* sigma, const T* D, const T* Phi, T* G, T* dX,
                   T* dC, T* dsigma, T* work, index_t batch, index_t n_in, index_t K) {
-  check_sizes(batch, n_in, K);
+  rbf_check_sizes(batch, n_in, K);
   check_widths(sigma, K);
   T* colsum = work;    // sum_n dL/dD_nk
   T* coef = work + K;  // 1 / (2 sigma_k^2)
@@ -133,11 +127,11 @@ void rbf_backward(const T* X, const T* C, const T* sigma, const T* D, const T* P
   }
 }
 
-#define FM_INSTANTIATE(T)                                                                    \
-  template void rbf_forward<T>(const T*, const T*, const T*, T*, T*, T*, index_t, index_t,   \
-                               index_t);                                                     \
-  template void rbf_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, \
-                                T*, T*, index_t, index_t, index_t);
+#define FM_INSTANTIATE(T)                                                                         \
+  template void rbf_forward<T>(const T*, const T*, const T*, T*, T*, T*, index_t, index_t,        \
+                               index_t);                                                          \
+  template void rbf_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, T*, \
+                                T*, index_t, index_t, index_t);
 FM_INSTANTIATE(float)
 FM_INSTANTIATE(double)
 #undef FM_INSTANTIATE

@@ -125,18 +125,12 @@ unsigned small_grid(index_t n) {
   return static_cast<unsigned>((n + kElementwiseThreads - 1) / kElementwiseThreads);
 }
 
-void check_sizes(index_t batch, index_t n_in, index_t K) {
-  FM_CHECK(batch >= 1, "X: expected at least one row, got ", batch);
-  FM_CHECK(n_in >= 1, "X: expected at least one feature, got ", n_in);
-  FM_CHECK(K >= 1, "centers: expected at least one centre, got ", K);
-}
-
 }  // namespace
 
 template <class T>
 void rbf_forward(const T* X, const T* C, const T* sigma, T* D, T* Phi, T* work, index_t batch,
                  index_t n_in, index_t K, cudaStream_t stream) {
-  check_sizes(batch, n_in, K);
+  rbf_check_sizes(batch, n_in, K);
   rbf_centre_kernel<T><<<warp_rows_grid(K), kRowThreads, 0, stream>>>(C, sigma, work, K, n_in);
   FM_CUDA_CHECK_LAUNCH("rbf_centre_kernel");
   gemm<T>(false, true, batch, K, n_in, X, n_in, C, n_in, D, K, Epilogue::none, nullptr, nullptr, 0,
@@ -150,7 +144,7 @@ template <class T>
 void rbf_backward(const T* X, const T* C, const T* sigma, const T* D, const T* Phi, T* G, T* dX,
                   T* dC, T* dsigma, T* work, index_t batch, index_t n_in, index_t K,
                   cudaStream_t stream) {
-  check_sizes(batch, n_in, K);
+  rbf_check_sizes(batch, n_in, K);
   T* colsum = work;    // sum_n dL/dD_nk
   T* coef = work + K;  // 1 / (2 sigma_k^2), as the forward left it
   rbf_centre_kernel<T><<<warp_rows_grid(K), kRowThreads, 0, stream>>>(C, sigma, work, K, n_in);

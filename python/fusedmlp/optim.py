@@ -219,12 +219,7 @@ class Optimizer:
         if isinstance(params, (list, tuple)) and any(v.is_device_array(p) for p in params):
             return self._step_device(params, grads, lr, decay)
         params, grads = _check_pairs(params, grads)
-        step_lr = self.hyper.lr if lr is None else v.real("lr", lr, 0.0, low_open=True)
-        mask = self.decay_mask(params)
-        if decay is not None:
-            if not isinstance(decay, (list, tuple)) or len(decay) != len(params):
-                raise ValueError(f"decay: expected a list of {len(params)} booleans, got {decay!r}")
-            mask = [_flag(f"decay[{i}]", d) for i, d in enumerate(decay)]
+        step_lr, mask = self._lr_and_mask(params, lr, decay)
         cfg = self.config()
         buffers = self._buffers(cfg, params)
         scale = 1.0
@@ -236,6 +231,16 @@ class Optimizer:
         for p, g, s, d in zip(params, grads, buffers, mask, strict=True):
             _core.optimizer_step(cfg, p, g, s, t, step_lr, scale, d, d and p.ndim == 2)
         self.state.step = t
+
+    def _lr_and_mask(self, params: list, lr: float | None, decay) -> tuple[float, list[bool]]:
+        """The step's learning rate and per-parameter decay flags (checked)."""
+        step_lr = self.hyper.lr if lr is None else v.real("lr", lr, 0.0, low_open=True)
+        mask = self.decay_mask(params)
+        if decay is not None:
+            if not isinstance(decay, (list, tuple)) or len(decay) != len(params):
+                raise ValueError(f"decay: expected a list of {len(params)} booleans, got {decay!r}")
+            mask = [_flag(f"decay[{i}]", d) for i, d in enumerate(decay)]
+        return step_lr, mask
 
     def _step_device(self, params: list, grads: list, lr: float | None, decay) -> None:
         """:meth:`step` for CuPy parameters (fusedmlp._cuda_ops.optimizer_step per tensor)."""
@@ -262,12 +267,7 @@ class Optimizer:
         ]
         for i, (p, g) in enumerate(zip(params, gs, strict=True)):
             v.check_shape(f"grads[{i}]", g, p.shape)
-        step_lr = self.hyper.lr if lr is None else v.real("lr", lr, 0.0, low_open=True)
-        mask = self.decay_mask(params)
-        if decay is not None:
-            if not isinstance(decay, (list, tuple)) or len(decay) != len(params):
-                raise ValueError(f"decay: expected a list of {len(params)} booleans, got {decay!r}")
-            mask = [_flag(f"decay[{i}]", d) for i, d in enumerate(decay)]
+        step_lr, mask = self._lr_and_mask(params, lr, decay)
         cfg = self.config()
         if self.state.buffers is None:
             self.state.buffers = [
