@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from fusedmlp.cli import main
 
 
@@ -52,3 +53,13 @@ def test_bad_file_and_column_give_one_line_errors(tmp_path, capsys):
     assert main(["train", "--data", str(path), "--target", "zzz"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("fusedmlp: error:") for line in err)
+
+
+def test_train_on_cuda_without_a_device_is_a_clear_error(capsys):
+    import fusedmlp as fm
+
+    if fm.cuda_available():
+        pytest.skip("a GPU is present")
+    rc = main(["train", "--epochs", "1", "--device", "cuda"])
+    assert rc != 0
+    assert "device: 'cuda' is not usable" in capsys.readouterr().err

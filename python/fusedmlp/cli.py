@@ -85,6 +85,8 @@ def _train(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         batchnorm=args.batchnorm,
         seed=args.seed,
+        device=args.device,
+        precision=args.precision,
     )
     opt = fm.optim.get(args.optimizer, lr=args.lr)
     sched = (
@@ -138,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    t.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="GEMM operand precision on the GPU (mixed precision, fp32 master weights)",
+    )
     t.add_argument("--save", help="write a checkpoint here")
     t.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
     args = parser.parse_args(argv)
