@@ -123,7 +123,9 @@ class CudaNet:
         for t in ys:
             t = to_device(t)
             out.append(
-                t.astype(np.int32) if t.dtype.kind in "iu" else t.astype(self._dtype, copy=False)
+                t.astype(np.int32, copy=False)
+                if t.dtype.kind in "iu"
+                else t.astype(self._dtype, copy=False)
             )
         return out
 
