@@ -349,6 +349,7 @@ def test_trainer_fast_path_on_device(device, rng):
         assert isinstance(got, cp.ndarray) and got.shape == ()
         assert float(got) == pytest.approx(want, rel=1e-6)
     before = cp.asnumpy(b.model.parameters).copy()
+    counters = (b.model._net.rng_step, b.model._net.opt_step, b.step_count)
     bad = Xd.copy()
     bad[0, 0] = cp.nan
     with pytest.raises(ValueError, match="X: contains NaN or Inf"):
@@ -356,6 +357,7 @@ def test_trainer_fast_path_on_device(device, rng):
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\]"):
         b.train_step(Xd, cp.full(30, 7, cp.int32))
     np.testing.assert_array_equal(cp.asnumpy(b.model.parameters), before)
+    assert (b.model._net.rng_step, b.model._net.opt_step, b.step_count) == counters
 
 
 @pytest.mark.parametrize("device", CUDA)

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <type_traits>
 
@@ -94,6 +96,9 @@ void DeviceVec<U>::resize(size_t n) {
     n_ = n;
     return;
   }
+  // Growth is rare (construction, a larger batch): wait for the queued work on every stream
+  // that may still use the old buffer, then copy and free it.
+  FM_CUDA_CHECK(cudaDeviceSynchronize());
   U* p = nullptr;
   FM_CUDA_CHECK(cudaMalloc(&p, sizeof(U) * n));
   if (p_) {
@@ -369,13 +374,48 @@ void CudaBackend::optimizer_step(const OptConfig& c, T* params, const T* grads, 
 
 // ------------------------------------------------------------------ CudaNetwork
 
+// One stream per device shared by every CudaNetwork (kept for the process): cuBLASLt keeps a
+// workspace per stream, so a stream per network would leak one workspace each.
+cudaStream_t network_stream(int device) {
+  static std::mutex mu;
+  static std::map<int, cudaStream_t> streams;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = streams.find(device);
+  if (it != streams.end()) return it->second;
+  cudaStream_t s = nullptr;
+  FM_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  streams.emplace(device, s);
+  return s;
+}
+
 template <class T>
 CudaNetwork<T>::~CudaNetwork() {
   drop_graphs();
   for (cudaEvent_t e : {block_done_[0], block_done_[1], enter_, leave_})
     if (e) cudaEventDestroy(e);
   if (host_block_) cudaFreeHost(host_block_);
-  if (own_stream_) cudaStreamDestroy(own_stream_);
+}
+
+template <class T>
+void CudaNetwork<T>::set_layer_trainable(int layer, bool trainable) {
+  // Zeroes the layer's gradients: on the legacy stream, after all queued work, and waited for.
+  FM_CUDA_CHECK(cudaDeviceSynchronize());
+  cudaStream_t s = this->be_.stream;
+  this->be_.stream = nullptr;
+  try {
+    Base::set_layer_trainable(layer, trainable);
+  } catch (...) {
+    this->be_.stream = s;
+    throw;
+  }
+  this->be_.stream = s;
+  FM_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+}
+
+template <class T>
+void CudaNetwork<T>::set_optimizer(const OptConfig& cfg) {
+  FM_CUDA_CHECK(cudaDeviceSynchronize());  // queued steps finish before the state is reset
+  Base::set_optimizer(cfg);
 }
 
 template <class T>
@@ -493,7 +533,7 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
            "y: expected targets for ", this->heads_.size(), " head(s)");
   FM_CHECK(std::isfinite(lr) && lr > 0, "lr: expected > 0, got ", lr);
   if (!own_stream_) {
-    FM_CUDA_CHECK(cudaStreamCreateWithFlags(&own_stream_, cudaStreamNonBlocking));
+    own_stream_ = network_stream(device_);
     FM_CUDA_CHECK(cudaEventCreateWithFlags(&enter_, cudaEventDisableTiming));
     FM_CUDA_CHECK(cudaEventCreateWithFlags(&leave_, cudaEventDisableTiming));
   }
@@ -502,12 +542,15 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
   const bool adafactor = static_cast<Opt>(this->opt_.opt) == Opt::adafactor;
   std::vector<int> kinds;
   for (size_t h = 0; h < labels.size(); ++h) kinds.push_back(labels[h] ? 1 : 0);
-  const Key key{batch, kinds, sample_weight != nullptr};
+  const Key key{batch, kinds, sample_weight != nullptr, allow_tf32()};
   // Eager: not eligible, or the first step of this shape (the warm-up: cuBLASLt workspace and
   // algorithm caches are filled outside any capture).
   if (!graph_eligible() || warmed_.insert(key).second) {
     // Adafactor reads the loss on the host (its kernels have no skip signal).
-    if (sync || adafactor) return Base::train_step(X, batch, target, labels, sample_weight, lr);
+    if (sync || adafactor) {
+      const double loss = Base::train_step(X, batch, target, labels, sample_weight, lr);
+      return sync ? loss : std::numeric_limits<double>::quiet_NaN();
+    }
     Base::train_step_async(X, batch, target, labels, sample_weight, lr);
     return std::numeric_limits<double>::quiet_NaN();
   }

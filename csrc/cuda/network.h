@@ -163,6 +163,9 @@ struct CudaBackend {
   }
 };
 
+// The non-blocking stream the training steps of every CudaNetwork on `device` run on.
+cudaStream_t network_stream(int device);
+
 template <class T>
 class CudaNetwork : public Network<T, CudaBackend> {
   using Base = Network<T, CudaBackend>;
@@ -184,6 +187,9 @@ class CudaNetwork : public Network<T, CudaBackend> {
   int device() const { return device_; }
   cudaStream_t stream() const { return this->be_.stream; }
   void set_use_graphs(bool on);  // off: every step runs eagerly
+  // The base versions, ordered with the device work queued on any stream.
+  void set_layer_trainable(int layer, bool trainable);
+  void set_optimizer(const OptConfig& cfg);
   // GEMM operand precision (0 float32, 1 bfloat16, 2 float16); float32 networks only.
   void set_precision(int p);
   int precision() const { return this->be_.precision; }
@@ -199,7 +205,7 @@ class CudaNetwork : public Network<T, CudaBackend> {
                     double lr, bool sync);
 
  private:
-  using Key = std::tuple<index_t, std::vector<int>, bool>;
+  using Key = std::tuple<index_t, std::vector<int>, bool, bool>;  // + TF32 (baked into GEMMs)
   bool graph_eligible() const;
   void drop_graphs();
   void stage(const T* X, index_t batch, const std::vector<const T*>& target,
@@ -214,8 +220,8 @@ class CudaNetwork : public Network<T, CudaBackend> {
   int device_ = current_device();
   bool use_graphs_ = true;
   std::map<Key, cudaGraphExec_t> graphs_;
-  std::set<Key> warmed_;  // shapes that had their eager first step
-  cudaStream_t own_stream_ = nullptr;
+  std::set<Key> warmed_;               // shapes that had their eager first step
+  cudaStream_t own_stream_ = nullptr;  // network_stream(device_): shared, never destroyed
   cudaEvent_t enter_ = nullptr, leave_ = nullptr;
   std::uint64_t graph_version_ = 0;
   DeviceVec<T> x_stage_, t_stage_, w_stage_;

@@ -277,7 +277,9 @@ __device__ __forceinline__ double lane_sum(double (*red)[kColTile + 1]) {
 // and the column is scaled onto the ball of radius c when it is outside.
 template <class T>
 __global__ void __launch_bounds__(kColTile* kRowLanes)
-    max_norm_kernel(T* __restrict__ p, const __grid_constant__ NormTable t, double c) {
+    max_norm_kernel(T* __restrict__ p, const __grid_constant__ NormTable t, double c,
+                    const double* __restrict__ dev_scale) {
+  if (dev_scale && isnan(*dev_scale)) return;  // the update was skipped: leave p as it is
   __shared__ double red[kRowLanes][kColTile + 1];
   __shared__ double norm[kColTile];
   const index_t tile = blockIdx.x;
@@ -310,7 +312,8 @@ __global__ void __launch_bounds__(kColTile* kRowLanes)
 }
 
 template <class T>
-void launch_max_norm(T* p, const std::vector<Segment>& segs, double c, cudaStream_t stream) {
+void launch_max_norm(T* p, const std::vector<Segment>& segs, double c, const double* dev_scale,
+                     cudaStream_t stream) {
   std::vector<const Segment*> todo;
   for (const Segment& s : segs)
     if (s.max_norm) todo.push_back(&s);
@@ -328,7 +331,8 @@ void launch_max_norm(T* p, const std::vector<Segment>& segs, double c, cudaStrea
     }
     t.tile_begin[t.count] = tiles;
     max_norm_kernel<T>
-        <<<static_cast<unsigned>(tiles), dim3(kColTile, kRowLanes), 0, stream>>>(p, t, c);
+        <<<static_cast<unsigned>(tiles), dim3(kColTile, kRowLanes), 0, stream>>>(p, t, c,
+                                                                                 dev_scale);
     FM_CUDA_CHECK_LAUNCH("max_norm_kernel");
   }
 }
@@ -743,7 +747,7 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
         break;
     }
   }
-  if (c.max_norm > 0) launch_max_norm(params, list, c.max_norm, stream);
+  if (c.max_norm > 0) launch_max_norm(params, list, c.max_norm, device_grad_scale, stream);
 }
 
 template <class T>

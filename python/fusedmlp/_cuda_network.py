@@ -116,6 +116,14 @@ class CudaNet:
 
     # -- data ---------------------------------------------------------------------------
     def _x(self, X):
+        # As the CPU Network: a device array must already have the network's dtype (a silent
+        # cast would hide a copy per call); host arrays are copied anyway, and cast then.
+        if is_device_array(X):
+            X = to_cupy(X)
+            if X.dtype != self._dtype:
+                raise TypeError(
+                    f"X: expected dtype {self._dtype} (the network's dtype), got {X.dtype}"
+                )
         return to_device(X, self._dtype)
 
     def _ys(self, ys):
@@ -140,6 +148,9 @@ class CudaNet:
             for h in range(self._net.n_heads)
         ]
         self._net.forward(X, outs, training, _stream())
+        # Pass-through layers (dropout, noise at inference) output their input: keep it alive
+        # for layer_output().
+        self._last_x = X
         return outs
 
     def train_step(self, X, ys, sw, lr: float, sync: bool = True):

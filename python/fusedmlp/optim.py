@@ -261,6 +261,10 @@ class Optimizer:
                 raise ValueError(
                     f"params[{i}]: expected a non-empty 1-d or 2-d array, got shape {p.shape}"
                 )
+            if not p.flags.c_contiguous:
+                raise ValueError(
+                    f"params[{i}]: expected a C-contiguous array (it is updated in place)"
+                )
         gs = [
             C.as_device_array(f"grads[{i}]", g, ndim=(1, 2), dtype=p.dtype)
             for i, (p, g) in enumerate(zip(params, grads, strict=True))
@@ -279,6 +283,13 @@ class Optimizer:
                 f"params: this optimizer holds state for {len(self.state.buffers)} parameters, "
                 f"got {len(params)}"
             )
+        for i, (b, p) in enumerate(zip(self.state.buffers, params, strict=True)):
+            n = _core.optimizer_param_state_size(cfg, *_rows_cols(p))
+            if not isinstance(b, cp.ndarray) or b.size != n or b.dtype != p.dtype:
+                raise ValueError(
+                    f"params[{i}]: shape {p.shape} / dtype {p.dtype} on the GPU does not match the "
+                    "optimizer state; call reset() for new parameters"
+                )
         scale = 1.0
         if self.hyper.clip_norm is not None:  # one global norm over every tensor (one sync)
             sq = sum(float(C.grad_sq_norm(g)) for g in gs)

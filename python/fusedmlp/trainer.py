@@ -307,10 +307,23 @@ class Trainer:
         if fast is not None:
             # CUDA fast path, no host synchronization besides the loss: NaN/Inf or bad labels
             # make the loss non-finite, the device then skips the update, and the inputs are
-            # examined only in that case (a clear ValueError, the parameters unchanged).
-            loss = self._step(fast[0], fast[1], None, sync)
-            if sync and not math.isfinite(loss):
+            # examined only in that case (a clear ValueError; parameters, optimizer state and
+            # every counter as before). BatchNorm's running statistics would take a NaN input
+            # in before the loss: with BatchNorm, X is checked first (one device reduction;
+            # not with sync=False, which examines nothing).
+            net = self.model._net
+            if sync and self._has_bn and not bool(_xp(fast[0]).isfinite(fast[0]).all()):
+                raise ValueError("X: contains NaN or Inf")
+            rng_step, bn_updates = net.rng_step, net.bn_updates
+            if not sync:
+                return self._step(fast[0], fast[1], None, False)
+            self._cycle_momentum()
+            loss = float(net.train_step(fast[0], fast[1], None, self.current_lr()))
+            if not math.isfinite(loss):
+                net.rng_step, net.bn_updates = rng_step, bn_updates
                 self._explain_non_finite(fast[0], fast[1])
+                net.rng_step, net.bn_updates = rng_step + 1, bn_updates + int(self._has_bn)
+            self._after_step()
             return loss
         X = self._fast_x(X)
         ys = self._targets(y, len(X))
@@ -392,19 +405,29 @@ class Trainer:
             X = xp.concatenate([X, X + self.adversarial_eps * xp.sign(dX)]).astype(self.model.dtype)
             ys = [_xp(t).concatenate([t, t]) for t in ys]
             sw = None if sw is None else _xp(sw).concatenate([sw, sw])
-        if self.schedule is not None:
-            momentum = self.schedule.get_momentum()
-            if momentum is not None:
-                net.set_momentum(momentum)
+        self._cycle_momentum()
         if sync or self.model.device != "cuda":
             loss = float(net.train_step(X, ys, sw, self.current_lr()))
         else:  # the loss stays on the device: a copy of the Network's loss slot (no sync)
             net.train_step(X, ys, sw, self.current_lr(), False)
             loss = net.loss_slot().copy().reshape(())
+        self._after_step()
+        return loss
+
+    def _cycle_momentum(self) -> None:
+        if self.schedule is not None:
+            momentum = self.schedule.get_momentum()
+            if momentum is not None:
+                self.model._net.set_momentum(momentum)
+
+    def _after_step(self) -> None:
         self.step_count += 1
         if self.schedule is not None:
             self.schedule.step()
-        return loss
+
+    @property
+    def _has_bn(self) -> bool:
+        return any(isinstance(lay, L.BatchNorm) for lay in self.model._all_layers())
 
     def fit(
         self,
