@@ -45,6 +45,13 @@ from bench import common as C  # noqa: E402
 
 GPU_SYSTEMS = ("fusedmlp", "torch", "torch-compile")
 
+#: GPU-only configurations beside bench/common.py's: a tiny-cuda-nn-style network (4 hidden
+#: layers of width 64), the regime where fully fused GPU MLPs shine and launch overhead rules.
+GPU_CONFIGS: dict[str, C.Config] = {
+    **C.CONFIGS,
+    "tcnn-64": C.Config("tcnn-64", (64, 64, 64, 64, 64, 16), 262144, "relu", "mse"),
+}
+
 
 def _ints(s: str) -> list[int]:
     try:
@@ -60,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--configs", type=lambda s: s.split(","), default=list(C.CONFIGS))
+    p.add_argument("--configs", type=lambda s: s.split(","), default=list(GPU_CONFIGS))
+    p.add_argument("--adam-params", type=int, default=1 << 26, help="0: skip the Adam pass")
     p.add_argument("--batches", type=_ints, default=list(C.GPU_BATCHES), help="default 2^14..2^20")
     p.add_argument("--systems", type=lambda s: s.split(","), default=["fusedmlp", "torch"])
     p.add_argument("--repeats", type=int, default=20)
@@ -74,9 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=C.RESULTS_DIR)
     args = p.parse_args(argv)
     for name in args.configs:
-        if name not in C.CONFIGS:
+        if name not in GPU_CONFIGS:
             p.error(
-                f"--configs: unknown configuration {name!r}; expected some of {list(C.CONFIGS)}"
+                f"--configs: unknown configuration {name!r}; expected some of {list(GPU_CONFIGS)}"
             )
     for name in args.systems:
         if name not in GPU_SYSTEMS:
@@ -352,6 +360,44 @@ def run_point(cfg: C.Config, args, clock) -> dict:
     return res
 
 
+def adam_bandwidth(n: int, clock, repeats: int = 20) -> dict:
+    """The fused Adam pass over one arena of ``n`` float32 parameters against the measured
+    device-to-device copy bandwidth. Adam reads p, g, m, v and writes p, m, v: 28 bytes per
+    parameter; a copy of B bytes moves 2B (read + write)."""
+    import cupy
+
+    fm = C.import_fm()
+    rng = cupy.random.default_rng(0)
+    p = rng.standard_normal(n, dtype=cupy.float32)
+    g = rng.standard_normal(n, dtype=cupy.float32)
+    opt = fm.optim.Adam(lr=1e-3)
+    src = cupy.empty(7 * n, cupy.float32)
+    dst = cupy.empty_like(src)
+
+    def timed(f):
+        for _ in range(3):
+            f()
+        samples = []
+        for _ in range(repeats):
+            clock.start()
+            f()
+            samples.append(clock.stop())
+        return float(np.median(samples))
+
+    t_adam = timed(lambda: opt.step([p], [g]))
+    t_copy = timed(lambda: dst.__setitem__(slice(None), src))  # 28n bytes read + 28n written
+    bw_adam = 28 * n / t_adam
+    bw_copy = 2 * 28 * n / t_copy
+    return {
+        "n_params": n,
+        "adam_ms": t_adam * 1e3,
+        "adam_GBps": bw_adam / 1e9,
+        "copy_GBps": bw_copy / 1e9,
+        "fraction_of_copy": bw_adam / bw_copy,
+        "method": "fm.optim.Adam.step on one CuPy arena (28 B/param) vs cupy copy of 28n bytes",
+    }
+
+
 def main(argv=None) -> dict | None:
     args = parse_args(argv)
     C.script_setup()
@@ -379,9 +425,36 @@ def main(argv=None) -> dict | None:
     info["fm_cuda_reason"] = fm.cuda_unavailable_reason()
     t0 = time.time()
     results: dict = {}
+    tag = args.tag or C.machine_tag()
+    suffix = "" if args.device == "cuda" else "-dryrun-cpu"
+
+    def write() -> dict:
+        # written after every point, so a run stopped at its time limit keeps what it measured
+        data = {
+            "suite": "gpu",
+            "device": args.device,
+            "clock": clock.name,
+            "tf32": bool(args.tf32),
+            "machine": info,
+            "elapsed_s": time.time() - t0,
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "results": results,
+        }
+        C.write_json(data, args.out / f"gpu{suffix}-{tag}.json")
+        (args.out / f"gpu{suffix}.md").write_text(render_markdown(data))
+        return data
+
+    if args.device == "cuda" and args.adam_params > 0:
+        try:
+            results["adam-pass"] = {"adam": adam_bandwidth(args.adam_params, clock)}
+            C.log(f"[adam-pass] {results['adam-pass']['adam']}")
+        except Exception as exc:
+            results["adam-pass"] = {"error": f"{type(exc).__name__}: {exc}"}
+            C.log(f"  adam pass failed: {results['adam-pass']['error']}")
+        write()
     for name in args.configs:
         for b in args.batches:
-            cfg = C.CONFIGS[name].with_(batch=b)
+            cfg = GPU_CONFIGS[name].with_(batch=b)
             key = f"{name}@{b}"
             C.log(f"[{key}] {cfg.describe()}")
             try:
@@ -391,23 +464,11 @@ def main(argv=None) -> dict | None:
                 C.log(f"  failed: {results[key]['error']}")
             if args.device == "cuda":
                 torch.cuda.empty_cache()
-    data = {
-        "suite": "gpu",
-        "device": args.device,
-        "clock": clock.name,
-        "tf32": bool(args.tf32),
-        "machine": info,
-        "elapsed_s": time.time() - t0,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "results": results,
-    }
-    tag = args.tag or C.machine_tag()
-    suffix = "" if args.device == "cuda" else "-dryrun-cpu"
-    path = C.write_json(data, args.out / f"gpu{suffix}-{tag}.json")
-    C.log(f"wrote {path}")
-    md = render_markdown(data)
-    (args.out / f"gpu{suffix}.md").write_text(md)
-    print(md)
+            write()
+    data = write()
+    C.log(f"wrote {args.out / f'gpu{suffix}-{tag}.json'}")
+    print(render_markdown(data))
+    return data
     return data
 
 
@@ -427,6 +488,8 @@ def render_markdown(data: dict) -> str:
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key, r in data["results"].items():
+        if key == "adam-pass":
+            continue
         name, b = key.split("@")
         if "error" in r and not r.get("systems"):
             lines.append(f"| {name} | {b} | | | n/a | | | | | {r['error'][:80]} |")
@@ -443,6 +506,18 @@ def render_markdown(data: dict) -> str:
                 f"{C.fmt_ms(d['ms_q1'])}-{C.fmt_ms(d['ms_q3'])} | {d['samples_per_s']:,.0f} | "
                 f"{d['tflops']:.2f} | {d['floor_fraction']:.2f} | {ratio} |"
             )
+    ad = data["results"].get("adam-pass")
+    if ad:
+        if "adam" in ad:
+            a = ad["adam"]
+            lines += [
+                "",
+                f"Fused Adam over {a['n_params']:,} float32 parameters: {a['adam_ms']:.3f} ms, "
+                f"{a['adam_GBps']:.0f} GB/s = {a['fraction_of_copy']:.0%} of the measured copy "
+                f"bandwidth ({a['copy_GBps']:.0f} GB/s).",
+            ]
+        else:
+            lines += ["", f"Fused Adam pass: {ad['error']}"]
     return "\n".join(lines) + "\n"
 
 

@@ -47,12 +47,27 @@ python3 -c "import fusedmlp as fm; print('cuda_available:', fm.cuda_available(),
   | tee -a "$OUT/device.txt"
 
 if has tests; then
+  # The GPU test modules first, in parallel workers (pytest-xdist is on the device image);
+  # TESTS narrows a rerun to the node ids that failed, e.g. TESTS="tests/test_cuda_ops.py::x".
   t0=$SECONDS
-  timeout 300 python3 -m pytest tests -q -p no:cacheprovider --maxfail=40 -rf \
+  # shellcheck disable=SC2086
+  timeout "${TESTS_TIMEOUT:-200}" python3 -m pytest ${TESTS:-tests/test_cuda_ops.py tests/test_cuda_network.py} \
+    -q -p no:cacheprovider -n "${TESTS_WORKERS:-8}" --maxfail=80 -rfE --tb=short \
     >"$OUT/tests.log" 2>&1
   echo "tests: exit $? in $((SECONDS - t0)) s"
-  grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -25
+  grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -40
   tail -3 "$OUT/tests.log"
+fi
+
+if has cputests; then
+  # the rest of the suite (CPU paths) on the device's packages: a second dependency set
+  t0=$SECONDS
+  timeout "${CPUTESTS_TIMEOUT:-150}" python3 -m pytest tests -q -p no:cacheprovider -n 12 \
+    --deselect tests/test_cuda_ops.py --deselect tests/test_cuda_network.py -rfE --tb=line \
+    >"$OUT/cputests.log" 2>&1
+  echo "cputests: exit $? in $((SECONDS - t0)) s"
+  grep -E "^(FAILED|ERROR)" "$OUT/cputests.log" | head -20
+  tail -2 "$OUT/cputests.log"
 fi
 
 if has sanitize; then
@@ -77,7 +92,7 @@ fi
 if has bench; then
   t0=$SECONDS
   # shellcheck disable=SC2086
-  timeout 200 python3 -m bench.bench_gpu ${BENCH_ARGS:---batches 16384,262144 --repeats 10} \
+  timeout "${BENCH_TIMEOUT:-200}" python3 -m bench.bench_gpu ${BENCH_ARGS:---batches 16384,262144 --quick} \
     --out "$OUT" >"$OUT/bench.log" 2>&1
   echo "bench: exit $? in $((SECONDS - t0)) s"
   [ -f "$OUT/gpu.md" ] && cat "$OUT/gpu.md" || tail -20 "$OUT/bench.log"
