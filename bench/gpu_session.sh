@@ -45,6 +45,22 @@ fi
 export FUSEDMLP_BUILD_DIR="$build" PYTHONPATH="python:${PYTHONPATH:-}"
 python3 -c "import fusedmlp as fm; print('cuda_available:', fm.cuda_available(), fm.cuda_unavailable_reason())" \
   | tee -a "$OUT/device.txt"
+# A C++ exception whose message formats a number, through each module's translator: a module
+# that links its own libstdc++ used to crash here (see CMakeLists.txt, --exclude-libs).
+python3 - <<'PY' 2>&1 | tail -2 | tee -a "$OUT/device.txt"
+import numpy as np
+import fusedmlp as fm
+try:
+    fm._core.gemm(np.ones((2, 3), np.float32), np.ones((4, 5), np.float32))
+except (TypeError, ValueError) as e:
+    print("_core exceptions translate:", type(e).__name__)
+if fm.cuda_available():
+    import cupy as cp
+    try:
+        fm._cuda.dropout_forward(cp.ones(3), cp.ones(3), 1.0, 0, 0, 0)
+    except ValueError as e:
+        print("_cuda exceptions translate:", e)
+PY
 
 if has tests; then
   # The GPU test modules first, in parallel workers (pytest-xdist is on the device image);
@@ -75,13 +91,13 @@ if has sanitize; then
   {
     for tool in memcheck racecheck; do
       echo "=== $tool"
-      timeout 110 compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
+      timeout "${SANITIZE_TIMEOUT:-110}" compute-sanitizer --tool "$tool" --error-exitcode 9 python3 -m pytest -q \
         -p no:cacheprovider tests/test_cuda_network.py \
         -k "(tracks_cpu and float32 and (relu-adam or gelu-bn-dropout-adamw or rbf-sgd or two-heads-adafactor)) or graph_replay or non_finite"
       echo "$tool exit: $?"
     done
     echo "=== memcheck kernels"
-    timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q \
+    timeout "${SANITIZE_TIMEOUT:-100}" compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q \
       -p no:cacheprovider tests/test_cuda_ops.py -k "float32 and (dense or loss or batchnorm or dropout)"
     echo "memcheck kernels exit: $?"
   } >"$OUT/sanitize.log" 2>&1

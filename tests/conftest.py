@@ -51,7 +51,7 @@ def to_host(a):
 
 def assert_close(got, want, dtype, tol=None, what=""):
     got = np.asarray(to_host(got), dtype=np.float64)
-    want = np.asarray(want, dtype=np.float64)
+    want = np.asarray(to_host(want), dtype=np.float64)
     assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
     t = TOL[np.dtype(dtype).type] if tol is None else tol
     scale = max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)

@@ -10,7 +10,9 @@ namespace py = pybind11;
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fusedmlp CPU kernels (C++, OpenBLAS, OpenMP)";
-  py::register_exception_translator([](std::exception_ptr p) {
+  // Module-local: each module translates the exceptions of its own functions, with its own
+  // C++ runtime (a toolchain may link libstdc++ into each module; see CMakeLists.txt).
+  py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const fm::TypeError& e) {

@@ -218,7 +218,9 @@ namespace fcu = fm::cuda;
 PYBIND11_MODULE(_cuda, m) {
   m.doc() =
       "fusedmlp CUDA kernels (cuBLASLt GEMMs with fused epilogues, elementwise and row kernels)";
-  py::register_exception_translator([](std::exception_ptr p) {
+  // Module-local: each module translates the exceptions of its own functions, with its own
+  // C++ runtime (a toolchain may link libstdc++ into each module; see CMakeLists.txt).
+  py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const fm::TypeError& e) {

@@ -12,8 +12,12 @@
 //
 // cuBLASLt's GELU epilogues compute the tanh approximation, so they serve gelu_tanh only; the
 // exact gelu (erf) runs as the elementwise pass. Every fused epilogue falls back to the plain
-// GEMM plus the elementwise kernels when cuBLASLt has no algorithm for it (e.g. float64, or
-// leading dimensions that are not multiples of 8).
+// GEMM plus the elementwise kernels when cuBLASLt has no algorithm for it (leading dimensions
+// that are not multiples of 8). float64 never takes the GELU epilogues: cuBLASLt has them, but
+// measured on an H200 (cuBLASLt 13.0) they are off by up to 1e-10 relative to the formula,
+// 10^6 times double's rounding; the elementwise pass evaluates csrc/common's formula exactly.
+#include <type_traits>
+
 #include "cuda/activation.h"
 #include "cuda/common.cuh"
 #include "cuda/dense.h"
@@ -24,6 +28,10 @@ namespace {
 
 // cuBLASLt needs the GELU aux leading dimension to be a multiple of 8 elements.
 constexpr index_t kGeluAuxLdMultiple = 8;
+
+// Whether the cuBLASLt GELU epilogues serve this element type (see the header: not double).
+template <class T>
+constexpr bool kGeluEpilogue = !std::is_same_v<T, double>;
 
 template <class T>
 void* mut(const T* p) {
@@ -51,7 +59,7 @@ void dense_forward(const T* X, const T* W, const T* b, T* Z, T* A, index_t batch
   FM_CHECK(Z != nullptr, "dense_forward: Z (the pre-activation output) is required");
   FM_CHECK(A != nullptr || act == Act::identity,
            "dense_forward: A is required for a non-identity activation");
-  if (act == Act::gelu_tanh && A != Z && n_out % kGeluAuxLdMultiple == 0 &&
+  if (kGeluEpilogue<T> && act == Act::gelu_tanh && A != Z && n_out % kGeluAuxLdMultiple == 0 &&
       gemm<T>(false, false, batch, n_out, n_in, X, n_in, W, n_out, A, n_out, Epilogue::gelu_aux,
               mut(b), Z, n_out, stream))
     return;
@@ -125,7 +133,7 @@ void dense_backward_input(const T* dZ, const T* W, T* dZ_prev, index_t batch, in
   }
   FM_CHECK(prev_z != nullptr || prev_act == Act::identity,
            "dense_backward_input: the previous layer's pre-activation is required");
-  if (prev_act == Act::gelu_tanh && n_in % kGeluAuxLdMultiple == 0 &&
+  if (kGeluEpilogue<T> && prev_act == Act::gelu_tanh && n_in % kGeluAuxLdMultiple == 0 &&
       gemm<T>(false, true, batch, n_in, n_out, dZ, n_out, W, n_out, dZ_prev, n_in, Epilogue::dgelu,
               db_prev, mut(prev_z), n_in, stream))
     return;

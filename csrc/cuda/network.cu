@@ -59,13 +59,19 @@ __global__ void weighted_sum_kernel(const double* v, HeadWeights hw, bool accumu
   *out = s;
 }
 
-// scale <- non-finite loss ? NaN (skip the update) : (clip ? scale : 1).
-__global__ void finite_loss_kernel(const double* loss, bool clip, double* scale) {
-  const double l = *loss;
-  if (!isfinite(l))
+// The skip rule of the device step: the update is skipped (scale <- NaN, which the optimizer
+// kernels read as "return") when the loss or the gradient is non-finite, and the loss slot then
+// reads NaN, so the host sees the skip as the CPU reports it. The gradient matters because the
+// fast path does not examine its inputs: a NaN in X is swallowed by ReLU (cuBLASLt's epilogue
+// and the CPU's z > 0 ? z : 0 both map NaN to 0), leaving the loss finite while dW = X^T dZ
+// carries the NaN into the first layer. Else scale <- clip ? scale : 1.
+__global__ void finite_step_kernel(double* loss, const double* grad_sq, bool clip, double* scale) {
+  if (!isfinite(*loss) || !isfinite(*grad_sq)) {
     *scale = nan("");
-  else if (!clip)
+    *loss = nan("");
+  } else if (!clip) {
     *scale = 1.0;
+  }
 }
 
 }  // namespace
@@ -354,11 +360,15 @@ template <class T>
 GradScale CudaBackend::grad_scale(const T* grads, index_t n, double clip_norm, const double* loss) {
   GradScale s;
   if (clip_norm <= 0.0 && !loss) return s;
-  if (scale_buf.size() < 1) scale_buf.resize(1);
-  if (clip_norm > 0.0) cuda::grad_sq_norm(grads, n, nullptr, scale_buf.data(), clip_norm, stream);
+  if (scale_buf.size() < 2) scale_buf.resize(2);  // [0] the scale, [1] the squared norm
+  double* sq = scale_buf.data() + 1;
+  cuda::grad_sq_norm(grads, n, loss ? sq : nullptr, clip_norm > 0.0 ? scale_buf.data() : nullptr,
+                     clip_norm, stream);
   if (loss) {
-    finite_loss_kernel<<<1, 1, 0, stream>>>(loss, clip_norm > 0.0, scale_buf.data());
-    FM_CUDA_CHECK_LAUNCH("finite_loss_kernel");
+    // The loss slot is the Network's own device scalar (its loss_slot()): writable memory.
+    finite_step_kernel<<<1, 1, 0, stream>>>(const_cast<double*>(loss), sq, clip_norm > 0.0,
+                                            scale_buf.data());
+    FM_CUDA_CHECK_LAUNCH("finite_step_kernel");
   }
   s.device = scale_buf.data();
   return s;
@@ -547,12 +557,16 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
   // algorithm caches are filled outside any capture).
   if (!graph_eligible() || warmed_.insert(key).second) {
     // Adafactor reads the loss on the host (its kernels have no skip signal).
-    if (sync || adafactor) {
+    if (adafactor) {
       const double loss = Base::train_step(X, batch, target, labels, sample_weight, lr);
       return sync ? loss : std::numeric_limits<double>::quiet_NaN();
     }
+    // The device's skip rule (finite_step_kernel), as in the captured step below.
     Base::train_step_async(X, batch, target, labels, sample_weight, lr);
-    return std::numeric_limits<double>::quiet_NaN();
+    if (!sync) return std::numeric_limits<double>::quiet_NaN();
+    const double loss = this->read_losses(nullptr);
+    if (!std::isfinite(loss)) --this->opt_step_;  // the device skipped the update
+    return loss;
   }
   this->ensure_workspace(batch);
   std::vector<const T*> st_target;
@@ -562,8 +576,8 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
     block_.resize(1);
     this->touch_plan();
   }
-  if (this->be_.scale_buf.size() < 1) {
-    this->be_.scale_buf.resize(1);
+  if (this->be_.scale_buf.size() < 2) {
+    this->be_.scale_buf.resize(2);
     this->touch_plan();
   }
   if (!host_block_) {
