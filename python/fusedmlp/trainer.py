@@ -881,26 +881,32 @@ class Trainer:
                 negative counters, a non-finite ``lr_scale``); the message names ``path``.
         """
         path = os.fspath(path)
+        # A checkpoint is untrusted input: whatever a damaged or crafted file makes the zip
+        # reader or the constructors raise (BadZipFile, NotImplementedError for an unknown zip
+        # version, KeyError/TypeError for a missing or mistyped header field, ...) is reported
+        # as one ValueError naming the file. MemoryError is left as it is.
         try:
             zf = zipfile.ZipFile(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, MemoryError):
             raise
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        except Exception as exc:
             raise ValueError(
                 f"path: {path!r} is not a readable fusedmlp checkpoint ({exc})"
             ) from exc
         with zf:
             try:
                 return cls._load_from_zip(zf, path, device)
+            except MemoryError:
+                raise
             except _CheckpointError as exc:
                 raise ValueError(f"path: {path!r} {exc}") from exc.__cause__
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-                raise ValueError(
-                    f"path: {path!r} is a damaged fusedmlp checkpoint ({exc})"
-                ) from exc
             except (KeyError, TypeError) as exc:
                 raise ValueError(
                     f"path: {path!r} is a damaged fusedmlp checkpoint (bad or missing {exc})"
+                ) from exc
+            except Exception as exc:
+                raise ValueError(
+                    f"path: {path!r} is a damaged fusedmlp checkpoint ({exc})"
                 ) from exc
 
     @classmethod
