@@ -28,7 +28,7 @@ def digits():
 
 # ---------------------------------------------------------------------- exact resume
 def _resume_trainer(dtype):
-    model = fm.MLP(n_in=64, hidden=[24], n_out=10, dropout=0.2, seed=5, dtype=dtype)
+    model = fm.MLP(n_in=64, hidden=[24], n_out=10, dropout=0.2, batchnorm=True, seed=5, dtype=dtype)
     # a per-step warm-up from lr = 0 into a per-epoch step decay: both positions matter
     sched = fm.schedules.Warmup(
         lr=1e-2,
@@ -273,11 +273,12 @@ def test_killed_save_keeps_the_previous_checkpoint_and_the_next_save_cleans_up(t
     live = tmp_path / f".run.npz.{os.getppid()}.abc.tmp"
     dead_pid = leftovers[0].name.split(".")[3]  # .run.npz.<pid>.<random>.tmp
     other = tmp_path / f".other.npz.{dead_pid}.abc.tmp"  # another checkpoint's
-    for p in (own, live, other):
+    sibling = tmp_path / f".run.npz.7.{dead_pid}.abc.tmp"  # a save of "run.npz.7"
+    for p in (own, live, other, sibling):
         p.write_bytes(b"x")
     t.save(path)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(["run.npz", own.name, live.name, other.name])
+    assert names == sorted(["run.npz", own.name, live.name, other.name, sibling.name])
 
 
 @pytest.fixture

@@ -1078,8 +1078,13 @@ def _remove_stale_temp_files(directory: str, base: str) -> None:
     for name in names:
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
-        pid = name[len(prefix) :].split(".", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+        # exactly .<base>.<pid>.<random>.tmp (mkstemp's random part has no dot): the temp
+        # files of a sibling such as "<base>.7" have more parts and are not ours
+        parts = name[len(prefix) : -len(".tmp")].split(".")
+        if len(parts) != 2 or not parts[0].isdigit():
+            continue
+        pid = int(parts[0])
+        if pid == os.getpid() or _pid_alive(pid):
             continue
         try:
             os.unlink(os.path.join(directory, name))
