@@ -659,7 +659,7 @@ def test_optimizer_bad_input(device):
     with pytest.raises(ValueError, match="step"):
         gpu().optimizer_step(cfg, p, g, s, step=0, lr=0.1)
     with pytest.raises(ValueError, match="lr"):
-        gpu().optimizer_step(cfg, p, g, s, step=1, lr=0.0)
+        gpu().optimizer_step(cfg, p, g, s, step=1, lr=-0.1)
     with pytest.raises(ValueError, match="clip_norm"):
         gpu().optimizer_step(cfg, p, g, s, step=1, lr=0.1, clip_norm=0.0)
     with pytest.raises(ValueError, match=r"segments\[1\]: offset"):

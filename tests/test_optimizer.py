@@ -558,7 +558,7 @@ def test_defaults_follow_the_published_values():
 @pytest.mark.parametrize(
     "ctor, match",
     [
-        (lambda: fm.optim.SGD(lr=0.0), "lr"),
+        (lambda: fm.optim.SGD(lr=float("inf")), "lr"),
         (lambda: fm.optim.SGD(lr=-1.0), "lr"),
         (lambda: fm.optim.SGD(lr=float("nan")), "lr"),
         (lambda: fm.optim.SGD(0.1, momentum=1.0), "momentum"),
@@ -619,7 +619,7 @@ def test_bad_params_and_grads():
     with pytest.raises(ValueError, match="shares memory"):
         opt.step([p], [p])
     with pytest.raises(ValueError, match="lr"):
-        opt.step([p], [np.ones((3, 4))], lr=0.0)
+        opt.step([p], [np.ones((3, 4))], lr=-0.1)
     assert opt.state.step == 0  # nothing ran
     opt.step([p], [np.ones((3, 4))])
     with pytest.raises(ValueError, match=r"params\[0\]: shape \(2, 2\)"):
@@ -666,7 +666,7 @@ def test_cpp_checks():
     for field, value in (
         ("beta1", 1.0),
         ("eps", 0.0),
-        ("lr", 0.0),
+        ("lr", -1e-3),
         ("opt", 42),
         ("momentum", -0.5),
     ):

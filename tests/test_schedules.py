@@ -217,7 +217,9 @@ def test_get():
 @pytest.mark.parametrize(
     "ctor, exc, match",
     [
-        (lambda: S.Constant(0.0), ValueError, "lr"),
+        (lambda: S.Constant(-0.1), ValueError, "lr"),
+        (lambda: S.Constant(float("nan")), ValueError, "lr"),
+        (lambda: S.OneCycle(max_lr=-1.0), ValueError, "max_lr"),
         (lambda: S.StepDecay(0.1, step_size=0), ValueError, "step_size"),
         (lambda: S.StepDecay(0.1, gamma=1.5), ValueError, "gamma"),
         (lambda: S.MultiStep(0.1, milestones=(60, 30)), ValueError, "milestones"),

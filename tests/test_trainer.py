@@ -122,9 +122,11 @@ def test_terminate_on_nan_keeps_last_good_weights():
         metrics=(),
         callbacks=[fm.callbacks.TerminateOnNaN()],
     )
-    t.fit(X, y, epochs=50, batch_size=8, verbose=0)
+    with pytest.warns(RuntimeWarning, match="diverged at epoch"):
+        t.fit(X, y, epochs=50, batch_size=8, verbose=0)
     assert np.isfinite(model.parameters).all()
     assert t.callbacks[0].message is not None and "step" in t.callbacks[0].message
+    assert t.diverged is not None and t.diverged.what == "loss"
 
 
 def test_reduce_lr_on_plateau_halves():

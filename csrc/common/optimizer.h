@@ -111,7 +111,8 @@ inline void check_opt_config(const OptConfig& c) {
            c.opt);
   const Opt o = static_cast<Opt>(c.opt);
   auto finite = [](double v) { return std::isfinite(v); };
-  FM_CHECK(finite(c.lr) && c.lr > 0, "lr: expected > 0, got ", c.lr);
+  // lr = 0 is a valid step (warm-up from zero, frozen phases; torch.optim and Keras accept it).
+  FM_CHECK(finite(c.lr) && c.lr >= 0, "lr: expected >= 0, got ", c.lr);
   FM_CHECK(finite(c.momentum) && c.momentum >= 0 && c.momentum < 1,
            "momentum: expected in [0, 1), got ", c.momentum);
   FM_CHECK(finite(c.dampening) && c.dampening >= 0 && c.dampening <= 1,

@@ -541,7 +541,7 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
   FM_CHECK(this->has_opt_, "optimizer: set an optimizer before training");
   FM_CHECK(target.size() == this->heads_.size() && labels.size() == this->heads_.size(),
            "y: expected targets for ", this->heads_.size(), " head(s)");
-  FM_CHECK(std::isfinite(lr) && lr > 0, "lr: expected > 0, got ", lr);
+  FM_CHECK(std::isfinite(lr) && lr >= 0, "lr: expected >= 0, got ", lr);
   if (!own_stream_) {
     own_stream_ = network_stream(device_);
     FM_CUDA_CHECK(cudaEventCreateWithFlags(&enter_, cudaEventDisableTiming));

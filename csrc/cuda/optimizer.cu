@@ -702,7 +702,7 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
                     const OptCoef<T>* device_coef) {
   const index_t state_size = opt_state_size(c, segs, nseg, n);  // checks c and the segments
   FM_CHECK(step >= 1, "step: expected the 1-based step number >= 1, got ", step);
-  FM_CHECK(std::isfinite(lr) && lr > 0, "lr: expected > 0, got ", lr);
+  FM_CHECK(std::isfinite(lr) && lr >= 0, "lr: expected >= 0, got ", lr);
   FM_CHECK(std::isfinite(grad_scale) && grad_scale >= 0,
            "grad_scale: expected a finite number >= 0, got ", grad_scale);
   if (n == 0) return;

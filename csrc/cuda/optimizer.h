@@ -31,7 +31,7 @@ namespace fm::cuda {
 // arrays are aligned for them); Adafactor six small kernels for its factored statistics;
 // max-norm one more. Up to 64 decay runs / 64 max-norm segments / 32 Adafactor segments go in
 // one launch (longer tables take several). Throws fm::ValueError on a bad config, bad
-// segments, step < 1, lr <= 0 or a negative or non-finite grad_scale.
+// segments, step < 1, lr < 0 or a negative or non-finite grad_scale.
 template <class T>
 void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, const Segment* segs,
                     int nseg, index_t n, std::int64_t step, double lr, double grad_scale,

@@ -850,7 +850,7 @@ def optimizer_step(
     v.check_shape("grads", g, p.shape)
     st = _in_place("state", state, None, p.dtype, finite=False)
     step = v.integer("step", step, low=1)
-    lr = v.real("lr", lr, 0.0, low_open=True)
+    lr = v.real("lr", lr, 0.0)
     grad_scale = v.real("grad_scale", grad_scale, low=0.0)
     scale_dev = None
     if clip_norm is not None:

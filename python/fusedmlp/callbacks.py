@@ -53,7 +53,9 @@ class EarlyStopping(Callback):
         patience: epochs without improvement before stopping (p in Alg. 7.1).
         min_delta: minimum change that counts as an improvement.
         mode: "min", "max" or "auto" (max for accuracy/auc).
-        restore_best_weights: restore the best parameters (theta* of Alg. 7.1) at the end.
+        restore_best_weights: restore the best parameters (theta* of Alg. 7.1) at the end,
+            also when ``fit`` stops on a diverging loss. A NaN/Inf monitored value never
+            counts as an improvement.
     """
 
     def __init__(
@@ -82,6 +84,9 @@ class EarlyStopping(Callback):
         self._best_weights = None
 
     def _improved(self, value: float) -> bool:
+        # A NaN/Inf value (a diverged epoch, see Trainer.fit) is never the best one.
+        if not math.isfinite(value):
+            return False
         if self.best is None:
             return True
         if self.mode == "min":
@@ -151,9 +156,12 @@ class ReduceLROnPlateau(Callback):
         self._cool = 0
 
     def on_epoch_end(self, epoch, logs=None):
-        value = float((logs or {}).get(self.monitor, math.nan))
-        if math.isnan(value):
+        logs = logs or {}
+        if self.monitor not in logs:
             raise ValueError(f"monitor: {self.monitor!r} is not in the logs")
+        value = float(logs[self.monitor])
+        if not math.isfinite(value):  # a diverged epoch (Trainer.fit stops there)
+            return
         better = self.best is None or (
             value < self.best - self.min_delta
             if self.mode == "min"
@@ -181,14 +189,25 @@ class LearningRateScheduler(Callback):
         self.fn = fn
 
     def on_epoch_begin(self, epoch, logs=None):
-        lr = float(self.fn(epoch, self.trainer.current_lr()))
-        v.real("lr", lr, 0.0, low_open=True)
-        self.trainer.lr_scale = lr / self.trainer.base_lr()
+        t = self.trainer
+        lr = v.real("lr", float(self.fn(epoch, t.current_lr())), 0.0)
+        if t.base_lr() > 0:
+            t.lr_scale = lr / t.base_lr()
+        elif t.schedule is None:
+            # A zero base lr (a warm-up from 0) cannot be scaled: the callback's lr becomes
+            # the optimizer's, as Keras sets optimizer.learning_rate.
+            t.optimizer.lr, t.lr_scale = lr, 1.0
+        elif lr != 0:
+            raise ValueError(
+                f"lr: the schedule's lr is 0 at epoch {epoch}, so a LearningRateScheduler "
+                f"cannot scale it to {lr}; use one of the two"
+            )
 
 
 class ModelCheckpoint(Callback):
     """Save the trainer (atomically) after each epoch, or only when the monitored value
-    improves (``save_best_only``). ``path`` may contain ``{epoch}``."""
+    improves (``save_best_only``). ``path`` may contain ``{epoch}``. An epoch on which
+    ``fit`` found the run diverging is never saved: the previous checkpoint stays."""
 
     def __init__(
         self, path: str, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto"
@@ -201,10 +220,14 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if self.trainer.diverged is not None:
+            return
         if self.save_best_only:
             value = logs.get(self.monitor)
             if value is None:
                 raise ValueError(f"monitor: {self.monitor!r} is not in the logs")
+            if not math.isfinite(value):
+                return
             if self.best is not None and not (
                 value < self.best if self.mode == "min" else value > self.best
             ):
@@ -214,8 +237,11 @@ class ModelCheckpoint(Callback):
 
 
 class TerminateOnNaN(Callback):
-    """Stop when a batch loss is NaN or Inf, with a message naming the step. The fused step
-    never applies an update whose loss is not finite, so the weights are the last good ones."""
+    """Stop when a batch loss is NaN or Inf, with a message naming the step. ``Trainer.fit``
+    already stops there by itself (see its divergence notes); this callback keeps the message
+    (``message``, printed) and works for loops that call ``on_batch_end`` themselves. The fused
+    step never applies an update whose loss is not finite, but the update before it may have
+    made the weights huge: EarlyStopping(restore_best_weights=True) keeps the best ones."""
 
     def __init__(self):
         self.message = None
@@ -226,7 +252,7 @@ class TerminateOnNaN(Callback):
             self.message = (
                 f"TerminateOnNaN: loss is {loss} at step {self.trainer.step_count} "
                 f"(epoch {self.trainer.epoch + 1}, batch {batch}); training stopped, "
-                "the weights are those of the last finite step"
+                "the update of this step was skipped"
             )
             print(self.message)
             self.trainer.stop_training = True

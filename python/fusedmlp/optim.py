@@ -85,7 +85,8 @@ class Hyper:
     """Hyper-parameters shared by every optimizer (the regularization fused into the step).
 
     Attributes:
-        lr: learning rate (> 0), the base of any schedule.
+        lr: learning rate (>= 0; 0 freezes the parameters, as in torch.optim and Keras), the
+            base of any schedule.
         weight_decay: L2 coefficient lambda (>= 0): lambda theta added to the gradient, or
             theta <- theta (1 - lr lambda) when ``decoupled_weight_decay``.
         decoupled_weight_decay: apply ``weight_decay`` to the parameter (Loshchilov & Hutter)
@@ -111,7 +112,7 @@ class Hyper:
 
     def validate(self) -> None:
         """Check every field; raise ValueError/TypeError naming the first bad one."""
-        self.lr = v.real("lr", self.lr, 0.0, low_open=True)
+        self.lr = v.real("lr", self.lr, 0.0)
         self.weight_decay = v.real("weight_decay", self.weight_decay, 0.0)
         self.decoupled_weight_decay = _flag("decoupled_weight_decay", self.decoupled_weight_decay)
         self.l1 = v.real("l1", self.l1, 0.0)
@@ -161,7 +162,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self.hyper.lr = v.real("lr", value, 0.0, low_open=True)
+        self.hyper.lr = v.real("lr", value, 0.0)
 
     def config(self) -> Any:
         """The C++ ``OptConfig`` of these hyper-parameters (``fusedmlp._core.OptConfig``).
@@ -234,7 +235,7 @@ class Optimizer:
 
     def _lr_and_mask(self, params: list, lr: float | None, decay) -> tuple[float, list[bool]]:
         """The step's learning rate and per-parameter decay flags (checked)."""
-        step_lr = self.hyper.lr if lr is None else v.real("lr", lr, 0.0, low_open=True)
+        step_lr = self.hyper.lr if lr is None else v.real("lr", lr, 0.0)
         mask = self.decay_mask(params)
         if decay is not None:
             if not isinstance(decay, (list, tuple)) or len(decay) != len(params):
@@ -460,7 +461,7 @@ class SGD(Optimizer):
     look-ahead parameters). Equal to the default while lr is constant.
 
     Args:
-        lr: learning rate epsilon (> 0).
+        lr: learning rate epsilon (>= 0).
         momentum: mu (rho of deck 000, alpha of deck 002), in [0, 1); typically 0.9.
         nesterov: Nesterov momentum (needs momentum > 0, dampening = 0).
         dampening: torch's dampening of the gradient in the buffer.
@@ -528,7 +529,7 @@ class AdaGrad(Optimizer):
     delta = 1e-7, torch's default is 1e-10 (used here).
 
     Args:
-        lr: learning rate (> 0), default 0.01 (torch).
+        lr: learning rate (>= 0), default 0.01 (torch).
         eps: delta (> 0).
         lr_decay: torch's 1 / (1 + (t-1) lr_decay) decay (>= 0).
         initial_accumulator_value: r_0 (>= 0).
@@ -596,7 +597,7 @@ class RMSProp(Optimizer):
     rho defaults to 0.9 (decks 000/003; torch's alpha defaults to 0.99).
 
     Args:
-        lr: learning rate (> 0), default 0.01 (torch).
+        lr: learning rate (>= 0), default 0.01 (torch).
         rho: decay rate in [0, 1).
         eps: delta (> 0); deck 002 suggests 1e-6 inside the root, deck 000 1e-7 outside.
         momentum: mu in [0, 1).
@@ -660,7 +661,7 @@ class AdaDelta(Optimizer):
     u <- rho u + (1 - rho) dx*dx; theta <- theta - lr dx.
 
     Args:
-        lr: scale of the update (> 0), 1.0 as in the paper and torch.
+        lr: scale of the update (>= 0), 1.0 as in the paper and torch.
         rho: decay rate in [0, 1].
         eps: (> 0).
         **common: see ``Hyper``.
@@ -708,7 +709,7 @@ class Adam(Optimizer):
     (0.9, 0.999), eps = 1e-8 (the decks' and torch's).
 
     Args:
-        lr: step size (> 0).
+        lr: step size (>= 0).
         betas: (beta1, beta2), the decks' (rho_1, rho_2), each in [0, 1).
         eps: delta (> 0).
         amsgrad: AMSGrad (Reddi et al. 2018).
@@ -837,7 +838,7 @@ class NAdam(Optimizer):
     (1 - prod_{i<=t} mu_i)) / (sqrt(v / (1 - b2^t)) + eps). ``deck_variant``: mu_t = b1.
 
     Args:
-        lr: (> 0), default 2e-3 (torch). betas, eps: as Adam.
+        lr: (>= 0), default 2e-3 (torch). betas, eps: as Adam.
         momentum_decay: psi (>= 0), 4e-3.
         deck_variant: constant momentum schedule.
         **common: see ``Hyper`` (``decoupled_weight_decay=True`` gives torch's NAdamW form).
@@ -896,7 +897,7 @@ class AdaMax(Optimizer):
     m <- b1 m + (1 - b1) g; u <- max(b2 u, |g| + eps); theta <- theta - lr/(1 - b1^t) m / u.
 
     Args:
-        lr: (> 0), default 2e-3. betas, eps: as Adam.
+        lr: (>= 0), default 2e-3. betas, eps: as Adam.
         **common: see ``Hyper``.
 
     Example:
@@ -943,7 +944,7 @@ class AdaBelief(Optimizer):
     theta <- theta - lr/(1 - b1^t) m / (sqrt(s / (1 - b2^t)) + eps).
 
     Args:
-        lr: (> 0), 1e-3. betas: as Adam. eps: (> 0), 1e-16.
+        lr: (>= 0), 1e-3. betas: as Adam. eps: (> 0), 1e-16.
         amsgrad: keep the running maximum of s.
         **common: see ``Hyper`` (the authors' default is decoupled decay:
             ``decoupled_weight_decay=True``).
@@ -1020,7 +1021,7 @@ class Adafactor(Optimizer):
     unless ``relative_step=True`` asks for torch's min(lr, 1/sqrt t).
 
     Args:
-        lr: None (1e-2 with the relative step) or the step size (> 0).
+        lr: None (1e-2 with the relative step) or the step size (>= 0).
         beta2_decay: tau (<= 0).
         eps: (eps1, eps2): eps1 None = machine epsilon of the parameter dtype; eps2 >= 0.
         d: update clipping threshold (> 0).

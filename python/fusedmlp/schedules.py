@@ -102,7 +102,8 @@ class Schedule(abc.ABC):
 
 
 def _lr(name: str, x: Any) -> float:
-    return v.real(name, x, 0.0, low_open=True)
+    # 0 is a learning rate (a frozen phase, a warm-up from zero), as in torch and Keras.
+    return v.real(name, x, 0.0)
 
 
 @dataclass

@@ -21,6 +21,8 @@ import os
 import sys
 import tempfile
 import time
+import warnings
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +40,45 @@ from .model import Sequential
 
 CHECKPOINT_FORMAT = "fusedmlp-checkpoint"
 CHECKPOINT_VERSION = 1
+
+
+class _NonFiniteOutput(ValueError):
+    """The model's outputs are not finite for finite inputs: its parameters diverged."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Divergence:
+    """Where :meth:`Trainer.fit` stopped on a diverging run (``trainer.diverged``).
+
+    Attributes:
+        epoch: the global epoch index (0-based, as ``History.epoch``).
+        step: ``trainer.step_count`` when it was found (the step whose loss was not finite).
+        batch: the batch index within the epoch, None when found at the epoch's end.
+        what: "loss" (a batch loss), "parameters", "outputs" (the model's outputs on the
+            training or validation inputs) or "val_loss".
+        value: the non-finite value (NaN where there is no single one).
+    """
+
+    epoch: int
+    step: int
+    batch: int | None
+    what: str
+    value: float
+
+    def __str__(self) -> str:
+        where = f"batch {self.batch}" if self.batch is not None else "the end of the epoch"
+        found = {
+            "loss": f"the batch loss is {self.value}",
+            "parameters": "the parameters contain NaN or Inf",
+            "outputs": "the model's outputs contain NaN or Inf",
+            "val_loss": f"the validation loss is {self.value}",
+        }[self.what]
+        return (
+            f"fit: training diverged at epoch {self.epoch} (step {self.step}, {where}): "
+            f"{found}; training stopped. Lower the learning rate, clip the gradients "
+            "(fm.regularizers.ClipNorm) or use EarlyStopping(restore_best_weights=True) to "
+            "keep the best weights."
+        )
 
 
 class History:
@@ -148,7 +189,15 @@ class Trainer:
             )
         self.model = model
         n_heads = len(model.heads)
-        losses = [loss] * n_heads if isinstance(loss, str) else list(loss)
+        if isinstance(loss, str):
+            losses = [loss] * n_heads
+        elif isinstance(loss, (list, tuple)):
+            losses = list(loss)
+        else:
+            raise TypeError(
+                "loss: expected a loss name (str) or a list of names, one per head, "
+                f"got {type(loss).__name__}"
+            )
         if len(losses) != n_heads:
             raise ValueError(
                 f"loss: expected {n_heads} loss name(s), one per head, got {len(losses)}"
@@ -175,16 +224,35 @@ class Trainer:
         if optimizer is None:
             optimizer = optim_mod.Adam(lr=1e-3)
         elif isinstance(optimizer, str):
-            optimizer = optim_mod.get(optimizer)
+            try:
+                optimizer = optim_mod.get(optimizer)
+            except ValueError as exc:
+                raise ValueError(str(exc).replace("name:", "optimizer:", 1)) from None
+        elif not isinstance(optimizer, optim_mod.Optimizer):
+            raise TypeError(
+                "optimizer: expected a fusedmlp.optim optimizer (e.g. fm.optim.Adam(lr=1e-3)) "
+                f"or its name, got {type(optimizer).__name__}"
+            )
         self.optimizer = optimizer
+        if schedule is not None and not isinstance(schedule, S.Schedule):
+            raise TypeError(
+                "schedule: expected a fusedmlp.schedules schedule (e.g. "
+                f"fm.schedules.Cosine(lr=1e-2, T=10)) or None, got {type(schedule).__name__}"
+            )
         self.schedule = schedule
         self.regularizers = R._check(regularizers)
-        self.callbacks = list(callbacks or [])
+        self.callbacks = _sequence("callbacks", callbacks, "fusedmlp.callbacks.Callback objects")
         for c in self.callbacks:
             if not isinstance(c, cb.Callback):
                 raise TypeError(
                     "callbacks: expected fusedmlp.callbacks.Callback objects, "
                     f"got {type(c).__name__}"
+                )
+        metrics = _sequence("metrics", metrics, "metric names or callables")
+        for m in metrics:
+            if not isinstance(m, str) and not callable(m):
+                raise TypeError(
+                    f"metrics: expected metric names or callables, got {type(m).__name__}"
                 )
         self.metrics = {
             (m if isinstance(m, str) else getattr(m, "__name__", "metric")): M.get(m)
@@ -196,10 +264,14 @@ class Trainer:
             else v.real("adversarial_eps", adversarial_eps, 0.0, low_open=True)
         )
         self._rbf = _RBFScheme(self, rbf_scheme, rbf_solve, rbf_output_epochs)
+        # The global position of the run: every epoch-dependent choice (the shuffle order,
+        # per-epoch schedules, the RBF step 3) is a function of these and of the saved state,
+        # so one fit(4), fit(2) twice, and fit(2) + save + load + fit(2) are the same run.
         self.step_count = 0
         self.epoch = 0
         self.lr_scale = 1.0
         self.stop_training = False
+        self.diverged: Divergence | None = None
         self.history = History()
         self._configure_optimizer()
         if self.schedule is not None and self.schedule.get_momentum() is not None:
@@ -440,20 +512,50 @@ class Trainer:
         shuffle: bool = True,
         verbose: int = 1,
         sample_weight: Any = None,
+        initial_epoch: int | None = None,
     ) -> History:
-        """Train for ``epochs`` passes over the data.
+        """Train for ``epochs`` passes over the data, continuing the trainer's run.
+
+        The trainer keeps a global position (``trainer.epoch``, ``trainer.step_count``; the
+        optimizer, schedule and dropout counters; all saved by :meth:`save`), and every
+        epoch-dependent choice is a function of it: epoch ``e`` is shuffled by a generator
+        seeded with ``(model seed, e)``. So on the CPU one ``fit(epochs=4)``, two
+        ``fit(epochs=2)`` calls, and ``fit(epochs=2)`` + ``save`` + ``Trainer.load`` +
+        ``fit(epochs=2)`` give bit-identical weights and history.
+
+        Divergence (Keras' TerminateOnNaN, built in): when a batch loss is NaN or Inf, or at an
+        epoch's end the parameters, the model's outputs or the validation loss are not finite,
+        training stops at once. The fused step skips the update of a batch whose loss is not
+        finite, but earlier updates may already have made the parameters huge or non-finite;
+        they are left as they are, except that callbacks' ``on_train_end`` still runs, so
+        ``EarlyStopping(restore_best_weights=True)`` puts the best weights back (a non-finite
+        monitored value never counts as an improvement). The diverged epoch enters the history
+        with NaN for every logged value except ``lr`` (the batch loss itself, NaN or Inf, as
+        ``loss`` when a batch diverged), callbacks see it in ``on_epoch_end`` (ModelCheckpoint
+        skips it), the schedule does not count it, ``fit`` issues a ``RuntimeWarning`` naming
+        the epoch and step, and ``trainer.diverged`` (a :class:`Divergence`; None after a
+        healthy ``fit``) says where it happened.
 
         Args:
             X, y: inputs (n, n_in) and targets (labels (n,) or arrays (n, k); a list per head).
-            epochs: passes over the data (>= 1).
+            epochs: the number of epochs to run (>= 1), after the ``trainer.epoch`` epochs
+                already done. With ``initial_epoch`` (Keras): the index of the last epoch + 1,
+                so ``fit(epochs=4, initial_epoch=2)`` runs epochs 2 and 3.
             batch_size: mini-batch size; None or >= n is full-batch gradient descent, 1 is
                 single-sample SGD (deck 002).
             validation_split: fraction in [0, 1) of the data (the last rows, as Keras) held
                 out for validation.
             validation_data: (X_val, y_val) instead of a split.
-            shuffle: reshuffle the training rows each epoch (deterministic for the model seed).
+            shuffle: reshuffle the training rows each epoch (deterministic for the model seed
+                and the epoch index).
             verbose: 0 silent, 1 progress bar (tqdm), 2 one line per epoch.
             sample_weight: per-row loss weights (n,).
+            initial_epoch: the global index of the first epoch to run (Keras; >= 0). It sets
+                ``trainer.epoch``: the shuffle order, the history's and the callbacks' epoch
+                numbers follow it. The optimizer, schedule and dropout positions are the
+                trainer's own (as Keras keeps ``optimizer.iterations``), so resuming a loaded
+                checkpoint with ``initial_epoch=trainer.epoch`` is the exact continuation.
+                None: continue from ``trainer.epoch``.
 
         Returns:
             the :class:`History` (also ``trainer.history``).
@@ -462,7 +564,17 @@ class Trainer:
         n = len(X)
         ys = self._targets(y, n)
         sw = self._sample_weight(sample_weight, n)
-        epochs = v.integer("epochs", epochs, low=1)
+        if initial_epoch is None:
+            start = self.epoch
+            stop = start + v.integer("epochs", epochs, low=1)
+        else:
+            start = v.integer("initial_epoch", initial_epoch, low=0)
+            stop = v.integer("epochs", epochs)
+            if stop <= start:
+                raise ValueError(
+                    f"epochs: with initial_epoch={start}, epochs is the index of the last "
+                    f"epoch + 1 (Keras) and must be > {start}, got {stop}"
+                )
         bs = n if batch_size is None else v.integer("batch_size", batch_size, low=1)
         bs = min(bs, n)
         vs = v.real("validation_split", validation_split, 0.0, 1.0, high_open=True)
@@ -483,7 +595,9 @@ class Trainer:
             val = (X[n - n_val :], [t[n - n_val :] for t in ys])
             X, ys, n = X[: n - n_val], [t[: n - n_val] for t in ys], n - n_val
             sw = None if sw is None else sw[:n]
-        if self._rbf.prepare(X, ys, sw, epochs):  # 2-step with the closed-form solve: done
+        self.epoch = start
+        self.diverged = None
+        if self._rbf.prepare(X, ys, sw, stop - start):  # 2-step, closed-form solve: done
             return self._closed_form_epoch(X, ys, sw, val, verbose)
         # The batches' sources: on a CUDA model the data goes to the device once per fit (X is
         # already there: check_X) and batches are gathered there; host copies of the targets
@@ -494,21 +608,22 @@ class Trainer:
 
             ys = [to_device(t) for t in ys]
             sw = None if sw is None else to_device(sw)
-        rng = np.random.default_rng([self.model.seed, self.epoch])
         self.stop_training = False
         for c in self.callbacks:
             c.trainer = self
             c.on_train_begin()
-        bar = _progress(verbose, epochs)
-        start_epoch = self.epoch
-        for epoch in range(start_epoch, start_epoch + epochs):
+        bar = _progress(verbose, stop - start)
+        for epoch in range(start, stop):
             for c in self.callbacks:
                 c.on_epoch_begin(epoch)
             self._rbf.epoch_begin(epoch)
             t0 = time.perf_counter()
-            order = rng.permutation(n) if shuffle else None
-            if order is not None and self.model.device == "cuda":
-                order = to_device(order)
+            order = None
+            if shuffle:
+                # Seeded by the global epoch index, not by the position within this call.
+                order = np.random.default_rng([self.model.seed, epoch]).permutation(n)
+                if self.model.device == "cuda":
+                    order = to_device(order)
             total, seen = 0.0, 0
             for b, s in enumerate(range(0, n, bs)):
                 if order is None:
@@ -525,27 +640,65 @@ class Trainer:
                 seen += len(xb)
                 for c in self.callbacks:
                     c.on_batch_end(b, {"loss": loss})
+                if not math.isfinite(loss):
+                    self.diverged = Divergence(epoch, self.step_count, b, "loss", loss)
+                    break
                 if self.stop_training:
                     break
             self.epoch = epoch + 1
             logs = {"loss": total / max(seen, 1), "lr": self.current_lr()}  # the lr this epoch used
-            if self.metrics:
-                logs.update(self._metric_values(X, ys_host, prefix=""))
-            if val is not None:
-                logs.update(self._evaluate(val[0], val[1], None, prefix="val_"))
+            if self.diverged is None:
+                logs = self._epoch_logs(epoch, logs, X, ys_host, val)
+            if self.diverged is not None:
+                logs = self._diverged_logs(logs, val)
             self.history.append(epoch, logs)
-            if self.schedule is not None:  # ReduceOnPlateau monitors val_loss (else loss)
+            if self.schedule is not None and self.diverged is None:
+                # ReduceOnPlateau monitors val_loss (else loss)
                 self.schedule.epoch_end(logs.get("val_loss", logs["loss"]))
             for c in self.callbacks:
                 c.on_epoch_end(epoch, logs)
-            _report(bar, verbose, epoch, start_epoch + epochs, logs, time.perf_counter() - t0)
-            if self.stop_training:
+            _report(bar, verbose, epoch, stop, logs, time.perf_counter() - t0)
+            if self.stop_training or self.diverged is not None:
                 break
         if bar is not None:
             bar.close()
         for c in self.callbacks:
             c.on_train_end()
+        if self.diverged is not None:
+            warnings.warn(str(self.diverged), RuntimeWarning, stacklevel=2)
         return self.history
+
+    def _epoch_logs(
+        self, epoch: int, logs: dict, X: Any, ys: list[np.ndarray], val: tuple | None
+    ) -> dict:
+        """The epoch's metrics and validation values; sets ``self.diverged`` (and returns the
+        logs so far) when the parameters, the outputs or the validation loss are not finite."""
+        params = self.model.parameters
+        if not bool(_xp(params).isfinite(params).all()):
+            self.diverged = Divergence(epoch, self.step_count, None, "parameters", math.nan)
+            return logs
+        try:
+            if self.metrics:
+                logs.update(self._metric_values(X, ys, prefix=""))
+            if val is not None:
+                logs.update(self._evaluate(val[0], val[1], None, prefix="val_"))
+        except _NonFiniteOutput:
+            self.diverged = Divergence(epoch, self.step_count, None, "outputs", math.nan)
+            return logs
+        if val is not None and not math.isfinite(logs["val_loss"]):
+            self.diverged = Divergence(epoch, self.step_count, None, "val_loss", logs["val_loss"])
+        return logs
+
+    def _diverged_logs(self, logs: dict, val: tuple | None) -> dict:
+        """The history entry of a diverged epoch: every key of a healthy epoch, NaN except the
+        lr (and the batch loss that diverged), so the history's lists stay aligned and no
+        callback takes the epoch for an improvement."""
+        d = self.diverged
+        out = {"loss": d.value if d.what == "loss" else math.nan, "lr": logs["lr"]}
+        out.update(dict.fromkeys(self.metrics, math.nan))
+        if val is not None:
+            out.update(dict.fromkeys(["val_loss", *("val_" + k for k in self.metrics)], math.nan))
+        return out
 
     def _closed_form_epoch(
         self,
@@ -614,22 +767,56 @@ class Trainer:
 
     def predict(self, X: Any) -> np.ndarray | list[np.ndarray]:
         """The model's output passed through each loss's output activation: softmax
-        probabilities for cross_entropy, sigmoid for binary_cross_entropy, identity for mse."""
+        probabilities for cross_entropy, sigmoid for binary_cross_entropy, identity for mse.
+
+        Raises:
+            ValueError: bad X, or the outputs are not finite (diverged parameters).
+        """
         from . import ops
 
         out = self.model.predict(X)
         outs = out if isinstance(out, list) else [out]
+        for h, o in enumerate(outs):
+            if not bool(_xp(o).isfinite(o).all()):
+                where = "" if len(outs) == 1 else f" of head {h}"
+                raise _NonFiniteOutput(
+                    f"X: the model's outputs{where} contain NaN or Inf for finite inputs: the "
+                    "parameters have diverged (see Trainer.fit on divergence)"
+                )
         res = [ops.loss_output(name, o) for name, o in zip(self.losses, outs, strict=True)]
         return res[0] if len(res) == 1 else res
 
     # -- checkpoints -----------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write a checkpoint atomically (temp file + rename: a crash mid-save keeps the
-        previous file). Format: an ``.npz`` with a JSON ``header`` (architecture, loss,
-        optimizer and schedule state, RNG/optimizer steps, epoch) and the arrays ``params``,
-        ``buffers`` (BN running statistics) and ``opt_state``."""
+        """Write a checkpoint atomically: the bytes go to a temp file in the same directory,
+        are flushed and fsynced, and ``os.replace`` puts it in place (then the directory is
+        fsynced), so a process killed at any moment leaves either the previous checkpoint or
+        the new one, both loadable. Temp files that killed saves of the same path left behind
+        (their process is gone) are removed first.
+
+        Format: an uncompressed ``.npz`` with a JSON ``header`` (architecture, loss, optimizer
+        and schedule state, the optimizer/RNG/BatchNorm counters, the global epoch and step,
+        the history) and the arrays ``params``, ``buffers`` (BN running statistics) and
+        ``opt_state``.
+
+        Raises:
+            ValueError: the parameters, buffers or optimizer state contain NaN or Inf (a
+                diverged run: :meth:`load` would refuse the file, so the previous checkpoint
+                at ``path`` is kept).
+        """
         path = os.fspath(path)
         net = self.model._net
+        arrays = {
+            "params": _host(net.params()),
+            "buffers": _host(net.buffers()),
+            "opt_state": _host(net.opt_state()),
+        }
+        for name, a in arrays.items():
+            if not np.isfinite(a).all():
+                raise ValueError(
+                    f"{name}: contains NaN or Inf (the run diverged); the checkpoint {path!r} "
+                    "was not written"
+                )
         header = {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
@@ -656,16 +843,17 @@ class Trainer:
             "frozen_layers": [li for li in range(net.n_layers) if not net.layer_trainable(li)],
             "history": {"history": self.history.history, "epoch": self.history.epoch},
         }
-        directory = os.path.dirname(os.path.abspath(path)) or "."
-        fd, tmp = tempfile.mkstemp(prefix=".fusedmlp-", suffix=".npz.tmp", dir=directory)
+        directory = os.path.dirname(os.path.abspath(path))
+        base = os.path.basename(path)
+        _remove_stale_temp_files(directory, base)
+        # The pid in the name tells a later save whether the writer is still alive.
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.{os.getpid()}.", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(
                     f,
                     header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-                    params=_host(net.params()),
-                    buffers=_host(net.buffers()),
-                    opt_state=_host(net.opt_state()),
+                    **arrays,
                 )
                 f.flush()
                 os.fsync(f.fileno())
@@ -674,86 +862,255 @@ class Trainer:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        _fsync_directory(directory)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> Trainer:
         """Rebuild a Trainer from :meth:`save`'s file; training resumes on the same trajectory.
         ``device`` ("cpu" / "cuda") overrides the device the model was saved from.
 
+        Nothing is unpickled: the header is JSON and the arrays are raw numbers whose npy
+        headers are checked (dtype, shape, size) against the model the header describes
+        before any array is read, so a crafted file cannot run code or make ``load``
+        allocate more than its own size.
+
         Raises:
-            ValueError: the file is not a readable fusedmlp checkpoint.
+            FileNotFoundError: no file at ``path``.
+            ValueError: the file is not a fusedmlp checkpoint, is truncated or damaged
+                (bit flips fail the zip's CRC-32), or holds invalid state (NaN/Inf arrays,
+                negative counters, a non-finite ``lr_scale``); the message names ``path``.
         """
         path = os.fspath(path)
+        # A checkpoint is untrusted input: whatever a damaged or crafted file makes the zip
+        # reader or the constructors raise (BadZipFile, NotImplementedError for an unknown zip
+        # version, KeyError/TypeError for a missing or mistyped header field, ...) is reported
+        # as one ValueError naming the file. MemoryError is left as it is.
         try:
-            with np.load(path, allow_pickle=False) as z:
-                header = json.loads(bytes(z["header"]).decode())
-                if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
-                    raise ValueError(f"path: {path!r} is not a fusedmlp checkpoint")
-                arrays = {k: z[k] for k in ("params", "buffers", "opt_state")}
-        except (FileNotFoundError, ValueError) as exc:
-            if isinstance(exc, FileNotFoundError) or "not a fusedmlp checkpoint" in str(exc):
-                raise
-            raise ValueError(
-                f"path: {path!r} is not a readable fusedmlp checkpoint ({exc})"
-            ) from exc
+            zf = zipfile.ZipFile(path)
+        except (FileNotFoundError, MemoryError):
+            raise
         except Exception as exc:
             raise ValueError(
                 f"path: {path!r} is not a readable fusedmlp checkpoint ({exc})"
             ) from exc
+        with zf:
+            try:
+                return cls._load_from_zip(zf, path, device)
+            except MemoryError:
+                raise
+            except _CheckpointError as exc:
+                raise ValueError(f"path: {path!r} {exc}") from exc.__cause__
+            except (KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"path: {path!r} is a damaged fusedmlp checkpoint (bad or missing {exc})"
+                ) from exc
+            except Exception as exc:
+                raise ValueError(
+                    f"path: {path!r} is a damaged fusedmlp checkpoint ({exc})"
+                ) from exc
+
+    @classmethod
+    def _load_from_zip(cls, zf: zipfile.ZipFile, path: str, device: str | None) -> Trainer:
+        infos = _checkpoint_members(zf, os.path.getsize(path))
+        raw = _read_npy(zf, infos["header"], np.dtype(np.uint8), None, _HEADER_LIMIT)
+        try:
+            header = json.loads(raw.tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise _CheckpointError(f"has an unreadable header ({exc})") from exc
+        if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
+            raise _CheckpointError("is not a fusedmlp checkpoint (foreign header)")
         if header.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"path: checkpoint version {header.get('version')} is not supported "
+            raise _CheckpointError(
+                f"has checkpoint version {header.get('version')!r}, which is not supported "
                 f"(this fusedmlp reads version {CHECKPOINT_VERSION})"
             )
-        try:
-            model = Sequential.from_config(header["model"], device=device)
-            t = cls(
-                model,
-                loss=header["losses"],
-                optimizer=optim_mod.from_state_dict(header["optimizer"]),
-                schedule=None
-                if header["schedule"] is None
-                else S.from_state_dict(header["schedule"]),
-                regularizers=[_regularizer(d) for d in header["regularizers"]],
-                metrics=header["metrics"],
-                loss_weights=header["loss_weights"],
-                label_smoothing=header["label_smoothing"],
-                smoothing=header["smoothing"],
-                half_mse=header["half_mse"],
-                adversarial_eps=header["adversarial_eps"],
-                **_RBFScheme.init_args(header.get("rbf")),
-            )
-            net = model._net
-            for name, dst in (
-                ("params", net.params()),
-                ("buffers", net.buffers()),
-                ("opt_state", net.opt_state()),
-            ):
-                src = arrays[name]
-                if src.shape != dst.shape:
-                    raise ValueError(
-                        f"{name} has shape {src.shape}, the architecture needs {dst.shape}"
-                    )
-                model._assign(dst, src)
-            net.opt_step = int(header["opt_step"])
-            net.rng_step = int(header["rng_step"])
-            net.bn_updates = int(header["bn_updates"])
-            frozen = set(header.get("frozen_layers", []))
-            for li in range(net.n_layers):
-                net.set_layer_trainable(li, li not in frozen)
-            t._rbf.load_state_dict(header.get("rbf"))
-            t.step_count, t.epoch, t.lr_scale = (
-                int(header["step_count"]),
-                int(header["epoch"]),
-                float(header["lr_scale"]),
-            )
-            t.history.history = {k: list(val) for k, val in header["history"]["history"].items()}
-            t.history.epoch = list(header["history"]["epoch"])
-        except (KeyError, TypeError) as exc:
-            raise ValueError(
-                f"path: {path!r} is a damaged fusedmlp checkpoint (missing {exc})"
-            ) from exc
+        counters = _checked_counters(header)
+        model = Sequential.from_config(header["model"], device=device)
+        t = cls(
+            model,
+            loss=header["losses"],
+            optimizer=optim_mod.from_state_dict(header["optimizer"]),
+            schedule=None if header["schedule"] is None else S.from_state_dict(header["schedule"]),
+            regularizers=[_regularizer(d) for d in header["regularizers"]],
+            metrics=header["metrics"],
+            loss_weights=header["loss_weights"],
+            label_smoothing=header["label_smoothing"],
+            smoothing=header["smoothing"],
+            half_mse=header["half_mse"],
+            adversarial_eps=header["adversarial_eps"],
+            **_RBFScheme.init_args(header.get("rbf")),
+        )
+        net = model._net
+        for name, dst in (
+            ("params", net.params()),
+            ("buffers", net.buffers()),
+            ("opt_state", net.opt_state()),
+        ):
+            src = _read_npy(zf, infos[name], model.dtype, tuple(dst.shape), None)
+            if not np.isfinite(src).all():
+                raise _CheckpointError(f"holds invalid state: {name} contains NaN or Inf")
+            model._assign(dst, src)
+        net.opt_step = counters["opt_step"]
+        net.rng_step = counters["rng_step"]
+        net.bn_updates = counters["bn_updates"]
+        frozen = set(header.get("frozen_layers", []))
+        for li in range(net.n_layers):
+            net.set_layer_trainable(li, li not in frozen)
+        t._rbf.load_state_dict(header.get("rbf"))
+        t.step_count, t.epoch = counters["step_count"], counters["epoch"]
+        t.lr_scale = counters["lr_scale"]
+        t.history.history = {
+            str(k): [float(x) for x in val] for k, val in header["history"]["history"].items()
+        }
+        t.history.epoch = [int(e) for e in header["history"]["epoch"]]
         return t
+
+
+# Checkpoint reading limits. The JSON header holds the configuration and the history (a few
+# numbers per epoch): 64 MiB is far beyond any real one and bounds what a crafted file costs.
+_HEADER_LIMIT = 64 << 20
+_MEMBERS = ("header", "params", "buffers", "opt_state")
+
+
+class _CheckpointError(Exception):
+    """A checkpoint problem; ``Trainer.load`` reports it as a ValueError naming the path."""
+
+
+def _checkpoint_members(zf: zipfile.ZipFile, file_size: int) -> dict[str, zipfile.ZipInfo]:
+    """The zip entries of a checkpoint, checked before anything is read: exactly the four
+    members, each stored uncompressed (as ``np.savez`` writes them) so that its declared size
+    is bytes actually present in the file, which bounds every later allocation (a zip bomb
+    declares small compressed members that inflate to gigabytes)."""
+    infos = zf.infolist()
+    names = [i.filename for i in infos]
+    expected = sorted(m + ".npy" for m in _MEMBERS)
+    if "header.npy" not in names or sorted(names) != expected:
+        raise _CheckpointError(
+            f"is not a fusedmlp checkpoint (members {sorted(names)}, expected {expected})"
+        )
+    total = 0
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+            raise _CheckpointError(
+                f"is not a fusedmlp checkpoint: member {info.filename!r} is compressed "
+                f"(declares {info.file_size} bytes in {info.compress_size}); Trainer.save "
+                "stores its arrays uncompressed"
+            )
+        total += info.file_size
+    if total > file_size:
+        raise _CheckpointError(
+            f"is truncated or damaged: its members declare {total} bytes, the file has {file_size}"
+        )
+    return {m: zf.getinfo(m + ".npy") for m in _MEMBERS}
+
+
+def _read_npy(
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    dtype: np.dtype,
+    shape: tuple[int, ...] | None,
+    limit: int | None,
+) -> np.ndarray:
+    """A 1-d array member read without pickle: its npy header (dtype, order, shape) is
+    checked against what the model needs (``shape``; None: any 1-d length up to ``limit``
+    bytes) and against the member's size before the data is read. The zip's CRC-32 is
+    verified as the last byte is read (bit flips)."""
+    name = info.filename[: -len(".npy")]
+    with zf.open(info) as f:
+        try:
+            major, _ = np.lib.format.read_magic(f)
+            if major == 1:
+                got_shape, fortran, got_dtype = np.lib.format.read_array_header_1_0(f)
+            elif major in (2, 3):
+                got_shape, fortran, got_dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"npy format version {major}")
+        except (ValueError, SyntaxError, TypeError) as exc:
+            raise _CheckpointError(f"has a damaged {name} array header ({exc})") from exc
+        if got_dtype != dtype or fortran or len(got_shape) != 1:
+            raise _CheckpointError(
+                f"has a {name} array of dtype {got_dtype}, shape {got_shape}"
+                f"{' (Fortran order)' if fortran else ''}; expected a 1-d {dtype} array"
+            )
+        if shape is not None and got_shape != shape:
+            raise _CheckpointError(
+                f"does not match its architecture: {name} has shape {got_shape}, the model "
+                f"needs {shape}"
+            )
+        nbytes = got_shape[0] * dtype.itemsize
+        if limit is not None and nbytes > limit:
+            raise _CheckpointError(f"has a {name} of {nbytes} bytes (at most {limit} expected)")
+        if f.tell() + nbytes != info.file_size:
+            raise _CheckpointError(
+                f"is damaged: {name} declares {nbytes} data bytes, the member holds "
+                f"{info.file_size - f.tell()}"
+            )
+        data = f.read(nbytes)
+        if len(data) != nbytes or f.read(1):
+            raise _CheckpointError(f"is truncated: {name} is shorter than it declares")
+    return np.frombuffer(data, dtype=dtype).copy()
+
+
+def _checked_counters(header: dict) -> dict:
+    """The header's counters, validated: a negative step or a NaN scale would make the resumed
+    run silently wrong (a bias correction at a step before the first, a NaN learning rate)."""
+    out = {}
+    try:
+        for key in ("step_count", "epoch", "opt_step", "rng_step", "bn_updates"):
+            out[key] = v.integer(key, header[key], low=0)
+        out["lr_scale"] = v.real("lr_scale", header["lr_scale"], 0.0)
+    except (TypeError, ValueError) as exc:
+        raise _CheckpointError(f"holds invalid state: {exc}") from exc
+    return out
+
+
+def _remove_stale_temp_files(directory: str, base: str) -> None:
+    """Delete the temp files of earlier saves of ``base`` whose process is gone (a killed
+    save). A temp file of a live process (a save in progress, in this process or another)
+    is left alone. Best effort: a file that cannot be removed does not stop the save."""
+    if os.name != "posix":  # no portable liveness test for the pid in the name
+        return
+    prefix = f".{base}."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        # exactly .<base>.<pid>.<random>.tmp (mkstemp's random part has no dot): the temp
+        # files of a sibling such as "<base>.7" have more parts and are not ours
+        parts = name[len(prefix) : -len(".tmp")].split(".")
+        if len(parts) != 2 or not parts[0].isdigit():
+            continue
+        pid = int(parts[0])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's live process (or not a pid we can test)
+    return True
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable (POSIX: the directory entry is data of the directory)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _DECAY_SCOPE = {"weights": 0, "all": 1, "none": 2}  # Network::set_decay_scope
@@ -775,6 +1132,16 @@ def _host(x):
 
         return to_host(x)
     return x
+
+
+def _sequence(name: str, value: Any, what: str) -> list:
+    """``value`` (None, a list or a tuple) as a list; a single object or a string is a
+    TypeError naming the argument (``callbacks=EarlyStopping()`` is a common slip)."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name}: expected a list of {what}, got {type(value).__name__}")
+    return list(value)
 
 
 def _regularizer(d: dict):
