@@ -59,8 +59,9 @@ def test_optimizer_steps_do_not_depend_on_alignment(case, dtype):
             opt.step(params, g)
             if t == 0 and offset is not None and opt.state.buffers is not None:
                 # the state too, at yet another alignment
-                opt.state.buffers = [shifted(b, (offset + 5) % len(offsets(dtype)))
-                                     for b in opt.state.buffers]
+                opt.state.buffers = [
+                    shifted(b, (offset + 5) % len(offsets(dtype))) for b in opt.state.buffers
+                ]
         return params + (opt.state.buffers or [])
 
     want = run(None)
@@ -140,6 +141,8 @@ def test_batchnorm_dropout_rbf_do_not_depend_on_alignment(dtype):
 
     want = run(x, dy, gamma, beta, centers, widths, g_phi)
     for off in offsets(dtype):
-        s = [shifted(a, (off + i) % len(offsets(dtype)))
-             for i, a in enumerate((x, dy, gamma, beta, centers, widths, g_phi))]
+        s = [
+            shifted(a, (off + i) % len(offsets(dtype)))
+            for i, a in enumerate((x, dy, gamma, beta, centers, widths, g_phi))
+        ]
         assert_same(run(*s), want, f"offset {off}")

@@ -32,8 +32,9 @@ def test_default_build_runs_on_nehalem_with_the_same_results():
     script = str(ROOT / "tests" / "portable" / "fingerprint.py")
 
     def digest(*prefix):
-        r = subprocess.run([*prefix, sys.executable, script], env=env, capture_output=True,
-                           text=True, timeout=600)
+        r = subprocess.run(
+            [*prefix, sys.executable, script], env=env, capture_output=True, text=True, timeout=600
+        )
         assert r.returncode == 0, f"{prefix or 'native'}: rc {r.returncode}\n{r.stderr[-2000:]}"
         return r.stdout.strip()
 

@@ -62,7 +62,8 @@ FM_CPU_CLONES void backward_columns(const T* z, const T* dy, T* dz, T* dbias, T*
   if (dbias) std::fill(dbias + c0, dbias + c1, T(0));
   if constexpr (kLearnable) {
     if (dparams)
-      for (int k = 0; k < np; ++k) std::fill(dparams + k * cols + c0, dparams + k * cols + c1, T(0));
+      for (int k = 0; k < np; ++k)
+        std::fill(dparams + k * cols + c0, dparams + k * cols + c1, T(0));
   }
   for (index_t i = 0; i < rows; ++i) {
     const index_t base = i * cols;
@@ -99,7 +100,7 @@ FM_CPU_CLONES void softmax_rows(const T* z, T* y, index_t cols, index_t r0, inde
 #pragma omp simd
     for (index_t j = 0; j < cols; ++j) yi[j] = fexp(zi[j] - m);
     T s;
-    lane_sums<T, 1>(0, cols, &s, [&](index_t j, T (*acc)[kSumLanes], int l) { acc[0][l] += yi[j]; });
+    lane_sums<T, 1>(0, cols, &s, [&](index_t j, T(*acc)[kSumLanes], int l) { acc[0][l] += yi[j]; });
     const T inv = T(1) / s;
 #pragma omp simd
     for (index_t j = 0; j < cols; ++j) yi[j] *= inv;
@@ -115,7 +116,7 @@ FM_CPU_CLONES void softmax_backward_rows(const T* y, const T* dy, T* dz, index_t
     T* di = dz + i * cols;
     T s;
     lane_sums<T, 1>(0, cols, &s,
-                    [&](index_t j, T (*acc)[kSumLanes], int l) { acc[0][l] += gi[j] * yi[j]; });
+                    [&](index_t j, T(*acc)[kSumLanes], int l) { acc[0][l] += gi[j] * yi[j]; });
 #pragma omp simd
     for (index_t j = 0; j < cols; ++j) di[j] = yi[j] * (gi[j] - s);
   }
@@ -124,7 +125,8 @@ FM_CPU_CLONES void softmax_backward_rows(const T* y, const T* dy, T* dz, index_t
 }  // namespace
 
 template <class T>
-void activation_forward(Act a, const T* z, T* y, index_t rows, index_t cols, const ActParams<T>& p) {
+void activation_forward(Act a, const T* z, T* y, index_t rows, index_t cols,
+                        const ActParams<T>& p) {
   act_dispatch(a, [&](auto tag) {
     constexpr Act A = decltype(tag)::value;
     parallel_rows(rows, cols,
@@ -165,8 +167,7 @@ void activation_backward(Act a, const T* z, const T* dy, T* dz, T* dbias, T* dpa
 
 template <class T>
 void softmax_forward(const T* z, T* y, index_t rows, index_t cols) {
-  parallel_rows(rows, cols,
-                [&](index_t r0, index_t r1) { softmax_rows(z, y, cols, r0, r1); });
+  parallel_rows(rows, cols, [&](index_t r0, index_t r1) { softmax_rows(z, y, cols, r0, r1); });
 }
 
 template <class T>
@@ -204,15 +205,15 @@ void maxout_backward(const T* z, const T* dy, T* dz, index_t rows, index_t units
   });
 }
 
-#define FM_INSTANTIATE(T)                                                                       \
+#define FM_INSTANTIATE(T)                                                                        \
   template void activation_forward<T>(Act, const T*, T*, index_t, index_t, const ActParams<T>&); \
-  template void activation_derivative<T>(Act, const T*, T*, index_t, index_t,                   \
-                                         const ActParams<T>&);                                  \
-  template void activation_backward<T>(Act, const T*, const T*, T*, T*, T*, index_t, index_t,   \
-                                       const ActParams<T>&);                                    \
-  template void softmax_forward<T>(const T*, T*, index_t, index_t);                             \
-  template void softmax_backward<T>(const T*, const T*, T*, index_t, index_t);                  \
-  template void maxout_forward<T>(const T*, T*, index_t, index_t, index_t);                     \
+  template void activation_derivative<T>(Act, const T*, T*, index_t, index_t,                    \
+                                         const ActParams<T>&);                                   \
+  template void activation_backward<T>(Act, const T*, const T*, T*, T*, T*, index_t, index_t,    \
+                                       const ActParams<T>&);                                     \
+  template void softmax_forward<T>(const T*, T*, index_t, index_t);                              \
+  template void softmax_backward<T>(const T*, const T*, T*, index_t, index_t);                   \
+  template void maxout_forward<T>(const T*, T*, index_t, index_t, index_t);                      \
   template void maxout_backward<T>(const T*, const T*, T*, index_t, index_t, index_t);
 FM_INSTANTIATE(float)
 FM_INSTANTIATE(double)

@@ -29,8 +29,8 @@ template <class T>
 FM_CPU_CLONES void forward_train_columns(const T* x, T* y, const T* gamma, const T* beta,
                                          T* batch_mean, T* batch_invstd, T* running_mean,
                                          T* running_var, index_t rows, index_t cols, index_t c0,
-                                         index_t c1, double inv_m, double unbias, double mom,
-                                         T eps, bool init_from_batch) {
+                                         index_t c1, double inv_m, double unbias, double mom, T eps,
+                                         bool init_from_batch) {
   double acc[kColumnBlock], mean_d[kColumnBlock];
   T mean[kColumnBlock], scale[kColumnBlock], shift[kColumnBlock];
   for (index_t b0 = c0; b0 < c1; b0 += kColumnBlock) {
@@ -102,9 +102,8 @@ FM_CPU_CLONES void affine_rows(const T* x, T* y, const T* mean, const T* sc, con
 // Columns [c0, c1) of the backward pass (a dispatched clone).
 template <class T>
 FM_CPU_CLONES void backward_columns(const T* x, const T* dy, const T* gamma, const T* batch_mean,
-                                    const T* batch_invstd, T* dx, T* dgamma, T* dbeta,
-                                    index_t rows, index_t cols, index_t c0, index_t c1,
-                                    double inv_m) {
+                                    const T* batch_invstd, T* dx, T* dgamma, T* dbeta, index_t rows,
+                                    index_t cols, index_t c0, index_t c1, double inv_m) {
   double sdy[kColumnBlock], sdyx[kColumnBlock];
   T mean[kColumnBlock], invstd[kColumnBlock], k[kColumnBlock], a[kColumnBlock], b[kColumnBlock];
   for (index_t b0 = c0; b0 < c1; b0 += kColumnBlock) {
@@ -155,8 +154,10 @@ template <class T>
 void batchnorm_forward_train(const T* x, T* y, const T* gamma, const T* beta, T* batch_mean,
                              T* batch_invstd, T* running_mean, T* running_var, index_t rows,
                              index_t cols, T momentum, T eps, bool init_from_batch) {
-  FM_CHECK(rows >= 2, "x: batch normalization in training needs a batch of at least 2 rows "
-           "(the batch variance of a single sample is undefined), got ", rows);
+  FM_CHECK(rows >= 2,
+           "x: batch normalization in training needs a batch of at least 2 rows "
+           "(the batch variance of a single sample is undefined), got ",
+           rows);
   FM_CHECK(momentum >= T(0) && momentum <= T(1), "momentum: expected a value in [0, 1], got ",
            momentum);
   FM_CHECK((running_mean == nullptr) == (running_var == nullptr),
@@ -172,9 +173,8 @@ void batchnorm_forward_train(const T* x, T* y, const T* gamma, const T* beta, T*
 }
 
 template <class T>
-void batchnorm_forward_infer(const T* x, T* y, const T* gamma, const T* beta,
-                             const T* running_mean, const T* running_var, index_t rows,
-                             index_t cols, T eps) {
+void batchnorm_forward_infer(const T* x, T* y, const T* gamma, const T* beta, const T* running_mean,
+                             const T* running_var, index_t rows, index_t cols, T eps) {
   check_hyper(eps);
   // Per-feature affine map from the running statistics (deck 001, "Inference").
   std::vector<T> scale(static_cast<size_t>(cols)), shift(static_cast<size_t>(cols));
@@ -199,8 +199,8 @@ void batchnorm_backward(const T* x, const T* dy, const T* gamma, const T* batch_
            rows);
   const double inv_m = 1.0 / static_cast<double>(rows);
   parallel_column_blocks(rows, cols, [&](index_t c0, index_t c1) {
-    backward_columns(x, dy, gamma, batch_mean, batch_invstd, dx, dgamma, dbeta, rows, cols, c0,
-                     c1, inv_m);
+    backward_columns(x, dy, gamma, batch_mean, batch_invstd, dx, dgamma, dbeta, rows, cols, c0, c1,
+                     inv_m);
   });
 }
 

@@ -55,9 +55,8 @@ void apply_mask(const T* in, T* out, index_t n, T rate, const PhiloxKey& key) {
   }
   const T scale = dropout_scale(rate);
   const index_t nblocks = (n + kDropoutLanes - 1) / kDropoutLanes;
-  parallel_rows(nblocks, kDropoutLanes, [&](index_t b0, index_t b1) {
-    mask_blocks(in, out, n, rate, scale, key, b0, b1);
-  });
+  parallel_rows(nblocks, kDropoutLanes,
+                [&](index_t b0, index_t b1) { mask_blocks(in, out, n, rate, scale, key, b0, b1); });
 }
 
 // Elements [e0, e1) of y = x + N(0, stddev^2) (a dispatched clone).
@@ -66,7 +65,8 @@ FM_CPU_CLONES void noise_range(const T* x, T* y, T stddev, const PhiloxKey& key,
                                index_t e1) {
   const PhiloxKey k = key;
   const T sd = stddev;
-  for (index_t e = e0; e < e1; ++e) y[e] = x[e] + gaussian_noise(k, static_cast<std::uint64_t>(e), sd);
+  for (index_t e = e0; e < e1; ++e)
+    y[e] = x[e] + gaussian_noise(k, static_cast<std::uint64_t>(e), sd);
 }
 
 }  // namespace

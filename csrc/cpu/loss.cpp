@@ -33,7 +33,8 @@ FM_FORCE_INLINE double mse_row(const T* z, const T* t, T* d, index_t cols, T g, 
 }
 
 template <class T>
-FM_FORCE_INLINE double bce_row(const T* z, const T* t, T* d, index_t cols, T g, const Smoothing<T>& sm) {
+FM_FORCE_INLINE double bce_row(const T* z, const T* t, T* d, index_t cols, T g,
+                               const Smoothing<T>& sm) {
   double l = 0.0;
   for (index_t j = 0; j < cols; ++j)
     l += static_cast<double>(loss_detail::bce_elem(z[j], sm(t[j])));
@@ -46,7 +47,8 @@ FM_FORCE_INLINE double bce_row(const T* z, const T* t, T* d, index_t cols, T g, 
 // Cross-entropy of one row; the target of class j is target_of(j) (already smoothed) and
 // the targets sum to target_sum.
 template <class T, class Target>
-FM_FORCE_INLINE double ce_row(const T* z, T* d, index_t cols, T g, Target&& target_of, double target_sum) {
+FM_FORCE_INLINE double ce_row(const T* z, T* d, index_t cols, T g, Target&& target_of,
+                              double target_sum) {
   T m = z[0];
   for (index_t j = 1; j < cols; ++j) m = std::max(m, z[j]);
   double s = 0.0;
@@ -85,14 +87,18 @@ FM_CPU_CLONES void loss_rows(Loss loss, const T* logits, const T* target,
     const T g = static_cast<T>(static_cast<double>(w) * inv_n);
     double l = 0.0;
     switch (loss) {
-      case Loss::mse: l = mse_row(z, t, d, cols, g, half); break;
-      case Loss::binary_cross_entropy: l = bce_row(z, t, d, cols, g, sm); break;
+      case Loss::mse:
+        l = mse_row(z, t, d, cols, g, half);
+        break;
+      case Loss::binary_cross_entropy:
+        l = bce_row(z, t, d, cols, g, sm);
+        break;
       case Loss::cross_entropy:
         if (labels) {
           const index_t y = labels[i];
           const T on = sm.on, off = sm.off;
-          const double tsum = static_cast<double>(on) +
-                              static_cast<double>(off) * static_cast<double>(cols - 1);
+          const double tsum =
+              static_cast<double>(on) + static_cast<double>(off) * static_cast<double>(cols - 1);
           l = ce_row(z, d, cols, g, [&](index_t j) { return j == y ? on : off; }, tsum);
         } else {
           double tsum = 0.0;
@@ -145,8 +151,8 @@ double loss_forward_backward(Loss loss, const T* logits, const T* target,
   double* rl = row_loss.data();
 
   parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
-    loss_rows(loss, logits, target, labels, sample_weight, dlogits, cols, r0, r1, inv_n, p.half,
-              sm, rl);
+    loss_rows(loss, logits, target, labels, sample_weight, dlogits, cols, r0, r1, inv_n, p.half, sm,
+              rl);
   });
   double total = 0.0;
   for (index_t i = 0; i < rows; ++i) total += rl[i];

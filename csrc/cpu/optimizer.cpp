@@ -76,8 +76,8 @@ SegmentList segment_list(const Segment* segs, int nseg, index_t n) {
 // restrict-qualified: nothing the loop stores can change a coefficient, so they stay in
 // registers; with the variants A, B compile-time the loop has no branches and vectorizes.
 template <class T, Opt O, bool A, bool B>
-FM_CPU_CLONES void update_range(const OptCoef<T> k, T* __restrict p, const T* __restrict g, T* __restrict st,
-                  index_t n, index_t lo, index_t hi, bool decay) {
+FM_CPU_CLONES void update_range(const OptCoef<T> k, T* __restrict p, const T* __restrict g,
+                                T* __restrict st, index_t n, index_t lo, index_t hi, bool decay) {
   const T mult = decay ? k.decay_mult : T(1);
   const T wd = decay ? k.weight_decay : T(0), l1 = decay ? k.l1 : T(0);
   for (index_t e = lo; e < hi; ++e) {
@@ -223,9 +223,8 @@ FM_CPU_CLONES void adafactor_vector_stats(const OptCoef<T> k, const T* __restric
 // Elements [i0, i1) of an unfactored segment: theta <- theta * mult - step * U.
 template <class T>
 FM_CPU_CLONES void adafactor_apply_vector(const OptCoef<T> k, T* __restrict p,
-                                          const T* __restrict g, const T* __restrict V,
-                                          index_t i0, index_t i1, T wd, T l1, T eps1, T mult,
-                                          T step) {
+                                          const T* __restrict g, const T* __restrict V, index_t i0,
+                                          index_t i1, T wd, T l1, T eps1, T mult, T step) {
 #pragma omp simd
   for (index_t e = i0; e < i1; ++e) {
     const T pe = p[e];
@@ -377,9 +376,8 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
 template <class T>
 double grad_sq_norm(const T* grads, index_t n) {
   FM_CHECK(n >= 0, "n: expected >= 0, got ", n);
-  return blocked_sum<1>(n, [&](index_t i0, index_t i1, double* acc) {
-    acc[0] += sq_sum(grads, i0, i1);
-  })[0];
+  return blocked_sum<1>(
+      n, [&](index_t i0, index_t i1, double* acc) { acc[0] += sq_sum(grads, i0, i1); })[0];
 }
 
 #define FM_INSTANTIATE(T)                                                                  \

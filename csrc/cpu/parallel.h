@@ -54,7 +54,9 @@ inline void lane_sums(index_t i0, index_t i1, Acc* out, F&& add) {
   }
 }
 
-inline int num_threads() { return omp_get_max_threads(); }
+inline int num_threads() {
+  return omp_get_max_threads();
+}
 
 // fn(r0, r1) over row ranges [r0, r1) covering [0, rows).
 template <class F>

@@ -27,7 +27,8 @@ namespace {
 template <class T>
 FM_FORCE_INLINE T sq_norm(const T* v, index_t n) {
   T s;
-  lane_sums<T, 1>(0, n, &s, [&](index_t j, T (*acc)[kSumLanes], int l) { acc[0][l] += v[j] * v[j]; });
+  lane_sums<T, 1>(0, n, &s,
+                  [&](index_t j, T(*acc)[kSumLanes], int l) { acc[0][l] += v[j] * v[j]; });
   return s;
 }
 
@@ -80,7 +81,7 @@ FM_CPU_CLONES void dx_rows(const T* G, const T* X, T* dX, index_t n_in, index_t 
   for (index_t i = r0; i < r1; ++i) {
     const T* g = G + i * K;
     T r;
-    lane_sums<T, 1>(0, K, &r, [&](index_t k, T (*acc)[kSumLanes], int l) { acc[0][l] += g[k]; });
+    lane_sums<T, 1>(0, K, &r, [&](index_t k, T(*acc)[kSumLanes], int l) { acc[0][l] += g[k]; });
     const T two_r = T(2) * r;
     const T* x = X + i * n_in;
     T* dx = dX + i * n_in;

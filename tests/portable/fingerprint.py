@@ -22,14 +22,31 @@ def outputs():
         z = rng.normal(0.0, 3.0, (7, 45)).astype(dtype)
         z[0, :4] = [-100.0, 100.0, 0.0, -0.0]
         dy = rng.normal(size=z.shape).astype(dtype)
-        for name in ("sigmoid", "tanh", "relu", "elu", "selu", "softplus", "silu", "gelu",
-                     "gelu_tanh", "softsign", "isrlu", "sinusoid", "gaussian", "softmax"):
+        for name in (
+            "sigmoid",
+            "tanh",
+            "relu",
+            "elu",
+            "selu",
+            "softplus",
+            "silu",
+            "gelu",
+            "gelu_tanh",
+            "softsign",
+            "isrlu",
+            "sinusoid",
+            "gaussian",
+            "softmax",
+        ):
             yield fm.ops.activation(name, z)
             yield fm.ops.activation_backward(name, z, dy)[0]
         yield fm.ops.activation("prelu", z, np.full((1, 45), 0.2, dtype))
         labels = rng.integers(0, 45, 7)
-        for loss, target in (("mse", dy), ("binary_cross_entropy", (dy > 0).astype(dtype)),
-                             ("cross_entropy", labels)):
+        for loss, target in (
+            ("mse", dy),
+            ("binary_cross_entropy", (dy > 0).astype(dtype)),
+            ("cross_entropy", labels),
+        ):
             value, grad = fm.ops.loss(loss, z, target)
             yield np.array([value])
             yield grad
@@ -40,9 +57,18 @@ def outputs():
         yield y
         yield from (a for a in fm.ops.batchnorm_backward(z, dy, gamma, saved) if a is not None)
         yield fm.ops.dropout(z, 0.4, seed=3, step=1)
-        for cls in (fm.optim.SGD, fm.optim.AdaGrad, fm.optim.RMSProp, fm.optim.AdaDelta,
-                    fm.optim.Adam, fm.optim.AdamW, fm.optim.NAdam, fm.optim.AdaMax,
-                    fm.optim.AdaBelief, fm.optim.Adafactor):
+        for cls in (
+            fm.optim.SGD,
+            fm.optim.AdaGrad,
+            fm.optim.RMSProp,
+            fm.optim.AdaDelta,
+            fm.optim.Adam,
+            fm.optim.AdamW,
+            fm.optim.NAdam,
+            fm.optim.AdaMax,
+            fm.optim.AdaBelief,
+            fm.optim.Adafactor,
+        ):
             params = [z.copy(), z[0].copy()]
             opt = cls()
             for t in range(3):
