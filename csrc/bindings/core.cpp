@@ -29,6 +29,13 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("n_threads"),
         "Threads of the kernels (one OpenMP pool: elementwise loops and GEMM blocks).");
   m.def("get_num_threads", []() { return omp_get_max_threads(); });
+  m.def("native_build", []() {
+#ifdef FM_NATIVE_BUILD
+    return true;
+#else
+    return false;
+#endif
+  }, "True for a FUSEDMLP_NATIVE=ON build (-march=native: runs only on CPUs like the build's).");
   m.def("get_blas_threads", []() { return fm::cpu::blas_threads(); });
   for (auto& [name, bind] : fm::bindings::registry()) bind(m);
 }

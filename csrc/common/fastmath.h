@@ -4,8 +4,10 @@
 // Why: glibc's expf/tanhf are scalar calls the compiler cannot vectorize; in a small
 // network's step they cost more than the GEMMs (tiny-sin, 1-128-128-128-1 tanh: 42% of the
 // step was __tanhf + __expm1f before this file). The float versions here are branch-free
-// (selects only), inline and use only +, *, fma-able products and integer bit moves, so a
-// `#pragma omp simd` loop over them compiles to AVX2/AVX-512 code: ~1 ns per element.
+// (selects only), inline and use only +, * and integer bit moves, so a `#pragma omp simd`
+// loop over them compiles to SSE/AVX2/AVX-512 code (the dispatched clones of csrc/cpu): ~1 ns
+// per element. The CPU build never contracts a * b + c into an FMA (-ffp-contract=off,
+// CMakeLists.txt), so every clone and the scalar remainder iterations round alike.
 //
 // Accuracy (float, measured against double over [-100, 100] by tests/test_activation.py):
 // exp and expm1 within 2 ulp, tanh and sigmoid within 3e-7 absolute, log1p within 2 ulp on

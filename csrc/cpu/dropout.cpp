@@ -20,6 +20,31 @@ constexpr index_t kDropoutLanes = 4;
 // loop is vectorized across blocks (Philox's 32x32->64 multiplies map to vpmuludq).
 constexpr index_t kBlocksPerBatch = 64;
 
+// Philox blocks [b0, b1) of the mask applied to n elements (a dispatched clone).
+template <class T>
+FM_CPU_CLONES void mask_blocks(const T* in, T* out, index_t n, T rate, T scale,
+                               const PhiloxKey& key, index_t b0, index_t b1) {
+  // Locals, not captures: stores through `out` could otherwise alias them and force
+  // reloads that block vectorization.
+  const PhiloxKey k = key;
+  const T r = rate, s = scale;
+  std::uint32_t w[kBlocksPerBatch * kDropoutLanes];
+  for (index_t c0 = b0; c0 < b1; c0 += kBlocksPerBatch) {
+    const index_t nb = std::min(kBlocksPerBatch, b1 - c0);
+#pragma omp simd
+    for (index_t q = 0; q < nb; ++q) {
+      const Philox4 p = philox_block(k, static_cast<std::uint64_t>(c0 + q));
+      for (index_t l = 0; l < kDropoutLanes; ++l) w[q * kDropoutLanes + l] = p.v[l];
+    }
+    const index_t e0 = c0 * kDropoutLanes;
+    const index_t m = std::min(nb * kDropoutLanes, n - e0);
+    // Branch-free select: a data-dependent branch would mispredict at rate ~ 0.5.
+#pragma omp simd
+    for (index_t l = 0; l < m; ++l)
+      out[e0 + l] = in[e0 + l] * (dropout_keep_word(w[l], r) ? s : T(0));
+  }
+}
+
 // out[e] = in[e] * (keep(e) ? scale : 0) for e in [0, n). Threads own whole Philox blocks, so
 // each block is generated once; the result is the same for any partition.
 template <class T>
@@ -30,27 +55,18 @@ void apply_mask(const T* in, T* out, index_t n, T rate, const PhiloxKey& key) {
   }
   const T scale = dropout_scale(rate);
   const index_t nblocks = (n + kDropoutLanes - 1) / kDropoutLanes;
-  parallel_rows(nblocks, kDropoutLanes, [&](index_t b0, index_t b1) {
-    // Locals, not captures: stores through `out` could otherwise alias them and force
-    // reloads that block vectorization.
-    const PhiloxKey k = key;
-    const T r = rate, s = scale;
-    std::uint32_t w[kBlocksPerBatch * kDropoutLanes];
-    for (index_t c0 = b0; c0 < b1; c0 += kBlocksPerBatch) {
-      const index_t nb = std::min(kBlocksPerBatch, b1 - c0);
-#pragma omp simd
-      for (index_t q = 0; q < nb; ++q) {
-        const Philox4 p = philox_block(k, static_cast<std::uint64_t>(c0 + q));
-        for (index_t l = 0; l < kDropoutLanes; ++l) w[q * kDropoutLanes + l] = p.v[l];
-      }
-      const index_t e0 = c0 * kDropoutLanes;
-      const index_t m = std::min(nb * kDropoutLanes, n - e0);
-      // Branch-free select: a data-dependent branch would mispredict at rate ~ 0.5.
-#pragma omp simd
-      for (index_t l = 0; l < m; ++l)
-        out[e0 + l] = in[e0 + l] * (dropout_keep_word(w[l], r) ? s : T(0));
-    }
-  });
+  parallel_rows(nblocks, kDropoutLanes,
+                [&](index_t b0, index_t b1) { mask_blocks(in, out, n, rate, scale, key, b0, b1); });
+}
+
+// Elements [e0, e1) of y = x + N(0, stddev^2) (a dispatched clone).
+template <class T>
+FM_CPU_CLONES void noise_range(const T* x, T* y, T stddev, const PhiloxKey& key, index_t e0,
+                               index_t e1) {
+  const PhiloxKey k = key;
+  const T sd = stddev;
+  for (index_t e = e0; e < e1; ++e)
+    y[e] = x[e] + gaussian_noise(k, static_cast<std::uint64_t>(e), sd);
 }
 
 }  // namespace
@@ -71,12 +87,7 @@ template <class T>
 void gaussian_noise_forward(const T* x, T* y, index_t n, T stddev, const PhiloxKey& key) {
   FM_CHECK(stddev >= T(0) && std::isfinite(stddev), "stddev: expected a finite value >= 0, got ",
            stddev);
-  parallel_rows(n, 1, [&](index_t e0, index_t e1) {
-    const PhiloxKey k = key;
-    const T sd = stddev;
-    for (index_t e = e0; e < e1; ++e)
-      y[e] = x[e] + gaussian_noise(k, static_cast<std::uint64_t>(e), sd);
-  });
+  parallel_rows(n, 1, [&](index_t e0, index_t e1) { noise_range(x, y, stddev, key, e0, e1); });
 }
 
 template void dropout_forward<float>(const float*, float*, index_t, float, const PhiloxKey&);

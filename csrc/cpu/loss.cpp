@@ -21,7 +21,7 @@ namespace {
 using loss_detail::Smoothing;
 
 template <class T>
-double mse_row(const T* z, const T* t, T* d, index_t cols, T g, bool half) {
+FM_FORCE_INLINE double mse_row(const T* z, const T* t, T* d, index_t cols, T g, bool half) {
   double l = 0.0;
   for (index_t j = 0; j < cols; ++j)
     l += static_cast<double>(loss_detail::mse_elem(z[j], t[j], half));
@@ -33,7 +33,8 @@ double mse_row(const T* z, const T* t, T* d, index_t cols, T g, bool half) {
 }
 
 template <class T>
-double bce_row(const T* z, const T* t, T* d, index_t cols, T g, const Smoothing<T>& sm) {
+FM_FORCE_INLINE double bce_row(const T* z, const T* t, T* d, index_t cols, T g,
+                               const Smoothing<T>& sm) {
   double l = 0.0;
   for (index_t j = 0; j < cols; ++j)
     l += static_cast<double>(loss_detail::bce_elem(z[j], sm(t[j])));
@@ -46,7 +47,8 @@ double bce_row(const T* z, const T* t, T* d, index_t cols, T g, const Smoothing<
 // Cross-entropy of one row; the target of class j is target_of(j) (already smoothed) and
 // the targets sum to target_sum.
 template <class T, class Target>
-double ce_row(const T* z, T* d, index_t cols, T g, Target&& target_of, double target_sum) {
+FM_FORCE_INLINE double ce_row(const T* z, T* d, index_t cols, T g, Target&& target_of,
+                              double target_sum) {
   T m = z[0];
   for (index_t j = 1; j < cols; ++j) m = std::max(m, z[j]);
   double s = 0.0;
@@ -68,6 +70,51 @@ double ce_row(const T* z, T* d, index_t cols, T g, Target&& target_of, double ta
       d[j] = loss_detail::ce_grad(d[j], inv_s, tsum, target_of(j)) * g;
   }
   return l;
+}
+
+// Rows [r0, r1): rl[i] = w_i * l_i and, when dlogits is given, the gradient rows (a
+// dispatched clone holding every loop of the row functions above).
+template <class T>
+FM_CPU_CLONES void loss_rows(Loss loss, const T* logits, const T* target,
+                             const std::int32_t* labels, const T* sample_weight, T* dlogits,
+                             index_t cols, index_t r0, index_t r1, double inv_n, bool half,
+                             const Smoothing<T>& sm, double* rl) {
+  for (index_t i = r0; i < r1; ++i) {
+    const T* z = logits + i * cols;
+    const T* t = target ? target + i * cols : nullptr;
+    T* d = dlogits ? dlogits + i * cols : nullptr;
+    const T w = sample_weight ? sample_weight[i] : T(1);
+    const T g = static_cast<T>(static_cast<double>(w) * inv_n);
+    double l = 0.0;
+    switch (loss) {
+      case Loss::mse:
+        l = mse_row(z, t, d, cols, g, half);
+        break;
+      case Loss::binary_cross_entropy:
+        l = bce_row(z, t, d, cols, g, sm);
+        break;
+      case Loss::cross_entropy:
+        if (labels) {
+          const index_t y = labels[i];
+          const T on = sm.on, off = sm.off;
+          const double tsum =
+              static_cast<double>(on) + static_cast<double>(off) * static_cast<double>(cols - 1);
+          l = ce_row(z, d, cols, g, [&](index_t j) { return j == y ? on : off; }, tsum);
+        } else {
+          double tsum = 0.0;
+          for (index_t j = 0; j < cols; ++j) tsum += static_cast<double>(sm(t[j]));
+          l = ce_row(z, d, cols, g, [&](index_t j) { return sm(t[j]); }, tsum);
+        }
+        break;
+    }
+    rl[i] = static_cast<double>(w) * l;
+  }
+}
+
+template <class T>
+FM_CPU_CLONES void sigmoid_range(const T* z, T* out, index_t e0, index_t e1) {
+#pragma omp simd
+  for (index_t e = e0; e < e1; ++e) out[e] = act_detail::sigmoid(z[e]);
 }
 
 }  // namespace
@@ -104,32 +151,8 @@ double loss_forward_backward(Loss loss, const T* logits, const T* target,
   double* rl = row_loss.data();
 
   parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
-    for (index_t i = r0; i < r1; ++i) {
-      const T* z = logits + i * cols;
-      const T* t = target ? target + i * cols : nullptr;
-      T* d = dlogits ? dlogits + i * cols : nullptr;
-      const T w = sample_weight ? sample_weight[i] : T(1);
-      const T g = static_cast<T>(static_cast<double>(w) * inv_n);
-      double l = 0.0;
-      switch (loss) {
-        case Loss::mse: l = mse_row(z, t, d, cols, g, p.half); break;
-        case Loss::binary_cross_entropy: l = bce_row(z, t, d, cols, g, sm); break;
-        case Loss::cross_entropy:
-          if (labels) {
-            const index_t y = labels[i];
-            const T on = sm.on, off = sm.off;
-            const double tsum = static_cast<double>(on) +
-                                static_cast<double>(off) * static_cast<double>(cols - 1);
-            l = ce_row(z, d, cols, g, [&](index_t j) { return j == y ? on : off; }, tsum);
-          } else {
-            double tsum = 0.0;
-            for (index_t j = 0; j < cols; ++j) tsum += static_cast<double>(sm(t[j]));
-            l = ce_row(z, d, cols, g, [&](index_t j) { return sm(t[j]); }, tsum);
-          }
-          break;
-      }
-      rl[i] = static_cast<double>(w) * l;
-    }
+    loss_rows(loss, logits, target, labels, sample_weight, dlogits, cols, r0, r1, inv_n, p.half, sm,
+              rl);
   });
   double total = 0.0;
   for (index_t i = 0; i < rows; ++i) total += rl[i];
@@ -144,7 +167,7 @@ void loss_output(Loss loss, const T* logits, T* out, index_t rows, index_t cols)
       return;
     case Loss::binary_cross_entropy:
       parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
-        for (index_t e = r0 * cols; e < r1 * cols; ++e) out[e] = act_detail::sigmoid(logits[e]);
+        sigmoid_range(logits, out, r0 * cols, r1 * cols);
       });
       return;
     case Loss::cross_entropy:

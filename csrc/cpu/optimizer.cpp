@@ -76,8 +76,8 @@ SegmentList segment_list(const Segment* segs, int nseg, index_t n) {
 // restrict-qualified: nothing the loop stores can change a coefficient, so they stay in
 // registers; with the variants A, B compile-time the loop has no branches and vectorizes.
 template <class T, Opt O, bool A, bool B>
-void update_range(const OptCoef<T> k, T* __restrict p, const T* __restrict g, T* __restrict st,
-                  index_t n, index_t lo, index_t hi, bool decay) {
+FM_CPU_CLONES void update_range(const OptCoef<T> k, T* __restrict p, const T* __restrict g,
+                                T* __restrict st, index_t n, index_t lo, index_t hi, bool decay) {
   const T mult = decay ? k.decay_mult : T(1);
   const T wd = decay ? k.weight_decay : T(0), l1 = decay ? k.l1 : T(0);
   for (index_t e = lo; e < hi; ++e) {
@@ -126,6 +126,113 @@ void elementwise_step(const OptCoef<T>& k, T* p, const T* g, T* st, index_t n, c
     elementwise_step<T, O, false, false>(k, p, g, st, n, segs, nseg);
 }
 
+// Adafactor's loops, each over a range of rows or elements (dispatched clones).
+// Rows [r0, r1): R[i] <- lerp(R[i], mean_j g_ij^2) and row_p[i] = sum_j theta_ij^2.
+template <class T>
+FM_CPU_CLONES void adafactor_row_stats(const OptCoef<T> k, const T* __restrict p,
+                                       const T* __restrict g, T* __restrict R,
+                                       double* __restrict row_p, index_t cols, index_t r0,
+                                       index_t r1, T wd, T l1, T w) {
+  for (index_t i = r0; i < r1; ++i) {
+    const T* pi = p + i * cols;
+    const T* gi = g + i * cols;
+    double s[2];
+    lane_sums<double, 2>(0, cols, s, [&](index_t j, double (*acc)[kSumLanes], int l) {
+      const T ge = opt_effective_grad(gi[j], pi[j], k, wd, l1);
+      acc[0][l] += double(ge) * double(ge);
+      acc[1][l] += double(pi[j]) * double(pi[j]);
+    });
+    R[i] = adafactor_lerp(R[i], T(s[0] / double(cols)), w);
+    row_p[i] = s[1];
+  }
+}
+
+// Columns [c0, c1) (at most kColumnBlock): C[j] <- lerp(C[j], mean_i g_ij^2), summed in row order.
+template <class T>
+FM_CPU_CLONES void adafactor_col_stats(const OptCoef<T> k, const T* __restrict p,
+                                       const T* __restrict g, T* __restrict C, index_t rows,
+                                       index_t cols, index_t c0, index_t c1, T wd, T l1, T w) {
+  double acc[kColumnBlock] = {};
+  for (index_t i = 0; i < rows; ++i) {
+#pragma omp simd
+    for (index_t j = c0; j < c1; ++j) {
+      const T ge = opt_effective_grad(g[i * cols + j], p[i * cols + j], k, wd, l1);
+      acc[j - c0] += double(ge) * double(ge);
+    }
+  }
+  for (index_t j = c0; j < c1; ++j) C[j] = adafactor_lerp(C[j], T(acc[j - c0] / double(rows)), w);
+}
+
+// Rows [r0, r1): row_u[i] = sum_j U_ij^2 of the factored update.
+template <class T>
+FM_CPU_CLONES void adafactor_row_update_sq(const OptCoef<T> k, const T* __restrict p,
+                                           const T* __restrict g, const T* __restrict R,
+                                           const T* __restrict C, double* __restrict row_u,
+                                           index_t cols, index_t r0, index_t r1, T wd, T l1,
+                                           T r_den, T eps1) {
+  for (index_t i = r0; i < r1; ++i) {
+    const T ri = R[i];
+    const T* pi = p + i * cols;
+    const T* gi = g + i * cols;
+    lane_sums<double, 1>(0, cols, row_u + i, [&](index_t j, double (*acc)[kSumLanes], int l) {
+      const T ge = opt_effective_grad(gi[j], pi[j], k, wd, l1);
+      const T u = adafactor_u(ge, ri * C[j] / r_den, eps1);
+      acc[0][l] += double(u) * double(u);
+    });
+  }
+}
+
+// Rows [r0, r1): theta <- theta * mult - step * U with the factored V = R_i C_j / r_den.
+template <class T>
+FM_CPU_CLONES void adafactor_apply_factored(const OptCoef<T> k, T* __restrict p,
+                                            const T* __restrict g, const T* __restrict R,
+                                            const T* __restrict C, index_t cols, index_t r0,
+                                            index_t r1, T wd, T l1, T r_den, T eps1, T mult,
+                                            T step) {
+  for (index_t i = r0; i < r1; ++i) {
+    const T ri = R[i];
+#pragma omp simd
+    for (index_t j = 0; j < cols; ++j) {
+      const T pe = p[i * cols + j];
+      const T ge = opt_effective_grad(g[i * cols + j], pe, k, wd, l1);
+      p[i * cols + j] = pe * mult - step * adafactor_u(ge, ri * C[j] / r_den, eps1);
+    }
+  }
+}
+
+// Elements [i0, i1) of an unfactored segment: V updated; acc[0] += sum theta^2,
+// acc[1] += sum U^2.
+template <class T>
+FM_CPU_CLONES void adafactor_vector_stats(const OptCoef<T> k, const T* __restrict p,
+                                          const T* __restrict g, T* __restrict V, index_t i0,
+                                          index_t i1, T wd, T l1, T w, T eps1, double* acc) {
+  double s[2];
+  lane_sums<double, 2>(i0, i1, s, [&](index_t e, double (*a)[kSumLanes], int l) {
+    const T pe = p[e];
+    const T ge = opt_effective_grad(g[e], pe, k, wd, l1);
+    const T v = adafactor_lerp(V[e], ge * ge, w);
+    V[e] = v;
+    const T u = adafactor_u(ge, v, eps1);
+    a[0][l] += double(pe) * double(pe);
+    a[1][l] += double(u) * double(u);
+  });
+  acc[0] += s[0];
+  acc[1] += s[1];
+}
+
+// Elements [i0, i1) of an unfactored segment: theta <- theta * mult - step * U.
+template <class T>
+FM_CPU_CLONES void adafactor_apply_vector(const OptCoef<T> k, T* __restrict p,
+                                          const T* __restrict g, const T* __restrict V, index_t i0,
+                                          index_t i1, T wd, T l1, T eps1, T mult, T step) {
+#pragma omp simd
+  for (index_t e = i0; e < i1; ++e) {
+    const T pe = p[e];
+    const T ge = opt_effective_grad(g[e], pe, k, wd, l1);
+    p[e] = pe * mult - step * adafactor_u(ge, V[e], eps1);
+  }
+}
+
 // Adafactor on one segment; st points at the segment's state.
 template <class T>
 void adafactor_segment(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g, T* st,
@@ -144,29 +251,11 @@ void adafactor_segment(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g
     std::vector<double> row_p(static_cast<size_t>(rows)), row_u(static_cast<size_t>(rows));
     // Row means of g^2 (one thread per row) and the squared norm of theta by rows.
     parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
-      for (index_t i = r0; i < r1; ++i) {
-        double sg2 = 0.0, sp2 = 0.0;
-#pragma omp simd reduction(+ : sg2, sp2)
-        for (index_t j = 0; j < cols; ++j) {
-          const T pe = p[i * cols + j];
-          const T ge = opt_effective_grad(g[i * cols + j], pe, k, wd, l1);
-          sg2 += double(ge) * double(ge);
-          sp2 += double(pe) * double(pe);
-        }
-        R[i] = adafactor_lerp(R[i], T(sg2 / double(cols)), w);
-        row_p[i] = sp2;
-      }
+      adafactor_row_stats(k, p, g, R, row_p.data(), cols, r0, r1, wd, l1, w);
     });
     // Column means of g^2: each column summed by one thread, in row order.
     column_blocks(rows, cols, [&](index_t c0, index_t c1) {
-      std::array<double, kColumnBlock> acc{};
-      for (index_t i = 0; i < rows; ++i)
-        for (index_t j = c0; j < c1; ++j) {
-          const T ge = opt_effective_grad(g[i * cols + j], p[i * cols + j], k, wd, l1);
-          acc[j - c0] += double(ge) * double(ge);
-        }
-      for (index_t j = c0; j < c1; ++j)
-        C[j] = adafactor_lerp(C[j], T(acc[j - c0] / double(rows)), w);
+      adafactor_col_stats(k, p, g, C, rows, cols, c0, c1, wd, l1, w);
     });
     double r_sum = 0.0;
     for (index_t i = 0; i < rows; ++i) {
@@ -176,17 +265,7 @@ void adafactor_segment(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g
     const T r_mean = T(r_sum / double(rows));
     const T r_den = r_mean > eps1 ? r_mean : eps1;
     parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
-      for (index_t i = r0; i < r1; ++i) {
-        double su = 0.0;
-        const T ri = R[i];
-#pragma omp simd reduction(+ : su)
-        for (index_t j = 0; j < cols; ++j) {
-          const T ge = opt_effective_grad(g[i * cols + j], p[i * cols + j], k, wd, l1);
-          const T u = adafactor_u(ge, ri * C[j] / r_den, eps1);
-          su += double(u) * double(u);
-        }
-        row_u[i] = su;
-      }
+      adafactor_row_update_sq(k, p, g, R, C, row_u.data(), cols, r0, r1, wd, l1, r_den, eps1);
     });
     for (index_t i = 0; i < rows; ++i) u_sq += row_u[i];
     const double rms_p = std::sqrt(p_sq / double(len)), rms_u = std::sqrt(u_sq / double(len));
@@ -194,45 +273,32 @@ void adafactor_segment(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g
     const T step = T(alpha / std::max(1.0, rms_u / c.clip_threshold));
     const T mult = decay ? k.decay_mult : T(1);
     parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
-      for (index_t i = r0; i < r1; ++i) {
-        const T ri = R[i];
-        for (index_t j = 0; j < cols; ++j) {
-          const T pe = p[i * cols + j];
-          const T ge = opt_effective_grad(g[i * cols + j], pe, k, wd, l1);
-          p[i * cols + j] = pe * mult - step * adafactor_u(ge, ri * C[j] / r_den, eps1);
-        }
-      }
+      adafactor_apply_factored(k, p, g, R, C, cols, r0, r1, wd, l1, r_den, eps1, mult, step);
     });
     return;
   }
   // Vector: V updated and RMS(theta), RMS(U) summed in one pass, then the update.
   T* V = st;
   const auto sums = blocked_sum<2>(len, [&](index_t i0, index_t i1, double* acc) {
-    double sp2 = 0.0, su = 0.0;
-#pragma omp simd reduction(+ : sp2, su)
-    for (index_t e = i0; e < i1; ++e) {
-      const T pe = p[e];
-      const T ge = opt_effective_grad(g[e], pe, k, wd, l1);
-      const T v = adafactor_lerp(V[e], ge * ge, w);
-      V[e] = v;
-      const T u = adafactor_u(ge, v, eps1);
-      sp2 += double(pe) * double(pe);
-      su += double(u) * double(u);
-    }
-    acc[0] += sp2;
-    acc[1] += su;
+    adafactor_vector_stats(k, p, g, V, i0, i1, wd, l1, w, eps1, acc);
   });
   const double rms_p = std::sqrt(sums[0] / double(len)), rms_u = std::sqrt(sums[1] / double(len));
   const double alpha = (c.scale_parameter ? std::max(c.eps2, rms_p) : 1.0) * rho_t;
   const T step = T(alpha / std::max(1.0, rms_u / c.clip_threshold));
   const T mult = decay ? k.decay_mult : T(1);
   parallel_rows(len, 1, [&](index_t i0, index_t i1) {
-    for (index_t e = i0; e < i1; ++e) {
-      const T pe = p[e];
-      const T ge = opt_effective_grad(g[e], pe, k, wd, l1);
-      p[e] = pe * mult - step * adafactor_u(ge, V[e], eps1);
-    }
+    adafactor_apply_vector(k, p, g, V, i0, i1, wd, l1, eps1, mult, step);
   });
+}
+
+// sum of v[i]^2 over [i0, i1) in double.
+template <class T>
+FM_CPU_CLONES double sq_sum(const T* __restrict v, index_t i0, index_t i1) {
+  double s;
+  lane_sums<double, 1>(i0, i1, &s, [&](index_t i, double (*acc)[kSumLanes], int l) {
+    acc[0][l] += double(v[i]) * double(v[i]);
+  });
+  return s;
 }
 
 // Max-norm constraint (Srivastava et al. 2014; deck 002): each unit's incoming weight vector,
@@ -310,12 +376,8 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
 template <class T>
 double grad_sq_norm(const T* grads, index_t n) {
   FM_CHECK(n >= 0, "n: expected >= 0, got ", n);
-  return blocked_sum<1>(n, [&](index_t i0, index_t i1, double* acc) {
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (index_t i = i0; i < i1; ++i) s += double(grads[i]) * double(grads[i]);
-    acc[0] += s;
-  })[0];
+  return blocked_sum<1>(
+      n, [&](index_t i0, index_t i1, double* acc) { acc[0] += sq_sum(grads, i0, i1); })[0];
 }
 
 #define FM_INSTANTIATE(T)                                                                  \

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/fastmath.h"
 #include "cpu/blas.h"
 #include "cpu/parallel.h"
 
@@ -24,11 +25,69 @@ namespace fm::cpu {
 namespace {
 
 template <class T>
-T sq_norm(const T* v, index_t n) {
-  T s = T(0);
-#pragma omp simd reduction(+ : s)
-  for (index_t j = 0; j < n; ++j) s += v[j] * v[j];
+FM_FORCE_INLINE T sq_norm(const T* v, index_t n) {
+  T s;
+  lane_sums<T, 1>(0, n, &s,
+                  [&](index_t j, T(*acc)[kSumLanes], int l) { acc[0][l] += v[j] * v[j]; });
   return s;
+}
+
+// Rows [r0, r1) of the forward epilogue: D = ||x||^2 + ||mu||^2 - 2 X C^T, Phi = exp(-c D)
+// (a dispatched clone).
+template <class T>
+FM_CPU_CLONES void forward_rows(const T* X, const T* mu_sq, const T* coef, T* D, T* Phi,
+                                index_t n_in, index_t K, index_t r0, index_t r1) {
+  for (index_t i = r0; i < r1; ++i) {
+    const T x_sq = sq_norm(X + i * n_in, n_in);
+    T* d = D + i * K;
+    T* p = Phi + i * K;
+#pragma omp simd
+    for (index_t k = 0; k < K; ++k) {
+      const T dk = rbf_sq_dist(x_sq, mu_sq[k], d[k]);
+      d[k] = dk;
+      p[k] = rbf_phi(dk, coef[k]);
+    }
+  }
+}
+
+// Columns [c0, c1) of dL/dD (into G) with the per-centre sums, in row order (a dispatched
+// clone).
+template <class T>
+FM_CPU_CLONES void backward_columns(T* G, const T* Phi, const T* D, const T* coef, T* colsum,
+                                    T* dsigma, index_t batch, index_t K, index_t c0, index_t c1) {
+  std::fill(colsum + c0, colsum + c1, T(0));
+  if (dsigma) std::fill(dsigma + c0, dsigma + c1, T(0));
+  for (index_t i = 0; i < batch; ++i) {
+    T* g = G + i * K;
+    const T* p = Phi + i * K;
+    const T* d = D + i * K;
+    if (dsigma) {
+#pragma omp simd
+      for (index_t k = c0; k < c1; ++k) dsigma[k] += rbf_width_term(g[k], p[k], d[k]);
+    }
+#pragma omp simd
+    for (index_t k = c0; k < c1; ++k) {
+      const T dd = rbf_grad_sq_dist(g[k], p[k], coef[k]);
+      g[k] = dd;
+      colsum[k] += dd;
+    }
+  }
+}
+
+// Rows [r0, r1) of dX += 2 (sum_k dL/dD_ik) x_i (a dispatched clone).
+template <class T>
+FM_CPU_CLONES void dx_rows(const T* G, const T* X, T* dX, index_t n_in, index_t K, index_t r0,
+                           index_t r1) {
+  for (index_t i = r0; i < r1; ++i) {
+    const T* g = G + i * K;
+    T r;
+    lane_sums<T, 1>(0, K, &r, [&](index_t k, T(*acc)[kSumLanes], int l) { acc[0][l] += g[k]; });
+    const T two_r = T(2) * r;
+    const T* x = X + i * n_in;
+    T* dx = dX + i * n_in;
+#pragma omp simd
+    for (index_t j = 0; j < n_in; ++j) dx[j] += two_r * x[j];
+  }
 }
 
 template <class T>
@@ -53,17 +112,7 @@ void rbf_forward(const T* X, const T* C, const T* sigma, T* D, T* Phi, T* work, 
   }
   gemm(false, true, batch, K, n_in, T(1), X, n_in, C, n_in, T(0), D, K);
   parallel_rows(batch, K + n_in, [&](index_t r0, index_t r1) {
-    for (index_t i = r0; i < r1; ++i) {
-      const T x_sq = sq_norm(X + i * n_in, n_in);
-      T* d = D + i * K;
-      T* p = Phi + i * K;
-#pragma omp simd
-      for (index_t k = 0; k < K; ++k) {
-        const T dk = rbf_sq_dist(x_sq, mu_sq[k], d[k]);
-        d[k] = dk;
-        p[k] = rbf_phi(dk, coef[k]);
-      }
-    }
+    forward_rows(X, mu_sq, coef, D, Phi, n_in, K, r0, r1);
   });
 }
 
@@ -77,41 +126,14 @@ void rbf_backward(const T* X, const T* C, const T* sigma, const T* D, const T* P
   for (index_t k = 0; k < K; ++k) coef[k] = rbf_coef(sigma[k]);
   const bool want_width = dsigma != nullptr;
   parallel_column_blocks(batch, K, [&](index_t c0, index_t c1) {
-    std::fill(colsum + c0, colsum + c1, T(0));
-    if (want_width) std::fill(dsigma + c0, dsigma + c1, T(0));
-    for (index_t i = 0; i < batch; ++i) {
-      T* g = G + i * K;
-      const T* p = Phi + i * K;
-      const T* d = D + i * K;
-      if (want_width) {
-#pragma omp simd
-        for (index_t k = c0; k < c1; ++k) dsigma[k] += rbf_width_term(g[k], p[k], d[k]);
-      }
-#pragma omp simd
-      for (index_t k = c0; k < c1; ++k) {
-        const T dd = rbf_grad_sq_dist(g[k], p[k], coef[k]);
-        g[k] = dd;
-        colsum[k] += dd;
-      }
-    }
+    backward_columns(G, Phi, D, coef, colsum, dsigma, batch, K, c0, c1);
   });
   if (want_width)
     for (index_t k = 0; k < K; ++k) dsigma[k] = rbf_grad_width(dsigma[k], sigma[k]);
   if (dX) {
     gemm(false, false, batch, n_in, K, T(-2), G, K, C, n_in, T(0), dX, n_in);
-    parallel_rows(batch, K + n_in, [&](index_t r0, index_t r1) {
-      for (index_t i = r0; i < r1; ++i) {
-        const T* g = G + i * K;
-        T r = T(0);
-#pragma omp simd reduction(+ : r)
-        for (index_t k = 0; k < K; ++k) r += g[k];
-        const T two_r = T(2) * r;
-        const T* x = X + i * n_in;
-        T* dx = dX + i * n_in;
-#pragma omp simd
-        for (index_t j = 0; j < n_in; ++j) dx[j] += two_r * x[j];
-      }
-    });
+    parallel_rows(batch, K + n_in,
+                  [&](index_t r0, index_t r1) { dx_rows(G, X, dX, n_in, K, r0, r1); });
   }
   if (dC) {
     gemm(true, false, K, n_in, batch, T(-2), G, K, X, n_in, T(0), dC, n_in);
