@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,12 @@ class Network {
 
   Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<HeadSpec> heads,
           std::uint64_t seed);
+
+  // Held by the bindings around every call that reads or writes the arenas, the workspaces or
+  // the counters: two threads stepping (or stepping and predicting with) one Network take turns
+  // instead of sharing workspaces that a larger batch reallocates. The Network itself never
+  // takes it, so a caller holding it may call any member.
+  std::mutex& mutex() const { return mutex_; }
 
   index_t n_in() const { return n_in_; }
   index_t n_outputs(int head) const;
@@ -261,6 +268,7 @@ class Network {
   const T* trunk_out_ = nullptr;
   bool has_bn_ = false;
   std::uint64_t plan_version_ = 0;
+  mutable std::mutex mutex_;
 };
 
 }  // namespace fm

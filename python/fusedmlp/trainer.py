@@ -15,11 +15,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -79,6 +81,19 @@ class History:
         if path is not None:
             ax.figure.savefig(path, dpi=100, bbox_inches="tight")
         return ax
+
+
+def _serialized(method):
+    """Runs a Trainer method under the Trainer's lock: two threads stepping one Trainer take
+    turns, so the schedule, the step counter and the learning rate each step reads stay
+    consistent (the C++ Network serializes its own calls, see bindings/network_common.h)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 class Trainer:
@@ -198,6 +213,7 @@ class Trainer:
         self._rbf = _RBFScheme(self, rbf_scheme, rbf_solve, rbf_output_epochs)
         self.step_count = 0
         self.epoch = 0
+        self._lock = threading.RLock()
         self.lr_scale = 1.0
         self.stop_training = False
         self.history = History()
@@ -293,6 +309,7 @@ class Trainer:
         return sw
 
     # -- training --------------------------------------------------------------------------
+    @_serialized
     def train_step(self, X: Any, y: Any, sample_weight: Any = None, *, sync: bool = True) -> Any:
         """One fused training step on a batch; returns the batch loss (before the update).
 
@@ -395,6 +412,7 @@ class Trainer:
             return X
         return self.model.check_X(X)
 
+    @_serialized
     def _step(
         self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None, sync: bool = True
     ) -> Any:
