@@ -406,8 +406,11 @@ class Trainer:
                 raise ValueError(f"X: expected {self.model.n_in} features, got {X.shape[1]}")
             if X.shape[0] == 0:
                 raise ValueError("X: expected a non-empty array")
-            # One vectorized sum finds NaN/Inf; only a non-finite sum pays for the full scan.
-            if not np.isfinite(X.sum()) and not np.isfinite(X).all():
+            # One vectorized sum finds NaN/Inf; only a non-finite sum pays for the full scan
+            # (a sum that overflows on finite, huge values is no error: no warning).
+            with np.errstate(over="ignore", invalid="ignore"):
+                suspect = not np.isfinite(X.sum())
+            if suspect and not np.isfinite(X).all():
                 raise ValueError("X: contains NaN or Inf")
             return X
         return self.model.check_X(X)
