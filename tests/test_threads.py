@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
-
 import fusedmlp as fm
+import numpy as np
 
 N_IN, N_OUT = 12, 3
 

@@ -168,8 +168,8 @@ void bind_network(py::module_& m, const char* name) {
             Targets<T> t = parse_targets(n, ys, batch);
             const T* wp = parse_weight<T>(sw, batch);
             std::vector<double> per_head;
-            const double loss = locked(
-                n, [&] { return n.evaluate(xp, batch, t.dense, t.labels, wp, &per_head); });
+            const double loss =
+                locked(n, [&] { return n.evaluate(xp, batch, t.dense, t.labels, wp, &per_head); });
             return py::make_tuple(loss, per_head);
           },
           py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none())

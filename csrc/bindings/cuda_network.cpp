@@ -177,8 +177,8 @@ void bind_cuda_network(py::module_& m, const char* name) {
             Batch<T> b = read_batch(n, X_o, ys, sw_o, stream_o);
             return locked(n, [&] {
               n.set_stream(b.stream);
-              return n.train_step(b.X.template data<T>(), b.batch, b.dense, b.labels, sw_ptr(b),
-                                  lr, sync);
+              return n.train_step(b.X.template data<T>(), b.batch, b.dense, b.labels, sw_ptr(b), lr,
+                                  sync);
             });
           },
           py::arg("X"), py::arg("y"), py::arg("sample_weight"), py::arg("lr"),

@@ -60,14 +60,16 @@ void bind_network_plan(Cls& cls) {
           py::arg("layer"), py::arg("trainable"))
       .def(
           "layer_trainable",
-          [](const Net& n, int layer) { return locked(n, [&] { return n.layer_trainable(layer); }); },
+          [](const Net& n, int layer) {
+            return locked(n, [&] { return n.layer_trainable(layer); });
+          },
           py::arg("layer"))
       .def(
           "set_momentum", [](Net& n, double m) { locked(n, [&] { n.set_momentum(m); }); },
           py::arg("momentum"))
       .def(
-          "set_decay_scope", [](Net& n, int scope) { locked(n, [&] { n.set_decay_scope(scope); }); },
-          py::arg("scope"))
+          "set_decay_scope",
+          [](Net& n, int scope) { locked(n, [&] { n.set_decay_scope(scope); }); }, py::arg("scope"))
       .def_property(
           "opt_step", [](const Net& n) { return locked(n, [&] { return n.opt_step(); }); },
           [](Net& n, std::int64_t s) { locked(n, [&] { n.set_opt_step(s); }); })

@@ -222,8 +222,8 @@ void check_opt_config_for(const OptConfig& c) {
   check_opt_config(c);
   const double tiny = static_cast<double>(std::numeric_limits<T>::min());
   FM_CHECK(c.eps == 0.0 || c.eps >= tiny, "eps: ", c.eps, " rounds to 0 or a subnormal in ",
-           sizeof(T) == 4 ? "float32" : "float64", " (the parameters' dtype); expected eps >= ",
-           tiny);
+           sizeof(T) == 4 ? "float32" : "float64",
+           " (the parameters' dtype); expected eps >= ", tiny);
 }
 
 // Number of T elements of optimizer state for an arena of n elements split into `segs`

@@ -63,8 +63,8 @@ void check_spec(const LayerSpec& s, index_t width, size_t index) {
     FM_CHECK(s.units >= 1 && s.units <= kMaxWidth, "layers[", index, "]: units must be in [1, ",
              kMaxWidth, "], got ", s.units);
   if (is_kind(s, LayerKind::rbf))
-    FM_CHECK(s.units >= 1 && s.units <= kMaxWidth, "layers[", index,
-             "]: n_centers must be in [1, ", kMaxWidth, "], got ", s.units);
+    FM_CHECK(s.units >= 1 && s.units <= kMaxWidth, "layers[", index, "]: n_centers must be in [1, ",
+             kMaxWidth, "], got ", s.units);
   if (is_kind(s, LayerKind::dense) || is_kind(s, LayerKind::activation))
     FM_CHECK(s.act >= 0 && s.act < static_cast<int>(Act::count), "layers[", index,
              "]: unknown activation code ", s.act);
@@ -102,9 +102,8 @@ Network<T, B>::Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<H
     if (total_bytes > limit)
       throw MemoryError(detail::concat(
           "layer ", layers_.size(), " (", kind_name(L.spec.kind), " ", L.n_in, "x", L.n_out,
-          "): its ", name, " (", rows, "x", cols, ") and gradient need ",
-          format_bytes(layer_bytes), ", the network ", format_bytes(total_bytes),
-          " so far: more than ",
+          "): its ", name, " (", rows, "x", cols, ") and gradient need ", format_bytes(layer_bytes),
+          ", the network ", format_bytes(total_bytes), " so far: more than ",
           B::kHostMemory ? "this machine's memory (" + format_bytes(limit) + ")"
                          : std::string("a 64-bit size can count")));
     off = n_params;

@@ -525,9 +525,7 @@ class MLP(Sequential):
             if init in ("he_normal", "he_uniform", "kaiming_normal", "kaiming_uniform")
             else init
         )
-        layers.append(
-            L.Dense(v.width("n_out", n_out), "identity", out_init, True, 0.0, max_norm)
-        )
+        layers.append(L.Dense(v.width("n_out", n_out), "identity", out_init, True, 0.0, max_norm))
         super().__init__(
             layers, n_in=n_in, device=device, seed=seed, dtype=dtype, precision=precision
         )
