@@ -81,7 +81,9 @@ def test_two_trainers_threads_and_predict_serialize():
     assert model._net.opt_step == n_small + n_large
     assert trainer.step_count == n_small + n_large
     assert all(np.isfinite(w).all() for w in model.get_weights())
-    # Serial predictions with the recorded weights agree bit for bit.
+    # Serial predictions with the recorded weights agree bit for bit (several hundred quiet
+    # windows per run measured; at least one is needed for the check to mean anything).
+    assert checked
     replay = _model()
     for weights, out in checked:
         replay.set_weights(weights)
@@ -89,4 +91,3 @@ def test_two_trainers_threads_and_predict_serialize():
     # And with the final weights.
     replay.set_weights(model.get_weights())
     np.testing.assert_array_equal(replay.predict(Xp), model.predict(Xp))
-    print("checked", len(checked))
