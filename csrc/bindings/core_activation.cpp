@@ -61,9 +61,11 @@ FM_BINDINGS(activation) {
       auto y = empty_like_2d<T>(rows, cols);
       T* yp = y.mutable_data();
       const Act a = cfg.act();
-      py::gil_scoped_release nogil;
-      cpu::activation_forward(a, zp, yp, rows, cols, p);
-      return std::move(y);
+      {
+        py::gil_scoped_release nogil;
+        cpu::activation_forward(a, zp, yp, rows, cols, p);
+      }
+      return y;
     });
   }, py::arg("config"), py::arg("z"), py::arg("params") = py::none());
 
@@ -77,9 +79,11 @@ FM_BINDINGS(activation) {
       auto g = empty_like_2d<T>(rows, cols);
       T* gp = g.mutable_data();
       const Act a = cfg.act();
-      py::gil_scoped_release nogil;
-      cpu::activation_derivative(a, zp, gp, rows, cols, p);
-      return std::move(g);
+      {
+        py::gil_scoped_release nogil;
+        cpu::activation_derivative(a, zp, gp, rows, cols, p);
+      }
+      return g;
     });
   }, py::arg("config"), py::arg("z"), py::arg("params") = py::none());
 
@@ -122,9 +126,11 @@ FM_BINDINGS(activation) {
       const T* zp = checked_ptr<T>(z, "z", 2);
       auto y = empty_like_2d<T>(rows, cols);
       T* yp = y.mutable_data();
-      py::gil_scoped_release nogil;
-      cpu::softmax_forward(zp, yp, rows, cols);
-      return std::move(y);
+      {
+        py::gil_scoped_release nogil;
+        cpu::softmax_forward(zp, yp, rows, cols);
+      }
+      return y;
     });
   });
   m.def("softmax_backward", [](py::array y, py::array dy) {
@@ -137,9 +143,11 @@ FM_BINDINGS(activation) {
       check_shape(dy, "grad_output", {rows, cols});
       auto dz = empty_like_2d<T>(rows, cols);
       T* dzp = dz.mutable_data();
-      py::gil_scoped_release nogil;
-      cpu::softmax_backward(yp, dyp, dzp, rows, cols);
-      return std::move(dz);
+      {
+        py::gil_scoped_release nogil;
+        cpu::softmax_backward(yp, dyp, dzp, rows, cols);
+      }
+      return dz;
     });
   });
   m.def("maxout_forward", [](py::array z, index_t pieces) {
@@ -153,9 +161,11 @@ FM_BINDINGS(activation) {
       const T* zp = checked_ptr<T>(z, "z", 2);
       auto y = empty_like_2d<T>(rows, units);
       T* yp = y.mutable_data();
-      py::gil_scoped_release nogil;
-      cpu::maxout_forward(zp, yp, rows, units, pieces);
-      return std::move(y);
+      {
+        py::gil_scoped_release nogil;
+        cpu::maxout_forward(zp, yp, rows, units, pieces);
+      }
+      return y;
     });
   });
   m.def("maxout_backward", [](py::array z, py::array dy, index_t pieces) {
@@ -171,9 +181,11 @@ FM_BINDINGS(activation) {
       check_shape(dy, "grad_output", {rows, units});
       auto dz = empty_like_2d<T>(rows, units * pieces);
       T* dzp = dz.mutable_data();
-      py::gil_scoped_release nogil;
-      cpu::maxout_backward(zp, dyp, dzp, rows, units, pieces);
-      return std::move(dz);
+      {
+        py::gil_scoped_release nogil;
+        cpu::maxout_backward(zp, dyp, dzp, rows, units, pieces);
+      }
+      return dz;
     });
   });
 }
@@ -256,8 +268,10 @@ FM_BINDINGS(gemm) {
           FM_CHECK(k == kb, "B: inner dimensions differ (", k, " vs ", kb, ")");
           py::array_t<T> C({m, n});
           T* c = C.mutable_data();
-          py::gil_scoped_release nogil;
-          cpu::gemm(trans_a, trans_b, m, n, k, T(1), a, A.shape(1), b, B.shape(1), T(0), c, n);
+          {
+            py::gil_scoped_release nogil;
+            cpu::gemm(trans_a, trans_b, m, n, k, T(1), a, A.shape(1), b, B.shape(1), T(0), c, n);
+          }
           return C;
         });
       },

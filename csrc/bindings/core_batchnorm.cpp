@@ -63,9 +63,11 @@ FM_BINDINGS(batchnorm) {
       const T* rvp = feature_vector<T>(running_var, "running_var", cols);
       auto y = py::array_t<T>({rows, cols});
       T* yp = y.mutable_data();
-      py::gil_scoped_release nogil;
-      cpu::batchnorm_forward_infer(xp, yp, gp, bp, rmp, rvp, rows, cols, T(eps));
-      return std::move(y);
+      {
+        py::gil_scoped_release nogil;
+        cpu::batchnorm_forward_infer(xp, yp, gp, bp, rmp, rvp, rows, cols, T(eps));
+      }
+      return y;
     });
   }, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
      py::arg("running_var"), py::arg("eps"));

@@ -24,9 +24,11 @@ py::array run_keyed(py::array in, const char* name, double value, std::uint64_t 
     auto out = empty_like_any<T>(in);
     T* op = out.mutable_data();
     const PhiloxKey key{seed, step, layer};
-    py::gil_scoped_release nogil;
-    kernel(ip, op, n, T(value), key);
-    return std::move(out);
+    {
+      py::gil_scoped_release nogil;
+      kernel(ip, op, n, T(value), key);
+    }
+    return out;
   });
 }
 

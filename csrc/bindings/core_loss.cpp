@@ -75,9 +75,11 @@ FM_BINDINGS(loss) {
       const T* zp = checked_ptr<T>(logits, "logits", 2);
       auto out = py::array_t<T>({rows, cols});
       T* op = out.mutable_data();
-      py::gil_scoped_release nogil;
-      cpu::loss_output(loss, zp, op, rows, cols);
-      return std::move(out);
+      {
+        py::gil_scoped_release nogil;
+        cpu::loss_output(loss, zp, op, rows, cols);
+      }
+      return out;
     });
   }, py::arg("code"), py::arg("logits"));
 }

@@ -1,6 +1,7 @@
 // Bindings of the Network (csrc/network): one class per dtype (Network32, Network64).
 // Parameter, gradient, buffer and optimizer-state arenas are exposed as NumPy views that
-// keep the Network alive (no copies). train_step releases the GIL for the whole step.
+// keep the Network alive (no copies). Every call that touches the arenas or workspaces runs with
+// the GIL released and the Network's mutex held (bindings/network_common.h: locked).
 #include "bindings/common.h"
 #include "bindings/network_common.h"
 #include "network/cpu_backend.h"
@@ -59,6 +60,21 @@ const T* parse_weight(const py::object& sw, index_t batch) {
   return p;
 }
 
+// A copy of a (batch, width) matrix the Network wrote (layer outputs and gradients), taken
+// under the Network's mutex and handed to NumPy afterwards with the GIL held.
+template <class T, class F>
+py::array_t<T> copied_matrix(const Network<T, CpuBackend>& n, F&& locate) {
+  std::vector<T> copy;
+  index_t rows = 0, cols = 0;
+  locked(n, [&] {
+    const T* src = locate(rows, cols);
+    copy.assign(src, src + rows * cols);
+  });
+  py::array_t<T> out({rows, cols});
+  std::copy(copy.begin(), copy.end(), out.mutable_data());
+  return out;
+}
+
 template <class T>
 void bind_network(py::module_& m, const char* name) {
   using Net = Network<T, CpuBackend>;
@@ -66,99 +82,114 @@ void bind_network(py::module_& m, const char* name) {
   cls.def(py::init<index_t, std::vector<LayerSpec>, std::vector<HeadSpec>, std::uint64_t>(),
           py::arg("n_in"), py::arg("trunk"), py::arg("heads"), py::arg("seed"));
   bind_network_plan<Net>(cls);
-  cls
-      .def("params", [](py::object self) {
-        Net& n = self.cast<Net&>();
-        return view(n, n.params(), n.n_params(), self);
-      })
-      .def("grads", [](py::object self) {
-        Net& n = self.cast<Net&>();
-        return view(n, n.grads(), n.n_params(), self);
-      })
-      .def("buffers", [](py::object self) {
-        Net& n = self.cast<Net&>();
-        return view(n, n.buffers(), n.n_buffers(), self);
-      })
-      .def("opt_state", [](py::object self) {
-        Net& n = self.cast<Net&>();
-        return view(n, n.opt_state(), n.n_opt_state(), self);
-      })
-      .def("forward", [](Net& n, py::array X, bool training) {
-        const T* xp = parse_x(n, X);
-        const index_t batch = X.shape(0);
-        py::list outs;
-        std::vector<T*> ptrs;
-        for (int h = 0; h < n.n_heads(); ++h) {
-          py::array_t<T> o({batch, n.n_outputs(h)});
-          ptrs.push_back(o.mutable_data());
-          outs.append(o);
-        }
-        {
-          py::gil_scoped_release nogil;
-          n.forward(xp, batch, ptrs, training);
-        }
-        return outs;
-      }, py::arg("X"), py::arg("training") = false)
-      .def("train_step", [](Net& n, py::array X, py::list ys, py::object sw, double lr) {
-        const T* xp = parse_x(n, X);
-        const index_t batch = X.shape(0);
-        Targets<T> t = parse_targets(n, ys, batch);
-        const T* wp = parse_weight<T>(sw, batch);
-        py::gil_scoped_release nogil;
-        return n.train_step(xp, batch, t.dense, t.labels, wp, lr);
-      }, py::arg("X"), py::arg("y"), py::arg("sample_weight"), py::arg("lr"))
-      .def("compute_gradients", [](Net& n, py::array X, py::list ys, py::object sw, bool want_dx) {
-        const T* xp = parse_x(n, X);
-        const index_t batch = X.shape(0);
-        Targets<T> t = parse_targets(n, ys, batch);
-        const T* wp = parse_weight<T>(sw, batch);
-        py::object dx = py::none();
-        T* dxp = nullptr;
-        if (want_dx) {
-          py::array_t<T> a({batch, n.n_in()});
-          dxp = a.mutable_data();
-          dx = a;
-        }
-        std::vector<double> per_head;
-        double loss;
-        {
-          py::gil_scoped_release nogil;
-          loss = n.compute_gradients(xp, batch, t.dense, t.labels, wp, dxp, &per_head);
-        }
-        return py::make_tuple(loss, dx, per_head);
-      }, py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none(), py::arg("want_dx") = false)
-      .def("apply_gradients", [](Net& n, double lr) {
-        py::gil_scoped_release nogil;
-        n.train_step_update_only(lr);
-      })
-      .def("evaluate", [](Net& n, py::array X, py::list ys, py::object sw) {
-        const T* xp = parse_x(n, X);
-        const index_t batch = X.shape(0);
-        Targets<T> t = parse_targets(n, ys, batch);
-        const T* wp = parse_weight<T>(sw, batch);
-        std::vector<double> per_head;
-        double loss;
-        {
-          py::gil_scoped_release nogil;
-          loss = n.evaluate(xp, batch, t.dense, t.labels, wp, &per_head);
-        }
-        return py::make_tuple(loss, per_head);
-      }, py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none())
-      .def("layer_output", [](Net& n, int layer) {
-        const index_t batch = n.last_batch(), w = n.layer_width(layer);
-        const T* src = n.layer_output(layer);
-        py::array_t<T> out({batch, w});
-        std::memcpy(out.mutable_data(), src, sizeof(T) * batch * w);
-        return out;
-      })
-      .def_property("record_layer_grads", &Net::record_layer_grads, &Net::set_record_layer_grads)
+  // The params, grads and buffers arenas are allocated once by the constructor; the optimizer
+  // state is reallocated by set_optimizer, so its address is read under the mutex.
+  cls.def("params",
+          [](py::object self) {
+            Net& n = self.cast<Net&>();
+            return view(n, n.params(), n.n_params(), self);
+          })
+      .def("grads",
+           [](py::object self) {
+             Net& n = self.cast<Net&>();
+             return view(n, n.grads(), n.n_params(), self);
+           })
+      .def("buffers",
+           [](py::object self) {
+             Net& n = self.cast<Net&>();
+             return view(n, n.buffers(), n.n_buffers(), self);
+           })
+      .def("opt_state",
+           [](py::object self) {
+             Net& n = self.cast<Net&>();
+             T* p = nullptr;
+             index_t size = 0;
+             locked(n, [&] {
+               p = n.opt_state();
+               size = n.n_opt_state();
+             });
+             return view(n, p, size, self);
+           })
+      .def(
+          "forward",
+          [](Net& n, py::array X, bool training) {
+            const T* xp = parse_x(n, X);
+            const index_t batch = X.shape(0);
+            py::list outs;
+            std::vector<T*> ptrs;
+            for (int h = 0; h < n.n_heads(); ++h) {
+              py::array_t<T> o({batch, n.n_outputs(h)});
+              ptrs.push_back(o.mutable_data());
+              outs.append(o);
+            }
+            locked(n, [&] { n.forward(xp, batch, ptrs, training); });
+            return outs;
+          },
+          py::arg("X"), py::arg("training") = false)
+      .def(
+          "train_step",
+          [](Net& n, py::array X, py::list ys, py::object sw, double lr) {
+            const T* xp = parse_x(n, X);
+            const index_t batch = X.shape(0);
+            Targets<T> t = parse_targets(n, ys, batch);
+            const T* wp = parse_weight<T>(sw, batch);
+            return locked(n, [&] { return n.train_step(xp, batch, t.dense, t.labels, wp, lr); });
+          },
+          py::arg("X"), py::arg("y"), py::arg("sample_weight"), py::arg("lr"))
+      .def(
+          "compute_gradients",
+          [](Net& n, py::array X, py::list ys, py::object sw, bool want_dx) {
+            const T* xp = parse_x(n, X);
+            const index_t batch = X.shape(0);
+            Targets<T> t = parse_targets(n, ys, batch);
+            const T* wp = parse_weight<T>(sw, batch);
+            py::object dx = py::none();
+            T* dxp = nullptr;
+            if (want_dx) {
+              py::array_t<T> a({batch, n.n_in()});
+              dxp = a.mutable_data();
+              dx = a;
+            }
+            std::vector<double> per_head;
+            const double loss = locked(n, [&] {
+              return n.compute_gradients(xp, batch, t.dense, t.labels, wp, dxp, &per_head);
+            });
+            return py::make_tuple(loss, dx, per_head);
+          },
+          py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none(),
+          py::arg("want_dx") = false)
+      .def("apply_gradients",
+           [](Net& n, double lr) { locked(n, [&] { n.train_step_update_only(lr); }); })
+      .def(
+          "evaluate",
+          [](Net& n, py::array X, py::list ys, py::object sw) {
+            const T* xp = parse_x(n, X);
+            const index_t batch = X.shape(0);
+            Targets<T> t = parse_targets(n, ys, batch);
+            const T* wp = parse_weight<T>(sw, batch);
+            std::vector<double> per_head;
+            const double loss =
+                locked(n, [&] { return n.evaluate(xp, batch, t.dense, t.labels, wp, &per_head); });
+            return py::make_tuple(loss, per_head);
+          },
+          py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none())
+      .def("layer_output",
+           [](Net& n, int layer) {
+             return copied_matrix(n, [&](index_t& rows, index_t& cols) {
+               const T* src = n.layer_output(layer);
+               rows = n.last_batch();
+               cols = n.layer_width(layer);
+               return src;
+             });
+           })
       .def("layer_grad", [](Net& n, int layer) {
         // dL/d(output of layer) from the last compute_gradients run with record_layer_grads on
-        const T* src = n.layer_grad(layer);
-        const index_t batch = n.grad_batch(), w = n.layer_width(layer);
-        py::array_t<T> out({batch, w});
-        std::memcpy(out.mutable_data(), src, sizeof(T) * batch * w);
-        return out;
+        return copied_matrix(n, [&](index_t& rows, index_t& cols) {
+          const T* src = n.layer_grad(layer);
+          rows = n.grad_batch();
+          cols = n.layer_width(layer);
+          return src;
+        });
       });
 }
 

@@ -35,6 +35,7 @@ template <class T>
 void run_step(const OptConfig& cfg, py::array param, py::array grad, py::array state,
               const std::vector<Segment>& segs, index_t n, std::int64_t step, double lr,
               double grad_scale) {
+  check_opt_config_for<T>(cfg);
   T* pp = checked_ptr<T>(param, "param", -1, true);
   const T* gp = checked_ptr<T>(grad, "grad", -1);
   T* sp = checked_ptr<T>(state, "state", 1, true);

@@ -782,6 +782,7 @@ PYBIND11_MODULE(_cuda, m) {
         const cudaStream_t s = prepare(stream_o, present({&p, &g, &st, opt(dev_scale)}));
         dispatch(p.dtype, [&](auto tag) {
           using T = decltype(tag);
+          fm::check_opt_config_for<T>(cfg);  // eps must not round to 0 in T
           py::gil_scoped_release nogil;
           fcu::optimizer_step<T>(cfg, p.data<T>(), g.data<T>(), want ? st.data<T>() : nullptr,
                                  segs.data(), static_cast<int>(segs.size()), n, step, lr,

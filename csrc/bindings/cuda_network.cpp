@@ -3,8 +3,9 @@
 // fusedmlp's DLPack conversion), checked for shape, dtype and device; every call runs on the
 // `stream` argument, else the inputs' stream, else the legacy default stream. Arena views and
 // layer outputs are returned as (pointer, length) / (pointer, rows, cols) for the Python layer
-// (fusedmlp._cuda_network) to wrap as CuPy arrays owned by the Network object. The GIL is
-// released for every launch sequence.
+// (fusedmlp._cuda_network) to wrap as CuPy arrays owned by the Network object. Every launch
+// sequence runs with the GIL released and the Network's mutex held, the stream set under that
+// mutex (bindings/network_common.h: locked).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -99,8 +100,7 @@ Batch<T> read_batch(cuda::CudaNetwork<T>& net, const py::object& X_o, const py::
   for (const DevArray& a : b.ys) all.push_back(&a);
   if (b.sw) all.push_back(&*b.sw);
   for (const DevArray* a : extra) all.push_back(a);
-  b.stream = prepare(stream_o, all);
-  net.set_stream(b.stream);
+  b.stream = prepare(stream_o, all);  // set on the Network under its mutex (locked)
   return b;
 }
 
@@ -121,13 +121,28 @@ void bind_cuda_network(py::module_& m, const char* name) {
           py::arg("n_in"), py::arg("trunk"), py::arg("heads"), py::arg("seed"));
   bind_network_plan<Net>(cls);
   cls.def_property_readonly("device", &Net::device)
-      .def_property("use_graphs", &Net::use_graphs, &Net::set_use_graphs)
-      .def_property_readonly("n_graphs", &Net::n_graphs)
-      .def_property("precision", &Net::precision, &Net::set_precision)
+      .def_property(
+          "use_graphs", [](const Net& n) { return locked(n, [&] { return n.use_graphs(); }); },
+          [](Net& n, bool on) { locked(n, [&] { n.set_use_graphs(on); }); })
+      .def_property_readonly("n_graphs",
+                             [](const Net& n) { return locked(n, [&] { return n.n_graphs(); }); })
+      .def_property(
+          "precision", [](const Net& n) { return locked(n, [&] { return n.precision(); }); },
+          [](Net& n, int p) { locked(n, [&] { n.set_precision(p); }); })
       .def("params", [](Net& n) { return py::make_tuple(addr(n.params()), n.n_params()); })
       .def("grads", [](Net& n) { return py::make_tuple(addr(n.grads()), n.n_params()); })
       .def("buffers", [](Net& n) { return py::make_tuple(addr(n.buffers()), n.n_buffers()); })
-      .def("opt_state", [](Net& n) { return py::make_tuple(addr(n.opt_state()), n.n_opt_state()); })
+      .def("opt_state",
+           [](Net& n) {
+             // set_optimizer reallocates the state: its address is read under the mutex
+             std::uintptr_t p = 0;
+             index_t size = 0;
+             locked(n, [&] {
+               p = addr(n.opt_state());
+               size = n.n_opt_state();
+             });
+             return py::make_tuple(p, size);
+           })
       .def("loss_slot", [](Net& n) { return addr(n.loss_slot()); })
       .def(
           "forward",
@@ -148,9 +163,11 @@ void bind_cuda_network(py::module_& m, const char* name) {
               all.push_back(&o.back());
               ptrs.push_back(o.back().template data<T>());
             }
-            n.set_stream(prepare(stream_o, all));
-            py::gil_scoped_release nogil;
-            n.forward(X.data<T>(), X.dim(0), ptrs, training);
+            const cudaStream_t stream = prepare(stream_o, all);
+            locked(n, [&] {
+              n.set_stream(stream);
+              n.forward(X.data<T>(), X.dim(0), ptrs, training);
+            });
           },
           py::arg("X"), py::arg("out"), py::arg("training") = false, py::arg("stream") = py::none())
       .def(
@@ -158,9 +175,11 @@ void bind_cuda_network(py::module_& m, const char* name) {
           [](Net& n, py::object X_o, py::list ys, py::object sw_o, double lr, bool sync,
              py::object stream_o) {
             Batch<T> b = read_batch(n, X_o, ys, sw_o, stream_o);
-            py::gil_scoped_release nogil;
-            return n.train_step(b.X.template data<T>(), b.batch, b.dense, b.labels, sw_ptr(b), lr,
-                                sync);
+            return locked(n, [&] {
+              n.set_stream(b.stream);
+              return n.train_step(b.X.template data<T>(), b.batch, b.dense, b.labels, sw_ptr(b), lr,
+                                  sync);
+            });
           },
           py::arg("X"), py::arg("y"), py::arg("sample_weight"), py::arg("lr"),
           py::arg("sync") = true, py::arg("stream") = py::none())
@@ -178,13 +197,12 @@ void bind_cuda_network(py::module_& m, const char* name) {
               expect_writable(*dx);
             }
             std::vector<double> per_head;
-            double loss;
-            {
-              py::gil_scoped_release nogil;
-              loss =
-                  n.compute_gradients(b.X.template data<T>(), b.batch, b.dense, b.labels, sw_ptr(b),
-                                      dx ? dx->template data<T>() : nullptr, &per_head);
-            }
+            const double loss = locked(n, [&] {
+              n.set_stream(b.stream);
+              return n.compute_gradients(b.X.template data<T>(), b.batch, b.dense, b.labels,
+                                         sw_ptr(b), dx ? dx->template data<T>() : nullptr,
+                                         &per_head);
+            });
             return py::make_tuple(loss, per_head);
           },
           py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none(),
@@ -193,9 +211,11 @@ void bind_cuda_network(py::module_& m, const char* name) {
           "apply_gradients",
           [](Net& n, double lr, py::object stream_o) {
             check_device(n);
-            n.set_stream(prepare(stream_o, {}));
-            py::gil_scoped_release nogil;
-            n.train_step_update_only(lr);
+            const cudaStream_t stream = prepare(stream_o, {});
+            locked(n, [&] {
+              n.set_stream(stream);
+              n.train_step_update_only(lr);
+            });
           },
           py::arg("lr"), py::arg("stream") = py::none())
       .def(
@@ -203,25 +223,33 @@ void bind_cuda_network(py::module_& m, const char* name) {
           [](Net& n, py::object X_o, py::list ys, py::object sw_o, py::object stream_o) {
             Batch<T> b = read_batch(n, X_o, ys, sw_o, stream_o);
             std::vector<double> per_head;
-            double loss;
-            {
-              py::gil_scoped_release nogil;
-              loss = n.evaluate(b.X.template data<T>(), b.batch, b.dense, b.labels, sw_ptr(b),
+            const double loss = locked(n, [&] {
+              n.set_stream(b.stream);
+              return n.evaluate(b.X.template data<T>(), b.batch, b.dense, b.labels, sw_ptr(b),
                                 &per_head);
-            }
+            });
             return py::make_tuple(loss, per_head);
           },
           py::arg("X"), py::arg("y"), py::arg("sample_weight") = py::none(),
           py::arg("stream") = py::none())
       .def("layer_output",
            [](Net& n, int layer) {
-             return py::make_tuple(addr(n.layer_output(layer)), n.last_batch(),
-                                   n.layer_width(layer));
+             std::uintptr_t p = 0;
+             index_t rows = 0;
+             locked(n, [&] {
+               p = addr(n.layer_output(layer));
+               rows = n.last_batch();
+             });
+             return py::make_tuple(p, rows, n.layer_width(layer));
            })
-      .def_property("record_layer_grads", &Net::record_layer_grads, &Net::set_record_layer_grads)
       .def("layer_grad", [](Net& n, int layer) {
-        const T* p = n.layer_grad(layer);
-        return py::make_tuple(addr(p), n.grad_batch(), n.layer_width(layer));
+        std::uintptr_t p = 0;
+        index_t rows = 0;
+        locked(n, [&] {
+          p = addr(n.layer_grad(layer));
+          rows = n.grad_batch();
+        });
+        return py::make_tuple(p, rows, n.layer_width(layer));
       });
 }
 

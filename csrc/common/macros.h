@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <new>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 // Host code forces inlining too: the formulas are called from the elementwise loops, and a
 // loop that keeps a call (GCC's inliner gives up in large translation units) does not vectorize.
@@ -29,6 +31,17 @@ struct ValueError : std::invalid_argument {
 // Wrong type / dtype. Translated to Python TypeError.
 struct TypeError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
+};
+
+// A size no allocation can satisfy (larger than the memory, or than 64 bits can count), found
+// before allocating. Translated to Python MemoryError: pybind11 maps std::bad_alloc to
+// MemoryError with what() as the message.
+struct MemoryError : std::bad_alloc {
+  explicit MemoryError(std::string msg) : msg_(std::move(msg)) {}
+  const char* what() const noexcept override { return msg_.c_str(); }
+
+ private:
+  std::string msg_;
 };
 
 namespace detail {

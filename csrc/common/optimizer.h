@@ -213,6 +213,20 @@ inline void check_opt_segments(const Segment* segs, int nseg, index_t n) {
   }
 }
 
+// The config against the parameter type T: eps divides the update (sqrt(v) + eps, or the root
+// of v + eps), so a positive eps that rounds to zero or to a subnormal in T (Adam(eps=1e-50)
+// in float32) would turn a zero second moment into 0/0 = NaN weights. Rejected rather than
+// clamped: the user asked for a value the parameters cannot hold. (Adafactor's eps = 0 means
+// the machine epsilon of T.)
+template <class T>
+void check_opt_config_for(const OptConfig& c) {
+  check_opt_config(c);
+  const double tiny = static_cast<double>(std::numeric_limits<T>::min());
+  FM_CHECK(c.eps == 0.0 || c.eps >= tiny, "eps: ", c.eps, " rounds to 0 or a subnormal in ",
+           sizeof(T) == 4 ? "float32" : "float64",
+           " (the parameters' dtype); expected eps >= ", tiny);
+}
+
 // Number of T elements of optimizer state for an arena of n elements split into `segs`
 // (nseg = 0: the whole arena is one vector segment). Every rule but Adafactor needs
 // opt_state_arrays(c) * n; Adafactor rows + cols per factored matrix and rows * cols per

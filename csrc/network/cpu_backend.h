@@ -47,6 +47,15 @@ struct CpuBackend {
     *out = total;
   }
   void read(const double* src, size_t n, double* dst) { std::copy_n(src, n, dst); }
+  // Whether all n values are finite: x * 0 is 0 for a finite x and NaN for an Inf or a NaN, so
+  // one vectorizable sum answers (no early exit, no overflow whatever the magnitudes).
+  template <class T>
+  bool all_finite(const T* x, index_t n) {
+    T acc = T(0);
+#pragma omp simd reduction(+ : acc)
+    for (index_t i = 0; i < n; ++i) acc += x[i] * T(0);
+    return acc == T(0);
+  }
 
   // kernels
   template <class T>

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,12 @@ class Network {
   Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<HeadSpec> heads,
           std::uint64_t seed);
 
+  // Held by the bindings around every call that reads or writes the arenas, the workspaces or
+  // the counters: two threads stepping (or stepping and predicting with) one Network take turns
+  // instead of sharing workspaces that a larger batch reallocates. The Network itself never
+  // takes it, so a caller holding it may call any member.
+  std::mutex& mutex() const { return mutex_; }
+
   index_t n_in() const { return n_in_; }
   index_t n_outputs(int head) const;
   int n_heads() const { return static_cast<int>(heads_.size()); }
@@ -136,6 +143,10 @@ class Network {
 
   // The fused step: compute_gradients (training mode), clipping, the optimizer update with
   // learning rate lr, the max-norm constraint. Advances the RNG and optimizer steps.
+  // A non-finite loss skips the update and is returned. CPU: so does a non-finite gradient or
+  // BatchNorm running statistic with a finite loss (BatchNorm over finite inputs whose variance
+  // overflows T); the step then returns NaN. A skipped step leaves the parameters, the optimizer
+  // state and step, and (CPU) the BatchNorm statistics as they were; the RNG step advances.
   double train_step(const T* X, index_t batch, const std::vector<const T*>& target,
                     const std::vector<const std::int32_t*>& labels, const T* sample_weight,
                     double lr);
@@ -227,6 +238,11 @@ class Network {
   // Clipping, the optimizer and max-norm. skip_if_nonfinite: the backend skips the update on
   // the device when the total loss in loss_slot() is not finite (no host read).
   void apply_update(double lr, bool skip_if_nonfinite = false);
+  // CPU: the update after gradients_async unless the loss, a gradient or a BatchNorm statistic
+  // is not finite; then the BatchNorm statistics and counters saved by save_bn_stats() are put
+  // back. Returns whether the update ran.
+  void save_bn_stats();
+  bool update_if_finite(double lr, double loss);
   // The optimizer step over the trainable segments (all of them unless a layer is frozen).
   void update_params(double lr, const GradScale& grad_scale);
   // Plan changes that captured work (CUDA graphs) depends on bump this counter.
@@ -260,7 +276,9 @@ class Network {
   Vec gbuf0_, gbuf1_, trunk_grad_, head_dx_;
   const T* trunk_out_ = nullptr;
   bool has_bn_ = false;
+  std::vector<T> bn_backup_;  // CPU: BatchNorm statistics before a step, restored if it is skipped
   std::uint64_t plan_version_ = 0;
+  mutable std::mutex mutex_;
 };
 
 }  // namespace fm

@@ -5,8 +5,13 @@
 // of the optimizer over the parameter arena; no allocation once the workspaces fit the batch.
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
 
 #include "network/network.h"
 
@@ -18,13 +23,48 @@ bool is_kind(const LayerSpec& s, LayerKind k) {
   return s.kind == static_cast<int>(k);
 }
 
+// The BLAS interfaces (OpenBLAS LP64, cuBLAS) take int dimensions: no width may exceed this.
+constexpr index_t kMaxWidth = std::numeric_limits<std::int32_t>::max();
+
+const char* kind_name(int kind) {
+  static const char* names[] = {"Dense",      "BatchNorm", "Dropout", "GaussianNoise",
+                                "Activation", "Softmax",   "Maxout",  "RBF"};
+  return kind >= 0 && kind <= static_cast<int>(LayerKind::rbf) ? names[kind] : "layer";
+}
+
+std::string format_bytes(double bytes) {
+  static const char* units[] = {"B", "KB", "MB", "GB", "TB", "PB", "EB", "ZB"};
+  int u = 0;
+  while (bytes >= 1000.0 && u < 7) {
+    bytes /= 1000.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %s", bytes, units[u]);
+  return buf;
+}
+
+// The most bytes one Network may hold: the machine's physical memory for host arenas (a larger
+// request can only fail, or swap the machine to a halt), else what a 64-bit size can count
+// (device memory: the allocation reports its own failure).
+template <class B>
+double memory_limit_bytes() {
+  if constexpr (B::kHostMemory) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages > 0 && page > 0) return static_cast<double>(pages) * static_cast<double>(page);
+  }
+  return static_cast<double>(std::numeric_limits<index_t>::max());
+}
+
 void check_spec(const LayerSpec& s, index_t width, size_t index) {
   FM_CHECK(s.kind >= 0 && s.kind <= static_cast<int>(LayerKind::rbf), "layers[", index,
            "]: unknown layer kind ", s.kind);
   if (is_kind(s, LayerKind::dense))
-    FM_CHECK(s.units >= 1, "layers[", index, "]: units must be >= 1");
+    FM_CHECK(s.units >= 1 && s.units <= kMaxWidth, "layers[", index, "]: units must be in [1, ",
+             kMaxWidth, "], got ", s.units);
   if (is_kind(s, LayerKind::rbf))
-    FM_CHECK(s.units >= 1, "layers[", index, "]: n_centers must be >= 1");
+    FM_CHECK(s.units >= 1 && s.units <= kMaxWidth, "layers[", index, "]: n_centers must be in [1, ",
+             kMaxWidth, "], got ", s.units);
   if (is_kind(s, LayerKind::dense) || is_kind(s, LayerKind::activation))
     FM_CHECK(s.act >= 0 && s.act < static_cast<int>(Act::count), "layers[", index,
              "]: unknown activation code ", s.act);
@@ -49,11 +89,23 @@ template <class T, class B>
 Network<T, B>::Network(index_t n_in, std::vector<LayerSpec> trunk, std::vector<HeadSpec> heads,
                        std::uint64_t seed)
     : n_in_(n_in), seed_(seed) {
-  FM_CHECK(n_in >= 1, "n_in: expected >= 1, got ", n_in);
+  FM_CHECK(n_in >= 1 && n_in <= kMaxWidth, "n_in: expected in [1, ", kMaxWidth, "], got ", n_in);
   FM_CHECK(!heads.empty(), "heads: a network needs at least one output head");
   index_t n_params = 0, n_buffers = 0;
+  // Sizes are checked in floating point (no overflow) before n_params grows and before
+  // anything is allocated: parameters and their gradients, T each.
+  const double limit = memory_limit_bytes<B>();
   auto add_param = [&](Layer& L, index_t& off, const char* name, index_t rows, index_t cols,
                        bool decay, bool max_norm) {
+    const double layer_bytes = 2.0 * sizeof(T) * static_cast<double>(rows) * cols;
+    const double total_bytes = 2.0 * sizeof(T) * static_cast<double>(n_params) + layer_bytes;
+    if (total_bytes > limit)
+      throw MemoryError(detail::concat(
+          "layer ", layers_.size(), " (", kind_name(L.spec.kind), " ", L.n_in, "x", L.n_out,
+          "): its ", name, " (", rows, "x", cols, ") and gradient need ", format_bytes(layer_bytes),
+          ", the network ", format_bytes(total_bytes), " so far: more than ",
+          B::kHostMemory ? "this machine's memory (" + format_bytes(limit) + ")"
+                         : std::string("a 64-bit size can count")));
     off = n_params;
     info_.push_back(ParamInfo{static_cast<int>(layers_.size()), name, off, rows, cols, true});
     Segment seg{};
@@ -163,6 +215,7 @@ void Network<T, B>::set_head_loss(int head, int loss, double weight, double labe
 
 template <class T, class B>
 void Network<T, B>::set_optimizer(const OptConfig& cfg) {
+  check_opt_config_for<T>(cfg);
   opt_ = cfg;
   has_opt_ = true;
   state_.assign(
@@ -199,9 +252,23 @@ void Network<T, B>::set_momentum(double m) {
 template <class T, class B>
 void Network<T, B>::ensure_workspace(index_t batch) {
   FM_CHECK(batch >= 1, "X: expected at least one row");
-  last_batch_ = batch;
-  if (batch <= capacity_) return;
-  capacity_ = batch;
+  if (batch <= capacity_) {
+    last_batch_ = batch;
+    return;
+  }
+  // Per row: each layer's Z and A, each head's logit gradient, and the four (batch, max width)
+  // gradient buffers. Checked before allocating (no overflow, no multi-terabyte request).
+  double per_row = 4.0 * static_cast<double>(max_width_);
+  for (const auto& L : layers_) per_row += 2.0 * static_cast<double>(L.n_out);
+  for (const auto& h : heads_) per_row += static_cast<double>(h.n_out);
+  const double need = per_row * sizeof(T) * static_cast<double>(batch),
+               limit = memory_limit_bytes<B>();
+  if (need > limit)
+    throw MemoryError(detail::concat(
+        "X: a batch of ", batch, " rows needs ", format_bytes(need), " of workspaces: more than ",
+        B::kHostMemory ? "this machine's memory (" + format_bytes(limit) + ")"
+                       : std::string("a 64-bit size can count"),
+        "; use smaller batches"));
   touch_plan();  // workspaces move
   for (auto& L : layers_) {
     const auto kind = static_cast<LayerKind>(L.spec.kind);
@@ -219,6 +286,10 @@ void Network<T, B>::ensure_workspace(index_t batch) {
   gbuf1_.resize(batch * max_width_);
   head_dx_.resize(batch * max_width_);
   if (heads_.size() > 1) trunk_grad_.resize(batch * max_width_);
+  // Only once every workspace holds the batch: after a failed allocation (std::bad_alloc) the
+  // old capacity still describes every buffer.
+  capacity_ = batch;
+  last_batch_ = batch;
 }
 
 template <class T, class B>
@@ -577,24 +648,60 @@ bool Network<T, B>::layer_trainable(int layer) const {
 }
 
 template <class T, class B>
+void Network<T, B>::save_bn_stats() {
+  if (has_bn_) bn_backup_.assign(buffers_.begin(), buffers_.end());
+}
+
+template <class T, class B>
+bool Network<T, B>::update_if_finite(double lr, double loss) {
+  // One pass over the gradients and the (small) statistics arena: the step must not turn
+  // finite weights into NaN when only the loss looked fine.
+  const bool finite = std::isfinite(loss) && be_.all_finite(grads_.data(), n_params()) &&
+                      (!has_bn_ || be_.all_finite(buffers_.data(), n_buffers()));
+  if (finite) {
+    apply_update(lr);
+    return true;
+  }
+  if (has_bn_) {
+    be_.copy(buffers_.data(), bn_backup_.data(), n_buffers());
+    --bn_updates_;  // the forward pass counted this batch
+  }
+  return false;
+}
+
+template <class T, class B>
 double Network<T, B>::train_step(const T* X, index_t batch, const std::vector<const T*>& target,
                                  const std::vector<const std::int32_t*>& labels,
                                  const T* sample_weight, double lr) {
-  const double loss = compute_gradients(X, batch, target, labels, sample_weight, nullptr, nullptr);
-  // A non-finite loss leaves the parameters as they were (the last good weights).
-  if (std::isfinite(loss)) apply_update(lr);
-  ++rng_step_;
-  return loss;
+  if constexpr (B::kHostMemory) {
+    save_bn_stats();
+    const double loss =
+        compute_gradients(X, batch, target, labels, sample_weight, nullptr, nullptr);
+    const bool applied = update_if_finite(lr, loss);
+    ++rng_step_;
+    return applied || !std::isfinite(loss) ? loss : std::numeric_limits<double>::quiet_NaN();
+  } else {
+    const double loss =
+        compute_gradients(X, batch, target, labels, sample_weight, nullptr, nullptr);
+    // A non-finite loss leaves the parameters as they were (the last good weights).
+    if (std::isfinite(loss)) apply_update(lr);
+    ++rng_step_;
+    return loss;
+  }
 }
 
 template <class T, class B>
 void Network<T, B>::train_step_async(const T* X, index_t batch, const std::vector<const T*>& target,
                                      const std::vector<const std::int32_t*>& labels,
                                      const T* sample_weight, double lr) {
-  gradients_async(X, batch, target, labels, sample_weight, nullptr);
   if constexpr (B::kHostMemory) {
-    if (std::isfinite(*loss_slot())) apply_update(lr);
+    save_bn_stats();
+    gradients_async(X, batch, target, labels, sample_weight, nullptr);
+    const double loss = *loss_slot();
+    if (!update_if_finite(lr, loss) && std::isfinite(loss))
+      loss_[heads_.size()] = std::numeric_limits<double>::quiet_NaN();  // skipped: say so
   } else {
+    gradients_async(X, batch, target, labels, sample_weight, nullptr);
     apply_update(lr, true);
   }
   ++rng_step_;

@@ -129,6 +129,16 @@ def real(
     return v
 
 
+# Widest layer or input: the BLAS interfaces (OpenBLAS LP64, cuBLAS) take int dimensions. Wide
+# layers that fit this bound but not the memory raise MemoryError naming the layer when built.
+MAX_WIDTH = 2**31 - 1
+
+
+def width(name: str, v: Any) -> int:
+    """A layer or input width: an integer in [1, MAX_WIDTH]."""
+    return integer(name, v, low=1, high=MAX_WIDTH)
+
+
 def integer(name: str, v: Any, low: int | None = None, high: int | None = None) -> int:
     """An integer within [low, high]."""
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):

@@ -76,7 +76,7 @@ class Dense(Layer):
     kind = "dense"
 
     def __post_init__(self):
-        self.units = v.integer("units", self.units, low=1)
+        self.units = v.width("units", self.units)
         hp = dict(self.activation_params)
         hinges = hp.pop("hinges", None)
         self._act = acts.make_spec(self.activation, hinges=hinges, **hp)
@@ -259,7 +259,7 @@ class RBF(Layer):
     kind = "rbf"
 
     def __post_init__(self):
-        self.n_centers = v.integer("n_centers", self.n_centers, low=1)
+        self.n_centers = v.width("n_centers", self.n_centers)
         if not isinstance(self.init, str) or self.init.lower() not in RBF_INITS:
             raise ValueError(f"init: expected one of {', '.join(RBF_INITS)}, got {self.init!r}")
         self.init = self.init.lower()

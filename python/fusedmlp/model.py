@@ -79,7 +79,7 @@ class Sequential:
                 )
         if not self.heads:
             raise ValueError("heads: expected at least one head")
-        self.n_in = v.integer("n_in", n_in, low=1)
+        self.n_in = v.width("n_in", n_in)
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
         if device == "cuda":
@@ -507,7 +507,7 @@ class MLP(Sequential):
         if input_dropout > 0:
             layers.append(L.Dropout(input_dropout))
         for i, width in enumerate(hidden):
-            v.integer(f"hidden[{i}]", width, low=1)
+            v.width(f"hidden[{i}]", width)
             if batchnorm == "pre":
                 layers += [
                     L.Dense(width, "identity", init, True, bias_init, max_norm),
@@ -525,9 +525,7 @@ class MLP(Sequential):
             if init in ("he_normal", "he_uniform", "kaiming_normal", "kaiming_uniform")
             else init
         )
-        layers.append(
-            L.Dense(v.integer("n_out", n_out, low=1), "identity", out_init, True, 0.0, max_norm)
-        )
+        layers.append(L.Dense(v.width("n_out", n_out), "identity", out_init, True, 0.0, max_norm))
         super().__init__(
             layers, n_in=n_in, device=device, seed=seed, dtype=dtype, precision=precision
         )

@@ -15,11 +15,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 import zipfile
@@ -120,6 +122,19 @@ class History:
         if path is not None:
             ax.figure.savefig(path, dpi=100, bbox_inches="tight")
         return ax
+
+
+def _serialized(method):
+    """Runs a Trainer method under the Trainer's lock: two threads stepping one Trainer take
+    turns, so the schedule, the step counter and the learning rate each step reads stay
+    consistent (the C++ Network serializes its own calls, see bindings/network_common.h)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 class Trainer:
@@ -269,6 +284,7 @@ class Trainer:
         # so one fit(4), fit(2) twice, and fit(2) + save + load + fit(2) are the same run.
         self.step_count = 0
         self.epoch = 0
+        self._lock = threading.RLock()
         self.lr_scale = 1.0
         self.stop_training = False
         self.diverged: Divergence | None = None
@@ -365,6 +381,7 @@ class Trainer:
         return sw
 
     # -- training --------------------------------------------------------------------------
+    @_serialized
     def train_step(self, X: Any, y: Any, sample_weight: Any = None, *, sync: bool = True) -> Any:
         """One fused training step on a batch; returns the batch loss (before the update).
 
@@ -461,12 +478,16 @@ class Trainer:
                 raise ValueError(f"X: expected {self.model.n_in} features, got {X.shape[1]}")
             if X.shape[0] == 0:
                 raise ValueError("X: expected a non-empty array")
-            # One vectorized sum finds NaN/Inf; only a non-finite sum pays for the full scan.
-            if not np.isfinite(X.sum()) and not np.isfinite(X).all():
+            # One vectorized sum finds NaN/Inf; only a non-finite sum pays for the full scan
+            # (a sum that overflows on finite, huge values is no error: no warning).
+            with np.errstate(over="ignore", invalid="ignore"):
+                suspect = not np.isfinite(X.sum())
+            if suspect and not np.isfinite(X).all():
                 raise ValueError("X: contains NaN or Inf")
             return X
         return self.model.check_X(X)
 
+    @_serialized
     def _step(
         self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None, sync: bool = True
     ) -> Any:
