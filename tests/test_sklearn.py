@@ -30,7 +30,7 @@ from sklearn.datasets import (
     make_friedman1,
 )
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import LogisticRegression, PoissonRegressor, Ridge
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -448,6 +448,131 @@ def test_full_batch_solvers_reach_the_ridge_optimum(solver):
     ref = Ridge(alpha=3.0, tol=1e-12).fit(X, y, sample_weight=w)
     np.testing.assert_allclose(est.coefs_[0].ravel(), ref.coef_, atol=1e-6)
     np.testing.assert_allclose(est.intercepts_[0], [ref.intercept_], atol=1e-6)
+
+
+def _full_batch_objective(est, X, y, sample_weight, monkeypatch):
+    """The (value, gradient) function and start point the estimator hands scipy.optimize."""
+    import scipy.optimize
+
+    captured = []
+    minimize = scipy.optimize.minimize
+
+    def spy(fun, x0, **kwargs):
+        captured.append((fun, np.array(x0, copy=True)))
+        return minimize(fun, x0, **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", spy)
+    _quiet_fit(est, X, y, sample_weight=sample_weight)
+    monkeypatch.undo()
+    assert len(captured) == 1
+    return captured[0]
+
+
+def _loss_cases():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 5))
+    z = X @ rng.normal(size=(5, 2)) * 0.5
+    sw = rng.uniform(0.2, 3.0, size=40)
+    labels3 = np.argmax(z @ rng.normal(size=(2, 3)), axis=1)
+    return {
+        "squared_error": (MLPRegressor(), X, z[:, 0]),
+        "squared_error-2outputs": (MLPRegressor(), X, z),
+        "poisson": (MLPRegressor(loss="poisson"), X, rng.poisson(np.exp(z[:, 0]))),
+        "poisson-2outputs": (MLPRegressor(loss="poisson"), X, rng.poisson(np.exp(z))),
+        "binary_log_loss": (MLPClassifier(), X, (z[:, 0] > 0).astype(int)),
+        "multilabel_log_loss": (MLPClassifier(), X, (z > 0).astype(int)),
+        "multiclass_log_loss": (MLPClassifier(), X, labels3),
+        "multiclass_smoothed": (MLPClassifier(label_smoothing=0.1), X, labels3),
+        "squared_error-batchnorm": (MLPRegressor(batchnorm=True), X, z[:, 0]),
+    }, sw
+
+
+_LOSS_CASES, _LOSS_SW = _loss_cases()
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("case", list(_LOSS_CASES))
+@pytest.mark.parametrize("solver", ["lbfgs", "cg"])
+def test_full_batch_value_and_gradient_agree_by_finite_differences(
+    solver, case, weighted, monkeypatch
+):
+    # The solvers trust that the value they get is the objective whose gradient they get
+    # (Poisson once handed over the head's half-MSE with Poisson's gradient: L-BFGS stopped
+    # ABNORMAL after 2 iterations). Central differences in float64 along random directions,
+    # at the start point and at a point away from it, with the L2 term on (alpha > 0).
+    est, X, y = _LOSS_CASES[case]
+    est = clone(est).set_params(
+        solver=solver,
+        hidden_layer_sizes=(6,),
+        activation="tanh",
+        alpha=0.3,
+        max_iter=2,
+        random_state=0,
+    )
+    sw = _LOSS_SW if weighted else None
+    fun, x0 = _full_batch_objective(est, X, y, sw, monkeypatch)
+    rng = np.random.default_rng(0)
+    h = 1e-5
+    for x in (x0, x0 + 0.3 * rng.normal(size=x0.shape)):
+        _, g = fun(x)
+        for _ in range(3):
+            d = rng.normal(size=x.shape)
+            d /= np.linalg.norm(d)
+            fd = (fun(x + h * d)[0] - fun(x - h * d)[0]) / (2 * h)
+            # truncation error ~ h^2 |f^(3)|, rounding ~ 1e-16 |f| / h: both far below 1e-8
+            np.testing.assert_allclose(fd, g @ d, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "cg"])
+def test_full_batch_solvers_reach_the_poisson_regression_optimum(solver):
+    # No hidden layer: mean half deviance + alpha/(2 sum w) ||W||^2 is PoissonRegressor's
+    # weighted objective with its alpha = ours / sum(w), strictly convex. Handed the wrong value
+    # for Poisson's gradient, L-BFGS-B stopped ABNORMAL far from this optimum.
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 4))
+    y = rng.poisson(np.exp(X @ np.array([0.5, -0.3, 0.2, 0.1]) + 0.3))
+    w = rng.uniform(0.5, 2.0, size=len(X))
+    alpha = 5.0
+    est = MLPRegressor(
+        loss="poisson",
+        hidden_layer_sizes=(),
+        solver=solver,
+        alpha=alpha,
+        tol=1e-12,
+        max_iter=5000,
+        random_state=0,
+        solver_params=_TIGHT[solver],
+    )
+    _quiet_fit(est, X, y, sample_weight=w)
+    ref = PoissonRegressor(alpha=alpha / w.sum(), tol=1e-12, max_iter=10000).fit(
+        X, y, sample_weight=w
+    )
+    np.testing.assert_allclose(est.coefs_[0].ravel(), ref.coef_, atol=1e-6)
+    np.testing.assert_allclose(est.intercepts_[0], [ref.intercept_], atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "cg"])
+def test_full_batch_fit_is_bit_identical_for_repeated_weighted_and_shuffled_rows(solver):
+    # Canonical data set: repeated rows, integer weights and any row order give one objective,
+    # summed in one order, so the solver's iterates are bit-identical (a last-bit difference
+    # in the value or gradient grows to ~1e-9 in the predictions over a CG fit).
+    rng = np.random.default_rng(0)
+    X = rng.random((15, 30))
+    y = rng.integers(0, 3, size=15).astype(float)
+    sw = rng.integers(0, 5, size=15)
+    sw[0] = 2
+    perm = rng.permutation(15)
+    est = MLPRegressor(solver=solver, activation="tanh", hidden_layer_sizes=(16,), random_state=0)
+    fits = [
+        clone(est).fit(X.repeat(sw, axis=0), y.repeat(sw)),
+        clone(est).fit(X[perm], y[perm], sample_weight=sw[perm]),
+        clone(est).fit(scipy.sparse.csr_matrix(X), y, sample_weight=sw.astype(float)),
+    ]
+    for f in fits[1:]:
+        assert f.n_iter_ == fits[0].n_iter_
+        np.testing.assert_array_equal(f.predict(X), fits[0].predict(X))
+        for a, b in zip(f.coefs_, fits[0].coefs_, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_cg_trains_a_hidden_layer_and_warns_when_cut_short():
