@@ -647,26 +647,36 @@ bool Network<T, B>::layer_trainable(int layer) const {
   return !layers_[layer].frozen;
 }
 
+// Host-memory backends only (the CPU's synchronous step). A device backend decides the skip on
+// the device (CudaBackend::grad_scale's finite_step_kernel) and never calls these; the bodies
+// are compiled out for it because every member of the explicitly instantiated class is built.
 template <class T, class B>
 void Network<T, B>::save_bn_stats() {
-  if (has_bn_) bn_backup_.assign(buffers_.begin(), buffers_.end());
+  if constexpr (B::kHostMemory) {
+    if (has_bn_) bn_backup_.assign(buffers_.begin(), buffers_.end());
+  }
 }
 
 template <class T, class B>
 bool Network<T, B>::update_if_finite(double lr, double loss) {
-  // One pass over the gradients and the (small) statistics arena: the step must not turn
-  // finite weights into NaN when only the loss looked fine.
-  const bool finite = std::isfinite(loss) && be_.all_finite(grads_.data(), n_params()) &&
-                      (!has_bn_ || be_.all_finite(buffers_.data(), n_buffers()));
-  if (finite) {
-    apply_update(lr);
-    return true;
+  if constexpr (B::kHostMemory) {
+    // One pass over the gradients and the (small) statistics arena: the step must not turn
+    // finite weights into NaN when only the loss looked fine.
+    const bool finite = std::isfinite(loss) && be_.all_finite(grads_.data(), n_params()) &&
+                        (!has_bn_ || be_.all_finite(buffers_.data(), n_buffers()));
+    if (finite) {
+      apply_update(lr);
+      return true;
+    }
+    if (has_bn_) {
+      be_.copy(buffers_.data(), bn_backup_.data(), n_buffers());
+      --bn_updates_;  // the forward pass counted this batch
+    }
+    return false;
+  } else {
+    FM_CHECK(false, "update_if_finite: host-memory backends only");
+    return false;
   }
-  if (has_bn_) {
-    be_.copy(buffers_.data(), bn_backup_.data(), n_buffers());
-    --bn_updates_;  // the forward pass counted this batch
-  }
-  return false;
 }
 
 template <class T, class B>
