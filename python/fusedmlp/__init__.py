@@ -16,7 +16,6 @@ from . import (
     metrics,
     ops,
     optim,
-    preprocessing,
     regularizers,
     schedules,
 )
@@ -94,12 +93,16 @@ def set_allow_tf32(on: bool) -> None:
     _cuda_ops.set_allow_tf32(on)
 
 
+# Modules built on scikit-learn are imported on first use (PEP 562), so `import fusedmlp`
+# imports none of the optional packages (tests/test_imports.py checks it).
+_LAZY_MODULES = ("sklearn", "preprocessing")
+
+
 def __getattr__(name: str):
-    # fm.sklearn is imported on first use, so `import fusedmlp` does not import scikit-learn.
-    if name == "sklearn":
+    if name in _LAZY_MODULES:
         import importlib
 
-        return importlib.import_module(".sklearn", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
