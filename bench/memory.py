@@ -64,6 +64,17 @@ def _model(seed: int = 0) -> fm.Sequential:
     )
 
 
+def _growth(action, what: str, n: int, warmup: int) -> dict:
+    """Runs ``action(i)`` ``warmup`` times, then ``n`` times between two settled RSS reads."""
+    for i in range(warmup):
+        action(i)
+    before = _settled_rss()
+    for i in range(n):
+        action(warmup + i)
+    after = _settled_rss()
+    return {what: n, "rss_before_mb": before, "rss_after_mb": after, "growth_mb": after - before}
+
+
 def steps_growth(steps: int, warmup: int = 500) -> dict:
     """RSS growth (MB) over `steps` training steps of one Trainer, batches of 2..64 rows (the
     workspaces hold the largest after warm-up), with a predict every 100 steps."""
@@ -77,18 +88,7 @@ def steps_growth(steps: int, warmup: int = 500) -> dict:
         if i % 100 == 0:
             trainer.model.predict(X[:256])
 
-    for i in range(warmup):
-        step(i)
-    before = _settled_rss()
-    for i in range(steps):
-        step(warmup + i)
-    after = _settled_rss()
-    return {
-        "steps": steps,
-        "rss_before_mb": before,
-        "rss_after_mb": after,
-        "growth_mb": after - before,
-    }
+    return _growth(step, "steps", steps, warmup)
 
 
 def cycles_growth(cycles: int, warmup: int = 50) -> dict:
@@ -104,18 +104,7 @@ def cycles_growth(cycles: int, warmup: int = 50) -> dict:
         model.get_weights()
         del trainer, model
 
-    for i in range(warmup):
-        cycle(i)
-    before = _settled_rss()
-    for i in range(cycles):
-        cycle(warmup + i)
-    after = _settled_rss()
-    return {
-        "cycles": cycles,
-        "rss_before_mb": before,
-        "rss_after_mb": after,
-        "growth_mb": after - before,
-    }
+    return _growth(cycle, "cycles", cycles, warmup)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,27 +17,21 @@ namespace {
 
 // The loops of each kernel over a range of rows or a column block, as dispatched clones
 // (FM_CPU_CLONES); the public functions below validate, pick the activation and split the work.
-template <class T, Act A>
-FM_CPU_CLONES void forward_rows(const T* z, T* y, index_t cols, index_t r0, index_t r1,
-                                const ActParams<T>& p) {
+// out = f(z) (Derivative = false) or f'(z) (true), row by row.
+template <class T, Act A, bool Derivative>
+FM_CPU_CLONES void eval_rows(const T* z, T* out, index_t cols, index_t r0, index_t r1,
+                             const ActParams<T>& p) {
   for (index_t i = r0; i < r1; ++i) {
     const T* zi = z + i * cols;
-    T* yi = y + i * cols;
+    T* oi = out + i * cols;
     const index_t base = i * cols;
 #pragma omp simd
-    for (index_t j = 0; j < cols; ++j) yi[j] = ActFn<A>::f(zi[j], p, j, base + j);
-  }
-}
-
-template <class T, Act A>
-FM_CPU_CLONES void derivative_rows(const T* z, T* g, index_t cols, index_t r0, index_t r1,
-                                   const ActParams<T>& p) {
-  for (index_t i = r0; i < r1; ++i) {
-    const T* zi = z + i * cols;
-    T* gi = g + i * cols;
-    const index_t base = i * cols;
-#pragma omp simd
-    for (index_t j = 0; j < cols; ++j) gi[j] = ActFn<A>::df(zi[j], p, j, base + j);
+    for (index_t j = 0; j < cols; ++j) {
+      if constexpr (Derivative)
+        oi[j] = ActFn<A>::df(zi[j], p, j, base + j);
+      else
+        oi[j] = ActFn<A>::f(zi[j], p, j, base + j);
+    }
   }
 }
 
@@ -130,7 +124,7 @@ void activation_forward(Act a, const T* z, T* y, index_t rows, index_t cols,
   act_dispatch(a, [&](auto tag) {
     constexpr Act A = decltype(tag)::value;
     parallel_rows(rows, cols,
-                  [&](index_t r0, index_t r1) { forward_rows<T, A>(z, y, cols, r0, r1, p); });
+                  [&](index_t r0, index_t r1) { eval_rows<T, A, false>(z, y, cols, r0, r1, p); });
   });
 }
 
@@ -140,7 +134,7 @@ void activation_derivative(Act a, const T* z, T* g, index_t rows, index_t cols,
   act_dispatch(a, [&](auto tag) {
     constexpr Act A = decltype(tag)::value;
     parallel_rows(rows, cols,
-                  [&](index_t r0, index_t r1) { derivative_rows<T, A>(z, g, cols, r0, r1, p); });
+                  [&](index_t r0, index_t r1) { eval_rows<T, A, true>(z, g, cols, r0, r1, p); });
   });
 }
 
