@@ -256,7 +256,7 @@ def test_maxout_matches_reference_and_routes_gradient_to_argmax(dtype, rng):
 
 class TestBadInput:
     def test_unknown_name(self):
-        with pytest.raises(ValueError, match="activation: unknown activation 'nope'"):
+        with pytest.raises(ValueError, match="name: unknown activation 'nope'"):
             fm.ops.activation("nope", np.zeros((2, 2)))
 
     def test_wrong_dtype(self):

@@ -62,15 +62,16 @@ LEARNABLE: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
 }
 
 
-def canonical(name: Any) -> str:
-    """The canonical activation name for ``name`` (aliases and case folded)."""
+def canonical(name: Any, what: str = "activation") -> str:
+    """The canonical activation name for ``name`` (aliases and case folded); ``what`` is the
+    argument named in errors."""
     if not isinstance(name, str):
-        raise TypeError(f"activation: expected a name (str), got {type(name).__name__}")
+        raise TypeError(f"{what}: expected an activation name (str), got {type(name).__name__}")
     key = name.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in _CODES and key not in ROW_OPS:
         known = ", ".join(sorted(list(_CODES) + list(ROW_OPS)))
-        raise ValueError(f"activation: unknown activation {name!r}; expected one of {known}")
+        raise ValueError(f"{what}: unknown activation {name!r}; expected one of {known}")
     return key
 
 
@@ -99,10 +100,8 @@ class ActivationSpec:
         for k, val in self.hyper.items():
             setattr(c, k, val)
         c.hinges = self.hinges
-        c.training = bool(training)
-        c.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
-        c.step = int(step)
-        c.layer = int(layer)
+        c.training = v.flag("training", training)
+        c.seed, c.step, c.layer = v.philox_key(seed, step, layer)
         return c
 
     @property

@@ -400,7 +400,14 @@ def dense_forward(
         b = as_device_array("b", b, ndim=1, dtype=X.dtype)
         v.check_shape("b", b, (W.shape[1],))
     key, unit, spec = _ops._prepare_act(
-        activation, params, hinges, hyper, W.shape[1], X.dtype, asarray=as_device_array
+        activation,
+        params,
+        hinges,
+        hyper,
+        W.shape[1],
+        X.dtype,
+        asarray=as_device_array,
+        what="activation",
     )
     if key in acts.ROW_OPS:
         raise ValueError(f"activation: {key!r} is row-wise; apply fusedmlp.ops.{key} to Z instead")
@@ -452,7 +459,14 @@ def dense_backward(
     g = as_device_array("grad_output", grad_output, dtype=X.dtype)
     v.check_shape("grad_output", g, Z.shape)
     key, unit, spec = _ops._prepare_act(
-        activation, params, hinges, hyper, Z.shape[1], X.dtype, asarray=as_device_array
+        activation,
+        params,
+        hinges,
+        hyper,
+        Z.shape[1],
+        X.dtype,
+        asarray=as_device_array,
+        what="activation",
     )
     if key in acts.ROW_OPS:
         raise ValueError(f"activation: {key!r} is row-wise; use activation_backward on it first")

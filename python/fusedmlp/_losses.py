@@ -156,8 +156,10 @@ def check_sample_weight(sample_weight: Any, rows: int, dtype: np.dtype, xp=np):
     if sample_weight is None:
         return None
     w = _on_device_of("sample_weight", sample_weight, xp)
-    if w.dtype.kind not in "biuf":
-        raise TypeError(f"sample_weight: expected a numeric array, got dtype {w.dtype}")
+    if w.dtype.kind not in "if":
+        # bool and unsigned weights are refused: a mask or a wrapped-around uint8 (-1 -> 255)
+        # is not a weight anyone meant.
+        raise TypeError(f"sample_weight: expected a float or integer array, got dtype {w.dtype}")
     if w.shape != (rows,):
         raise ValueError(f"sample_weight: expected shape ({rows},), got {w.shape}")
     w = xp.ascontiguousarray(w, dtype=dtype)

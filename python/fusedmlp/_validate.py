@@ -64,9 +64,13 @@ def as_float_array(
         allow_empty: accept arrays with a zero-length dimension.
     """
     check_host(name, x)
+    if isinstance(x, (str, bytes, bytearray, memoryview)):
+        # np.isscalar is True for these and NumPy would parse "1.5" or reinterpret raw bytes:
+        # a raw buffer has no dtype or shape of its own to check.
+        raise TypeError(f"{name}: expected a NumPy array, got {type(x).__name__}")
     if isinstance(x, np.ndarray):
         arr = x
-    elif isinstance(x, (list, tuple)) or np.isscalar(x):
+    elif isinstance(x, (list, tuple)) or (isinstance(x, numbers.Real) and not isinstance(x, bool)):
         try:
             arr = np.asarray(x, dtype=np.float64 if dtype is None else dtype)
         except (TypeError, ValueError) as exc:
@@ -119,7 +123,12 @@ def real(
     """A finite real number within [low, high] (ends open where asked)."""
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {type(v).__name__}")
-    v = float(v)
+    try:
+        v = float(v)
+    except OverflowError:  # an int beyond the float range
+        raise ValueError(
+            f"{name}: expected a finite number, got an integer of {v.bit_length()} bits"
+        ) from None
     if not math.isfinite(v):
         raise ValueError(f"{name}: expected a finite number, got {v}")
     if low is not None and (v < low or (low_open and v == low)):
@@ -137,6 +146,23 @@ MAX_WIDTH = 2**31 - 1
 def width(name: str, v: Any) -> int:
     """A layer or input width: an integer in [1, MAX_WIDTH]."""
     return integer(name, v, low=1, high=MAX_WIDTH)
+
+
+def flag(name: str, v: Any) -> bool:
+    """A boolean: True or False (NumPy's bool_ too); 0/1, None and strings are refused, so a
+    misplaced argument is caught instead of read by its truth value."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {type(v).__name__}")
+    return bool(v)
+
+
+def philox_key(seed: Any, step: Any, layer: Any) -> tuple[int, int, int]:
+    """The Philox key of the random kernels: seed, step < 2**64; layer < 2**32."""
+    return (
+        integer("seed", seed, low=0, high=2**64 - 1),
+        integer("step", step, low=0, high=2**64 - 1),
+        integer("layer", layer, low=0, high=2**32 - 1),
+    )
 
 
 def integer(name: str, v: Any, low: int | None = None, high: int | None = None) -> int:

@@ -84,6 +84,7 @@ class Dense(Layer):
         if self.max_norm is not None:
             v.real("max_norm", self.max_norm, 0.0, low_open=True)
         v.real("bias_init", self.bias_init)
+        v.flag("use_bias", self.use_bias)
 
     def spec(self):
         s = _core.LayerSpec()
@@ -117,6 +118,7 @@ class BatchNorm(Layer):
     def __post_init__(self):
         v.real("momentum", self.momentum, 0.0, 1.0)
         v.real("eps", self.eps, 0.0, low_open=True)
+        v.flag("affine", self.affine)
         if self.init not in ("zeros_ones", "first_batch"):
             raise ValueError(f"init: expected 'zeros_ones' or 'first_batch', got {self.init!r}")
 

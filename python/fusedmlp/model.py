@@ -90,7 +90,12 @@ class Sequential:
                 raise ValueError(f"device: 'cuda' is not usable: {reason}")
         self.device = device
         self.seed = v.integer("seed", seed, low=0)
-        self.dtype = np.dtype(dtype)
+        if dtype is None:  # np.dtype(None) would silently be float64
+            raise TypeError("dtype: expected float32 or float64, got None")
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError as exc:
+            raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from exc
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
         norms = {
@@ -501,6 +506,7 @@ class MLP(Sequential):
         if batchnorm not in (False, True, "post", "pre"):
             raise ValueError(f"batchnorm: expected False, True, 'post' or 'pre', got {batchnorm!r}")
         v.real("dropout", dropout, 0.0, 1.0, high_open=True)
+        v.real("bias_init", bias_init)  # checked here too: MLP(n, [], m) has no hidden Dense
         v.real("input_dropout", input_dropout, 0.0, 1.0, high_open=True)
         hp = dict(activation_params or {})
         layers: list[L.Layer] = []

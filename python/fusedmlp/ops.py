@@ -73,9 +73,17 @@ def _prepare(name: Any, z: Any, params: Any, hinges: int | None, hyper: dict):
 
 
 def _prepare_act(
-    name: Any, params: Any, hinges: int | None, hyper: dict, n: int, dtype, asarray=v.as_float_array
+    name: Any,
+    params: Any,
+    hinges: int | None,
+    hyper: dict,
+    n: int,
+    dtype,
+    asarray=v.as_float_array,
+    what: str = "name",
 ):
-    key = acts.canonical(name)
+    """The activation ``name`` (the argument ``what`` of the caller) for n units of dtype."""
+    key = acts.canonical(name, what)
     if key in acts.ROW_OPS:
         return key, None, None
     learnable = key in acts.LEARNABLE or key == "apl"
@@ -370,7 +378,9 @@ def dense_forward(
     if b is not None:
         b = v.as_float_array("b", b, ndim=1, dtype=X.dtype)
         v.check_shape("b", b, (W.shape[1],))
-    key, unit, spec = _prepare_act(activation, params, hinges, hyper, W.shape[1], X.dtype)
+    key, unit, spec = _prepare_act(
+        activation, params, hinges, hyper, W.shape[1], X.dtype, what="activation"
+    )
     if key in acts.ROW_OPS:
         raise ValueError(f"activation: {key!r} is row-wise; apply fusedmlp.ops.{key} to Z instead")
     return _core.dense_forward(_rrelu_config(spec, training, seed, step, layer), X, W, b, unit)
@@ -410,6 +420,8 @@ def dense_backward(
         >>> fm.ops.dense_backward(X, W, Z, np.ones((2, 1)))["dW"]
         array([[2.]])
     """
+    has_bias = v.flag("has_bias", has_bias)
+    need_dx = v.flag("need_dx", need_dx)
     if v.is_device_array(X):
         return _gpu().dense_backward(
             X,
@@ -432,7 +444,9 @@ def dense_backward(
     v.check_shape("Z", Z, (X.shape[0], W.shape[1]))
     g = v.as_float_array("grad_output", grad_output, dtype=X.dtype)
     v.check_shape("grad_output", g, Z.shape)
-    key, unit, spec = _prepare_act(activation, params, hinges, hyper, Z.shape[1], X.dtype)
+    key, unit, spec = _prepare_act(
+        activation, params, hinges, hyper, Z.shape[1], X.dtype, what="activation"
+    )
     if key in acts.ROW_OPS:
         raise ValueError(f"activation: {key!r} is row-wise; use activation_backward on it first")
     dX, dW, db, dp = _core.dense_backward(
@@ -441,8 +455,8 @@ def dense_backward(
         W,
         Z,
         g,
-        bool(has_bias),
-        bool(need_dx),
+        has_bias,
+        need_dx,
         unit,
     )
     if dp is not None and params is not None and np.ndim(params) == 1:
@@ -547,6 +561,8 @@ def batchnorm_forward(
         (array([[-1.],
                [ 1.]]), array([0.2]), array([1.1]))
     """
+    training = v.flag("training", training)
+    init_from_batch = v.flag("init_from_batch", init_from_batch)
     if v.is_device_array(x):
         return _gpu().batchnorm_forward(
             x, gamma, beta, running_mean, running_var, training, momentum, eps, init_from_batch
@@ -760,6 +776,8 @@ def rbf_backward(
         >>> float(np.round(g["dX"][0, 0], 4)), float(np.round(g["dwidths"][0], 4))
         (-0.6065, 0.6065)
     """
+    need_dx = v.flag("need_dx", need_dx)
+    need_params = v.flag("need_params", need_params)
     X, centers, widths = _rbf_inputs(X, centers, widths)
     shape = (X.shape[0], centers.shape[0])
     D = v.as_float_array("D", D, dtype=X.dtype)
@@ -768,19 +786,14 @@ def rbf_backward(
     v.check_shape("Phi", Phi, shape)
     g = v.as_float_array("grad_output", grad_output, dtype=X.dtype)
     v.check_shape("grad_output", g, shape)
-    dX, dC, dS = _core.rbf_backward(X, centers, widths, D, Phi, g, bool(need_dx), bool(need_params))
+    dX, dC, dS = _core.rbf_backward(X, centers, widths, D, Phi, g, need_dx, need_params)
     return {"dX": dX, "dcenters": dC, "dwidths": dS}
 
 
 # --------------------------------------------------------------------------- dropout, noise
 
 
-def _philox_key(seed: Any, step: Any, layer: Any) -> tuple[int, int, int]:
-    return (
-        v.integer("seed", seed, low=0, high=2**64 - 1),
-        v.integer("step", step, low=0, high=2**64 - 1),
-        v.integer("layer", layer, low=0, high=2**32 - 1),
-    )
+_philox_key = v.philox_key
 
 
 def dropout(
@@ -811,6 +824,7 @@ def dropout(
         >>> sorted(set(y.ravel().tolist())) in ([0.0, 2.0], [0.0], [2.0])
         True
     """
+    training = v.flag("training", training)
     if v.is_device_array(x):
         return _gpu().dropout(x, rate, seed, step, layer, training)
     x, rate, key = _dropout_args("x", x, rate, seed, step, layer, v.as_float_array)
@@ -853,6 +867,7 @@ def dropout_backward(
         >>> bool((fm.ops.dropout_backward(np.ones_like(x), 0.3, seed=4, step=2) == y).all())
         True
     """
+    training = v.flag("training", training)
     if v.is_device_array(grad_output):
         return _gpu().dropout_backward(grad_output, rate, seed, step, layer, training)
     g, rate, key = _dropout_args(
@@ -887,6 +902,7 @@ def gaussian_noise(
         >>> bool(abs(y.std() - 0.5) < 0.02)
         True
     """
+    training = v.flag("training", training)
     if v.is_device_array(x):
         return _gpu().gaussian_noise(x, stddev, seed, step, layer, training)
     x, stddev, key = _noise_args(x, stddev, seed, step, layer, v.as_float_array)
@@ -956,6 +972,8 @@ def loss(
         >>> round(L, 6), d[0]
         (1.386294, array([-0.375,  0.125,  0.125,  0.125]))
     """
+    grad = v.flag("grad", grad)
+    half = v.flag("half", half)
     if v.is_device_array(logits):
         return _gpu().loss(
             name, logits, target, sample_weight, label_smoothing, smoothing, half, grad=grad
@@ -964,7 +982,7 @@ def loss(
         name, logits, target, sample_weight, label_smoothing, smoothing, half, v.as_float_array, np
     )
     return _core.loss_forward_backward(
-        _losses.code(key), z, t, w, bool(grad), eps, smoothing == "uniform", bool(half)
+        _losses.code(key), z, t, w, grad, eps, smoothing == "uniform", half
     )
 
 

@@ -49,6 +49,8 @@ class Schedule(abc.ABC):
     epochs: float = field(default=0, init=False)
 
     def _t(self, step: float, epoch: float) -> float:
+        """The time variable of the formula (``per``), after checking both counters."""
+        step, epoch = _position(step, epoch)
         return step if getattr(self, "per", "epoch") == "step" else epoch
 
     @abc.abstractmethod
@@ -101,6 +103,12 @@ class Schedule(abc.ABC):
         self.epochs = v.real("epochs", self.epochs, 0.0)
 
 
+def _position(step: Any, epoch: Any) -> tuple[float, float]:
+    """``lr_at``'s position: finite counts >= 0 (epochs may be fractional, and so may steps
+    of a schedule evaluated between optimizer steps)."""
+    return v.real("step", step, 0.0), v.real("epoch", epoch, 0.0)
+
+
 def _lr(name: str, x: Any) -> float:
     # 0 is a learning rate (a frozen phase, a warm-up from zero), as in torch and Keras.
     return v.real(name, x, 0.0)
@@ -124,6 +132,7 @@ class Constant(Schedule):
         self.lr = _lr("lr", self.lr)
 
     def lr_at(self, step: float, epoch: float = 0) -> float:
+        _position(step, epoch)
         return self.lr
 
 
@@ -503,6 +512,7 @@ class ReduceOnPlateau(Schedule):
         self.cooldown_left = v.integer("cooldown_left", self.cooldown_left, 0)
 
     def lr_at(self, step: float, epoch: float = 0) -> float:
+        _position(step, epoch)
         return self.current
 
     def _better(self, a: float) -> bool:

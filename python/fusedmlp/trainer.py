@@ -596,6 +596,7 @@ class Trainer:
                     f"epochs: with initial_epoch={start}, epochs is the index of the last "
                     f"epoch + 1 (Keras) and must be > {start}, got {stop}"
                 )
+        shuffle = v.flag("shuffle", shuffle)
         bs = n if batch_size is None else v.integer("batch_size", batch_size, low=1)
         bs = min(bs, n)
         vs = v.real("validation_split", validation_split, 0.0, 1.0, high_open=True)
