@@ -27,6 +27,7 @@
 
 #include "common/optimizer.h"
 #include "cuda/common.cuh"
+#include "network/backend.h"
 #include "network/network.h"
 
 namespace fm::cuda {

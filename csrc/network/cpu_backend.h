@@ -14,6 +14,7 @@
 #include "cpu/loss.h"
 #include "cpu/optimizer.h"
 #include "cpu/rbf.h"
+#include "network/backend.h"
 #include "network/network.h"
 
 namespace fm {
