@@ -211,8 +211,8 @@ void bind_network(py::module_& m, const char* name) {
                   if (t.labels[h]) labels[h] = t.labels[h] + s;
                   if (optr[h]) out[h] = optr[h] + s * k;
                 }
-                sum += n.evaluate(xp + s * n.n_in(), b, dense, labels, wp ? wp + s : nullptr,
-                                  &part, &out) *
+                sum += n.evaluate(xp + s * n.n_in(), b, dense, labels, wp ? wp + s : nullptr, &part,
+                                  &out) *
                        static_cast<double>(b);
                 for (int h = 0; h < nh; ++h) per_head[h] += part[h] * static_cast<double>(b);
               }

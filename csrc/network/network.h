@@ -183,7 +183,8 @@ class Network {
   // Starts an epoch's statistics over a training set of n_rows rows (mode, threshold and
   // keep_outputs: one entry per head).
   void reset_step_stats(index_t n_rows, const std::vector<int>& mode,
-                        const std::vector<double>& threshold, const std::vector<bool>& keep_outputs);
+                        const std::vector<double>& threshold,
+                        const std::vector<bool>& keep_outputs);
   const StepStats& step_stats() const { return stats_; }
 
   // Trainer.fit's step on rows idx[0..batch) of the full training set: X (n_rows, n_in); the
@@ -192,8 +193,8 @@ class Network {
   // train_step runs on them and its outputs feed step_stats(). Host-memory backends only.
   double train_step_indexed(const T* X, index_t n_rows, const std::int64_t* idx, index_t batch,
                             const std::vector<const T*>& target,
-                            const std::vector<const std::int32_t*>& labels,
-                            const T* sample_weight, double lr);
+                            const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                            double lr);
 
   // The update alone (after compute_gradients): clipping, optimizer, max-norm. Used by
   // callers that inspect or modify the gradients in between (FGSM, gradient checks).
@@ -213,8 +214,7 @@ class Network {
   // out (one pointer per head, null entries skipped) receives the outputs as forward() does.
   double evaluate(const T* X, index_t batch, const std::vector<const T*>& target,
                   const std::vector<const std::int32_t*>& labels, const T* sample_weight,
-                  std::vector<double>* head_losses = nullptr,
-                  const std::vector<T*>* out = nullptr);
+                  std::vector<double>* head_losses = nullptr, const std::vector<T*>* out = nullptr);
 
   // Per-layer outputs of the last forward pass (diagnostics): layer l's (batch, width).
   const T* layer_output(int layer) const;

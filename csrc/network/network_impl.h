@@ -726,8 +726,7 @@ void Network<T, B>::reset_step_stats(index_t n_rows, const std::vector<int>& mod
   FM_CHECK(mode.size() == nh && threshold.size() == nh && keep_outputs.size() == nh,
            "reset_step_stats: expected one mode, threshold and keep_outputs flag per head");
   for (size_t h = 0; h < nh; ++h) {
-    FM_CHECK(mode[h] >= kNoCount && mode[h] <= kThreshold, "mode: unknown counting mode ",
-             mode[h]);
+    FM_CHECK(mode[h] >= kNoCount && mode[h] <= kThreshold, "mode: unknown counting mode ", mode[h]);
     FM_CHECK(mode[h] != kArgmax || heads_[h].n_out >= 2,
              "mode: arg-max counting needs at least two outputs");
     FM_CHECK(mode[h] != kThreshold || heads_[h].n_out == 1,
@@ -740,7 +739,8 @@ void Network<T, B>::reset_step_stats(index_t n_rows, const std::vector<int>& mod
   stats_.n_rows = n_rows;
   stats_.outputs.resize(nh);
   for (size_t h = 0; h < nh; ++h)
-    if (keep_outputs[h]) stats_.outputs[h].assign(static_cast<size_t>(n_rows * heads_[h].n_out), T(0));
+    if (keep_outputs[h])
+      stats_.outputs[h].assign(static_cast<size_t>(n_rows * heads_[h].n_out), T(0));
 }
 
 template <class T, class B>
@@ -811,8 +811,7 @@ double Network<T, B>::train_step_indexed(const T* X, index_t n_rows, const std::
       } else if (stats_.mode[h] == kThreshold) {
         FM_CHECK(bt[h] != nullptr, "mode: threshold counting needs dense targets");
         const T thr = T(stats_.threshold[h]);
-        for (index_t i = 0; i < batch; ++i)
-          correct += T(out[i] >= thr ? 1 : 0) == bt[h][i];
+        for (index_t i = 0; i < batch; ++i) correct += T(out[i] >= thr ? 1 : 0) == bt[h][i];
       }
       stats_.correct[h] += correct;
     }
