@@ -150,7 +150,8 @@ class Trainer:
         regularizers: ``fusedmlp.regularizers`` objects (L1, L2, L1L2, MaxNorm, ClipNorm,
             ClipValue), fused into the update.
         callbacks: ``fusedmlp.callbacks`` objects.
-        metrics: metric names or callables evaluated per epoch ("accuracy", "mse", "roc_auc").
+        metrics: metric names or callables evaluated per epoch ("accuracy", "mse", "roc_auc");
+            in ``fit`` the training values are running averages over the epoch's steps.
         loss_weights: weight of each head's loss in the total (deck 002 multi-task).
         label_smoothing: epsilon for the classification losses; ``smoothing`` "deck"
             (eps/(k-1) and 1-eps, deck 002) or "uniform" (eps/k, the common libraries').
@@ -544,11 +545,22 @@ class Trainer:
         ``fit(epochs=2)`` calls, and ``fit(epochs=2)`` + ``save`` + ``Trainer.load`` +
         ``fit(epochs=2)`` give bit-identical weights and history.
 
+        Training metrics (CPU models) are running values, as Keras reports them: ``loss`` and
+        each metric of the history average over the epoch's batches the outputs that each
+        fused step's own forward pass computed (training mode: dropout on, batch statistics;
+        the parameters before that step's update), so ``fit`` never runs a second pass over
+        the training set. The step counts the accuracy of labels (arg-max) and of one-column
+        0/1 targets (threshold) itself and keeps the outputs for the other metrics. CUDA
+        models and adversarial training compute the training metrics at the epoch's end with
+        one inference pass. Validation values are always computed at the epoch's end with
+        the final parameters (one inference pass).
+
         Divergence (Keras' TerminateOnNaN, built in): when a batch loss is NaN or Inf, or at an
         epoch's end the parameters, the model's outputs or the validation loss are not finite,
-        training stops at once. The fused step skips the update of a batch whose loss is not
-        finite, but earlier updates may already have made the parameters huge or non-finite;
-        they are left as they are, except that callbacks' ``on_train_end`` still runs, so
+        training stops at once (with metrics configured, the outputs are examined on the
+        epoch's last batch on the CPU, on the training set on CUDA). The fused step skips the
+        update of a batch whose loss is not finite, but earlier updates may already have made
+        the parameters huge or non-finite; they are left as they are, except that callbacks' ``on_train_end`` still runs, so
         ``EarlyStopping(restore_best_weights=True)`` puts the best weights back (a non-finite
         monitored value never counts as an improvement). The diverged epoch enters the history
         with NaN for every logged value except ``lr`` (the batch loss itself, NaN or Inf, as
