@@ -560,7 +560,8 @@ class Trainer:
         training stops at once (with metrics configured, the outputs are examined on the
         epoch's last batch on the CPU, on the training set on CUDA). The fused step skips the
         update of a batch whose loss is not finite, but earlier updates may already have made
-        the parameters huge or non-finite; they are left as they are, except that callbacks' ``on_train_end`` still runs, so
+        the parameters huge or non-finite; they are left as they are, except that callbacks'
+        ``on_train_end`` still runs, so
         ``EarlyStopping(restore_best_weights=True)`` puts the best weights back (a non-finite
         monitored value never counts as an improvement). The diverged epoch enters the history
         with NaN for every logged value except ``lr`` (the batch loss itself, NaN or Inf, as
