@@ -239,3 +239,93 @@ def test_fast_path_targets_still_rejects_bad_labels_and_nan():
     r = fm.Trainer(fm.MLP(n_in=3, hidden=[4], n_out=2, seed=0), loss="mse")
     with pytest.raises(ValueError, match="NaN or Inf"):
         r.train_step(X, np.array([[0.0, np.nan], [1.0, 2.0]], np.float32))
+
+
+def _replayed_running_metrics(model_args, loss, X, y, batch_size, metrics):
+    """The running metrics of one shuffled epoch, replayed by hand: each batch's predictions
+    by model.predict before its own train_step (no dropout/BN: the training-mode forward of
+    the step computes the same outputs), gathered at their rows, then fusedmlp.metrics."""
+    model = fm.MLP(**model_args)
+    t = fm.Trainer(model, loss=loss, optimizer=fm.optim.Adam(lr=1e-2), metrics=())
+    order = np.random.default_rng([model.seed, 0]).permutation(len(X))
+    preds, losses = [None] * len(X), []
+    for s in range(0, len(X), batch_size):
+        idx = order[s : s + batch_size]
+        p = t.predict(X[idx])
+        for i, r in enumerate(idx):
+            preds[r] = p[i]
+        losses.append(t.train_step(X[idx], y[idx]) * len(idx))
+    P = np.array(preds)
+    out = {name: fm.metrics.get(name)(y, P) for name in metrics}
+    out["loss"] = sum(losses) / len(X)
+    return out, model.parameters.copy()
+
+
+@pytest.mark.parametrize(
+    "loss, n_out, kind, metrics",
+    [
+        ("cross_entropy", 3, "labels", ("accuracy",)),  # arg-max counted in the C++ step
+        ("cross_entropy", 3, "onehot", ("accuracy", "mse")),  # from the step's outputs
+        ("binary_cross_entropy", 1, "binary", ("accuracy", "roc_auc")),  # threshold counted
+        ("mse", 1, "binary", ("accuracy", "mae")),
+    ],
+)
+def test_training_metrics_are_running_values_of_the_steps(loss, n_out, kind, metrics):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(100, 5)).astype(np.float32)
+    labels = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
+    if kind == "labels":
+        y = labels
+    elif kind == "onehot":
+        y = np.eye(n_out, dtype=np.float32)[labels]
+    else:
+        y = (labels > 0).astype(np.float32)[:, None]
+    args = dict(n_in=5, hidden=[8], n_out=n_out, seed=4)
+    want, want_params = _replayed_running_metrics(args, loss, X, y, 16, metrics)
+    model = fm.MLP(**args)
+    t = fm.Trainer(model, loss=loss, optimizer=fm.optim.Adam(lr=1e-2), metrics=metrics)
+    hist = t.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(model.parameters, want_params)  # the same trajectory
+    assert hist.history["loss"] == [pytest.approx(want["loss"], rel=1e-12)]
+    for name in metrics:
+        assert hist.history[name] == [pytest.approx(want[name], rel=1e-6)], name
+
+
+def test_running_metrics_cover_the_rows_seen_when_training_stops_mid_epoch():
+    class StopAfter(fm.callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            if batch == 1:
+                self.trainer.stop_training = True
+
+    X = np.random.default_rng(5).normal(size=(64, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    model = fm.MLP(n_in=3, hidden=[4], n_out=2, seed=1)
+    t = fm.Trainer(model, metrics=("accuracy", "mse"), callbacks=[StopAfter()])
+    # the replay of the two batches the fit runs: predictions before each step
+    ref = fm.Trainer(fm.MLP(n_in=3, hidden=[4], n_out=2, seed=1), metrics=())
+    order = np.random.default_rng([1, 0]).permutation(64)
+    rows, P = [], []
+    for s in (0, 16):
+        idx = order[s : s + 16]
+        P.append(ref.predict(X[idx]))
+        rows.append(idx)
+        ref.train_step(X[idx], y[idx])
+    rows, P = np.concatenate(rows), np.concatenate(P)
+    hist = t.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert hist.history["accuracy"] == [fm.metrics.accuracy(y[rows], P)]
+    assert hist.history["mse"] == [pytest.approx(fm.metrics.mse(y[rows], P), rel=1e-6)]
+
+
+def test_train_step_indexed_rejects_bad_rows():
+    model = fm.MLP(n_in=3, hidden=[4], n_out=2, seed=1)
+    fm.Trainer(model)
+    net = model._net
+    X = np.zeros((4, 3), np.float32)
+    y = np.zeros(4, np.int32)
+    net.reset_step_stats(4, [1], [0.0], [False])
+    with pytest.raises(ValueError, match="idx: row index 4 out of range"):
+        net.train_step_indexed(X, [y], None, np.array([0, 4]), 1e-3)
+    with pytest.raises(ValueError, match="idx: expected an int64"):
+        net.train_step_indexed(X, [y], None, np.array([0, 1], np.int32), 1e-3)
+    with pytest.raises(ValueError, match="rows reset_step_stats was given"):
+        net.train_step_indexed(X[:3], [y[:3]], None, np.array([0]), 1e-3)

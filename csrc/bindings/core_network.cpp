@@ -137,6 +137,118 @@ void bind_network(py::module_& m, const char* name) {
           },
           py::arg("X"), py::arg("y"), py::arg("sample_weight"), py::arg("lr"))
       .def(
+          "train_step_indexed",
+          [](Net& n, py::array X, py::list ys, py::object sw, py::array idx, double lr) {
+            // Trainer.fit's step: X, ys and sw are the whole training set, idx the batch's rows
+            const T* xp = parse_x(n, X);
+            const index_t n_rows = X.shape(0);
+            Targets<T> t = parse_targets(n, ys, n_rows);
+            const T* wp = parse_weight<T>(sw, n_rows);
+            FM_CHECK(idx.dtype().equal(py::dtype::of<std::int64_t>()),
+                     "idx: expected an int64 array of row indices");
+            const std::int64_t* ip = checked_ptr<std::int64_t>(idx, "idx", 1);
+            const index_t batch = idx.shape(0);
+            return locked(n, [&] {
+              return n.train_step_indexed(xp, n_rows, ip, batch, t.dense, t.labels, wp, lr);
+            });
+          },
+          py::arg("X"), py::arg("y"), py::arg("sample_weight"), py::arg("idx"), py::arg("lr"))
+      .def(
+          "reset_step_stats",
+          [](Net& n, index_t n_rows, std::vector<int> mode, std::vector<double> threshold,
+             std::vector<bool> keep_outputs) {
+            locked(n, [&] { n.reset_step_stats(n_rows, mode, threshold, keep_outputs); });
+          },
+          py::arg("n_rows"), py::arg("mode"), py::arg("threshold"), py::arg("keep_outputs"))
+      .def("step_stats",
+           [](Net& n) {
+             // (loss_sum, rows, correct per head, outputs per head: (n_rows, k) or None)
+             typename Net::StepStats copy;
+             locked(n, [&] { copy = n.step_stats(); });
+             py::list outs;
+             for (size_t h = 0; h < copy.outputs.size(); ++h) {
+               if (copy.outputs[h].empty()) {
+                 outs.append(py::none());
+                 continue;
+               }
+               py::array_t<T> a({copy.n_rows, n.n_outputs(static_cast<int>(h))});
+               std::copy(copy.outputs[h].begin(), copy.outputs[h].end(), a.mutable_data());
+               outs.append(a);
+             }
+             return py::make_tuple(copy.loss_sum, copy.rows, copy.correct, outs);
+           })
+      .def(
+          "evaluate_chunked",
+          [](Net& n, py::array X, py::list ys, py::object sw, index_t chunk, bool want_outputs) {
+            // Loss (and outputs) over X in chunks of `chunk` rows, in one call: the loss is the
+            // row-weighted mean of the chunks' losses.
+            FM_CHECK(chunk >= 1, "chunk: expected >= 1, got ", chunk);
+            const T* xp = parse_x(n, X);
+            const index_t rows = X.shape(0);
+            Targets<T> t = parse_targets(n, ys, rows);
+            const T* wp = parse_weight<T>(sw, rows);
+            const int nh = n.n_heads();
+            py::list outs;
+            std::vector<T*> optr(nh, nullptr);
+            if (want_outputs)
+              for (int h = 0; h < nh; ++h) {
+                py::array_t<T> a({rows, n.n_outputs(h)});
+                optr[h] = a.mutable_data();
+                outs.append(a);
+              }
+            std::vector<double> per_head(nh, 0.0);
+            const double total = locked(n, [&] {
+              double sum = 0.0;
+              std::vector<double> part;
+              for (index_t s = 0; s < rows; s += chunk) {
+                const index_t b = std::min(chunk, rows - s);
+                std::vector<const T*> dense(nh, nullptr);
+                std::vector<const std::int32_t*> labels(nh, nullptr);
+                std::vector<T*> out(nh, nullptr);
+                for (int h = 0; h < nh; ++h) {
+                  const index_t k = n.n_outputs(h);
+                  if (t.dense[h]) dense[h] = t.dense[h] + s * k;
+                  if (t.labels[h]) labels[h] = t.labels[h] + s;
+                  if (optr[h]) out[h] = optr[h] + s * k;
+                }
+                sum += n.evaluate(xp + s * n.n_in(), b, dense, labels, wp ? wp + s : nullptr, &part,
+                                  &out) *
+                       static_cast<double>(b);
+                for (int h = 0; h < nh; ++h) per_head[h] += part[h] * static_cast<double>(b);
+              }
+              return sum / static_cast<double>(rows);
+            });
+            for (auto& p : per_head) p /= static_cast<double>(rows);
+            return py::make_tuple(total, per_head, want_outputs ? py::object(outs) : py::none());
+          },
+          py::arg("X"), py::arg("y"), py::arg("sample_weight"), py::arg("chunk"),
+          py::arg("want_outputs"))
+      .def(
+          "predict",
+          [](Net& n, py::array X, index_t chunk) {
+            // The inference-mode outputs of every head over X, in chunks, in one call.
+            FM_CHECK(chunk >= 1, "batch_size: expected >= 1, got ", chunk);
+            const T* xp = parse_x(n, X);
+            const index_t rows = X.shape(0);
+            const int nh = n.n_heads();
+            py::list outs;
+            std::vector<T*> optr(nh);
+            for (int h = 0; h < nh; ++h) {
+              py::array_t<T> a({rows, n.n_outputs(h)});
+              optr[h] = a.mutable_data();
+              outs.append(a);
+            }
+            locked(n, [&] {
+              std::vector<T*> out(nh);
+              for (index_t s = 0; s < rows; s += chunk) {
+                for (int h = 0; h < nh; ++h) out[h] = optr[h] + s * n.n_outputs(h);
+                n.forward(xp + s * n.n_in(), std::min(chunk, rows - s), out, false);
+              }
+            });
+            return outs;
+          },
+          py::arg("X"), py::arg("batch_size"))
+      .def(
           "compute_gradients",
           [](Net& n, py::array X, py::list ys, py::object sw, bool want_dx) {
             const T* xp = parse_x(n, X);

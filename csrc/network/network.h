@@ -162,6 +162,40 @@ class Network {
   const double* loss_slot() const { return loss_.data() + heads_.size(); }
   B& backend() { return be_; }
 
+  // The epoch statistics of Trainer.fit's running metrics (Keras reports training metrics the
+  // same way): train_step_indexed adds each step's loss and, per head, what its accuracy needs,
+  // from the outputs the step's own (training-mode) forward pass computed; no second pass.
+  struct StepStats {
+    double loss_sum = 0.0;  // sum over the finite steps of (batch loss) * (batch rows)
+    std::int64_t rows = 0;  // rows of those steps
+    // Per head: how its accuracy is counted (kNoCount, kArgmax: arg-max of the outputs against
+    // int32 labels, kThreshold: one output column, prediction (output >= threshold) compared
+    // with the 0/1 target), the threshold, the count of correct rows.
+    std::vector<int> mode;
+    std::vector<double> threshold;
+    std::vector<std::int64_t> correct;
+    // Per head: empty, or (n_rows, n_outputs) host values that receive the outputs of each
+    // step's rows at their row index (metrics that cannot be counted use them).
+    index_t n_rows = 0;
+    std::vector<std::vector<T>> outputs;
+  };
+  static constexpr int kNoCount = 0, kArgmax = 1, kThreshold = 2;
+  // Starts an epoch's statistics over a training set of n_rows rows (mode, threshold and
+  // keep_outputs: one entry per head).
+  void reset_step_stats(index_t n_rows, const std::vector<int>& mode,
+                        const std::vector<double>& threshold,
+                        const std::vector<bool>& keep_outputs);
+  const StepStats& step_stats() const { return stats_; }
+
+  // Trainer.fit's step on rows idx[0..batch) of the full training set: X (n_rows, n_in); the
+  // targets (n_rows, n_outputs(h)) or labels (n_rows) of head h; sample_weight (n_rows) or null.
+  // The rows are gathered into the Network's own workspace (no copy through Python), the fused
+  // train_step runs on them and its outputs feed step_stats(). Host-memory backends only.
+  double train_step_indexed(const T* X, index_t n_rows, const std::int64_t* idx, index_t batch,
+                            const std::vector<const T*>& target,
+                            const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                            double lr);
+
   // The update alone (after compute_gradients): clipping, optimizer, max-norm. Used by
   // callers that inspect or modify the gradients in between (FGSM, gradient checks).
   void train_step_update_only(double lr) {
@@ -177,9 +211,10 @@ class Network {
   bool layer_trainable(int layer) const;
 
   // Loss only (inference mode, no parameter change).
+  // out (one pointer per head, null entries skipped) receives the outputs as forward() does.
   double evaluate(const T* X, index_t batch, const std::vector<const T*>& target,
                   const std::vector<const std::int32_t*>& labels, const T* sample_weight,
-                  std::vector<double>* head_losses = nullptr);
+                  std::vector<double>* head_losses = nullptr, const std::vector<T*>* out = nullptr);
 
   // Per-layer outputs of the last forward pass (diagnostics): layer l's (batch, width).
   const T* layer_output(int layer) const;
@@ -278,6 +313,11 @@ class Network {
   bool has_bn_ = false;
   std::vector<T> bn_backup_;  // CPU: BatchNorm statistics before a step, restored if it is skipped
   std::uint64_t plan_version_ = 0;
+  StepStats stats_;
+  // train_step_indexed's gathered batch (host-memory backends): rows, targets, labels, weights.
+  std::vector<T> gather_x_, gather_w_;
+  std::vector<std::vector<T>> gather_t_;
+  std::vector<std::vector<std::int32_t>> gather_l_;
   mutable std::mutex mutex_;
 };
 

@@ -718,11 +718,117 @@ void Network<T, B>::train_step_async(const T* X, index_t batch, const std::vecto
 }
 
 template <class T, class B>
+void Network<T, B>::reset_step_stats(index_t n_rows, const std::vector<int>& mode,
+                                     const std::vector<double>& threshold,
+                                     const std::vector<bool>& keep_outputs) {
+  const size_t nh = heads_.size();
+  FM_CHECK(n_rows >= 1, "n_rows: expected at least one row, got ", n_rows);
+  FM_CHECK(mode.size() == nh && threshold.size() == nh && keep_outputs.size() == nh,
+           "reset_step_stats: expected one mode, threshold and keep_outputs flag per head");
+  for (size_t h = 0; h < nh; ++h) {
+    FM_CHECK(mode[h] >= kNoCount && mode[h] <= kThreshold, "mode: unknown counting mode ", mode[h]);
+    FM_CHECK(mode[h] != kArgmax || heads_[h].n_out >= 2,
+             "mode: arg-max counting needs at least two outputs");
+    FM_CHECK(mode[h] != kThreshold || heads_[h].n_out == 1,
+             "mode: threshold counting needs one output column");
+  }
+  stats_ = StepStats{};
+  stats_.mode = mode;
+  stats_.threshold = threshold;
+  stats_.correct.assign(nh, 0);
+  stats_.n_rows = n_rows;
+  stats_.outputs.resize(nh);
+  for (size_t h = 0; h < nh; ++h)
+    if (keep_outputs[h])
+      stats_.outputs[h].assign(static_cast<size_t>(n_rows * heads_[h].n_out), T(0));
+}
+
+template <class T, class B>
+double Network<T, B>::train_step_indexed(const T* X, index_t n_rows, const std::int64_t* idx,
+                                         index_t batch, const std::vector<const T*>& target,
+                                         const std::vector<const std::int32_t*>& labels,
+                                         const T* sample_weight, double lr) {
+  if constexpr (B::kHostMemory) {
+    const size_t nh = heads_.size();
+    FM_CHECK(batch >= 1, "idx: expected at least one row index");
+    FM_CHECK(target.size() == nh && labels.size() == nh, "y: expected targets for ", nh,
+             " head(s)");
+    FM_CHECK(stats_.mode.size() == nh, "train_step_indexed: call reset_step_stats first");
+    FM_CHECK(n_rows == stats_.n_rows, "X: expected the ", stats_.n_rows,
+             " rows reset_step_stats was given, got ", n_rows);
+    for (index_t i = 0; i < batch; ++i)
+      FM_CHECK(idx[i] >= 0 && idx[i] < n_rows, "idx: row index ", idx[i], " out of range [0, ",
+               n_rows, ")");
+    // The gather: one contiguous copy of each selected row; the first layer's GEMM then reads
+    // the batch from cache.
+    gather_x_.resize(static_cast<size_t>(batch * n_in_));
+    for (index_t i = 0; i < batch; ++i)
+      std::copy_n(X + idx[i] * n_in_, n_in_, gather_x_.data() + i * n_in_);
+    gather_t_.resize(nh);
+    gather_l_.resize(nh);
+    std::vector<const T*> bt(nh, nullptr);
+    std::vector<const std::int32_t*> bl(nh, nullptr);
+    for (size_t h = 0; h < nh; ++h) {
+      const index_t k = heads_[h].n_out;
+      if (labels[h]) {
+        gather_l_[h].resize(batch);
+        for (index_t i = 0; i < batch; ++i) gather_l_[h][i] = labels[h][idx[i]];
+        bl[h] = gather_l_[h].data();
+      } else {
+        FM_CHECK(target[h] != nullptr, "y: head ", h, " has neither targets nor labels");
+        gather_t_[h].resize(static_cast<size_t>(batch * k));
+        for (index_t i = 0; i < batch; ++i)
+          std::copy_n(target[h] + idx[i] * k, k, gather_t_[h].data() + i * k);
+        bt[h] = gather_t_[h].data();
+      }
+    }
+    const T* w = nullptr;
+    if (sample_weight) {
+      gather_w_.resize(batch);
+      for (index_t i = 0; i < batch; ++i) gather_w_[i] = sample_weight[idx[i]];
+      w = gather_w_.data();
+    }
+    const double loss = train_step(gather_x_.data(), batch, bt, bl, w, lr);
+    if (!std::isfinite(loss)) return loss;  // the caller stops the epoch: nothing to count
+    stats_.loss_sum += loss * static_cast<double>(batch);
+    stats_.rows += batch;
+    // The head outputs of the step's forward pass (before its update): the backward pass
+    // writes only the gradient buffers, so they are intact here.
+    for (size_t h = 0; h < nh; ++h) {
+      const index_t k = heads_[h].n_out;
+      const T* out = heads_[h].out;
+      if (!stats_.outputs[h].empty())
+        for (index_t i = 0; i < batch; ++i)
+          std::copy_n(out + i * k, k, stats_.outputs[h].data() + idx[i] * k);
+      std::int64_t correct = 0;
+      if (stats_.mode[h] == kArgmax) {
+        FM_CHECK(bl[h] != nullptr, "mode: arg-max counting needs int32 labels");
+        for (index_t i = 0; i < batch; ++i) {
+          const T* row = out + i * k;
+          // the first maximum, as numpy's argmax
+          correct += std::max_element(row, row + k) - row == bl[h][i];
+        }
+      } else if (stats_.mode[h] == kThreshold) {
+        FM_CHECK(bt[h] != nullptr, "mode: threshold counting needs dense targets");
+        const T thr = T(stats_.threshold[h]);
+        for (index_t i = 0; i < batch; ++i) correct += T(out[i] >= thr ? 1 : 0) == bt[h][i];
+      }
+      stats_.correct[h] += correct;
+    }
+    return loss;
+  } else {
+    FM_CHECK(false, "train_step_indexed: host-memory backends only");
+    return 0.0;
+  }
+}
+
+template <class T, class B>
 double Network<T, B>::evaluate(const T* X, index_t batch, const std::vector<const T*>& target,
                                const std::vector<const std::int32_t*>& labels,
-                               const T* sample_weight, std::vector<double>* per_head) {
+                               const T* sample_weight, std::vector<double>* per_head,
+                               const std::vector<T*>* out) {
   std::vector<T*> none(heads_.size(), nullptr);
-  forward(X, batch, none, false);
+  forward(X, batch, out ? *out : none, false);
   head_losses(batch, target, labels, sample_weight, false);
   return read_losses(per_head);
 }

@@ -381,6 +381,9 @@ class Sequential:
         on_device = v.is_device_array(X)
         X = self.check_X(X)
         batch_size = v.integer("batch_size", batch_size, low=1)
+        if self.device == "cpu":  # one call: the chunks are written straight into the outputs
+            outs = self._net.predict(np.ascontiguousarray(X), batch_size)
+            return outs[0] if len(outs) == 1 else outs
         parts = [
             self._net.forward(X[s : s + batch_size], False) for s in range(0, len(X), batch_size)
         ]

@@ -150,7 +150,8 @@ class Trainer:
         regularizers: ``fusedmlp.regularizers`` objects (L1, L2, L1L2, MaxNorm, ClipNorm,
             ClipValue), fused into the update.
         callbacks: ``fusedmlp.callbacks`` objects.
-        metrics: metric names or callables evaluated per epoch ("accuracy", "mse", "roc_auc").
+        metrics: metric names or callables evaluated per epoch ("accuracy", "mse", "roc_auc");
+            in ``fit`` the training values are running averages over the epoch's steps.
         loss_weights: weight of each head's loss in the total (deck 002 multi-task).
         label_smoothing: epsilon for the classification losses; ``smoothing`` "deck"
             (eps/(k-1) and 1-eps, deck 002) or "uniform" (eps/k, the common libraries').
@@ -544,11 +545,23 @@ class Trainer:
         ``fit(epochs=2)`` calls, and ``fit(epochs=2)`` + ``save`` + ``Trainer.load`` +
         ``fit(epochs=2)`` give bit-identical weights and history.
 
+        Training metrics (CPU models) are running values, as Keras reports them: ``loss`` and
+        each metric of the history average over the epoch's batches the outputs that each
+        fused step's own forward pass computed (training mode: dropout on, batch statistics;
+        the parameters before that step's update), so ``fit`` never runs a second pass over
+        the training set. The step counts the accuracy of labels (arg-max) and of one-column
+        0/1 targets (threshold) itself and keeps the outputs for the other metrics. CUDA
+        models and adversarial training compute the training metrics at the epoch's end with
+        one inference pass. Validation values are always computed at the epoch's end with
+        the final parameters (one inference pass).
+
         Divergence (Keras' TerminateOnNaN, built in): when a batch loss is NaN or Inf, or at an
         epoch's end the parameters, the model's outputs or the validation loss are not finite,
-        training stops at once. The fused step skips the update of a batch whose loss is not
-        finite, but earlier updates may already have made the parameters huge or non-finite;
-        they are left as they are, except that callbacks' ``on_train_end`` still runs, so
+        training stops at once (with metrics configured, the outputs are examined on the
+        epoch's last batch on the CPU, on the training set on CUDA). The fused step skips the
+        update of a batch whose loss is not finite, but earlier updates may already have made
+        the parameters huge or non-finite; they are left as they are, except that callbacks'
+        ``on_train_end`` still runs, so
         ``EarlyStopping(restore_best_weights=True)`` puts the best weights back (a non-finite
         monitored value never counts as an improvement). The diverged epoch enters the history
         with NaN for every logged value except ``lr`` (the batch loss itself, NaN or Inf, as
@@ -630,6 +643,16 @@ class Trainer:
 
             ys = [to_device(t) for t in ys]
             sw = None if sw is None else to_device(sw)
+        # CPU: each step gathers its rows from the whole training set inside the C++ step
+        # and counts the running metrics from its own outputs (no second pass over the data).
+        # CUDA and adversarial training keep the Python batches and an end-of-epoch pass.
+        indexed = self.model.device == "cpu" and self.adversarial_eps is None
+        plan = None
+        if indexed:  # the C++ step reads the arrays in place: C order, once per fit
+            X = np.ascontiguousarray(X)
+            ys = [np.ascontiguousarray(t) for t in ys]
+            sw = None if sw is None else np.ascontiguousarray(sw)
+            plan = self._running_plan(ys)
         self.stop_training = False
         for c in self.callbacks:
             c.trainer = self
@@ -647,8 +670,15 @@ class Trainer:
                 if self.model.device == "cuda":
                     order = to_device(order)
             total, seen = 0.0, 0
-            for b, s in enumerate(range(0, n, bs)):
+            if indexed:
                 if order is None:
+                    order = np.arange(n, dtype=np.int64)
+                self.model._net.reset_step_stats(n, *plan)
+            for b, s in enumerate(range(0, n, bs)):
+                if indexed:
+                    loss = self._step_indexed(X, ys, sw, order[s : s + bs])
+                    seen += min(bs, n - s)
+                elif order is None:
                     xb, yb, wb = (
                         X[s : s + bs],
                         [t[s : s + bs] for t in ys],
@@ -657,9 +687,10 @@ class Trainer:
                 else:
                     idx = order[s : s + bs]
                     xb, yb, wb = X[idx], [t[idx] for t in ys], None if sw is None else sw[idx]
-                loss = self._step(_xp(xb).ascontiguousarray(xb), yb, wb)
-                total += loss * len(xb)
-                seen += len(xb)
+                if not indexed:
+                    loss = self._step(_xp(xb).ascontiguousarray(xb), yb, wb)
+                    total += loss * len(xb)
+                    seen += len(xb)
                 for c in self.callbacks:
                     c.on_batch_end(b, {"loss": loss})
                 if not math.isfinite(loss):
@@ -668,9 +699,16 @@ class Trainer:
                 if self.stop_training:
                     break
             self.epoch = epoch + 1
+            running = None
+            if indexed:
+                stats = self.model._net.step_stats()
+                total, seen = stats[0], max(stats[1], 1)
+                if self.diverged is None:
+                    probe = order[max(seen - bs, 0) : seen]  # the epoch's last batch
+                    running = self._running_metrics(X, ys, plan, stats, order[:seen], probe)
             logs = {"loss": total / max(seen, 1), "lr": self.current_lr()}  # the lr this epoch used
             if self.diverged is None:
-                logs = self._epoch_logs(epoch, logs, X, ys_host, val)
+                logs = self._epoch_logs(epoch, logs, X, ys_host, val, running)
             if self.diverged is not None:
                 logs = self._diverged_logs(logs, val)
             self.history.append(epoch, logs)
@@ -691,16 +729,27 @@ class Trainer:
         return self.history
 
     def _epoch_logs(
-        self, epoch: int, logs: dict, X: Any, ys: list[np.ndarray], val: tuple | None
+        self,
+        epoch: int,
+        logs: dict,
+        X: Any,
+        ys: list[np.ndarray],
+        val: tuple | None,
+        running: Any = None,
     ) -> dict:
         """The epoch's metrics and validation values; sets ``self.diverged`` (and returns the
-        logs so far) when the parameters, the outputs or the validation loss are not finite."""
+        logs so far) when the parameters, the outputs or the validation loss are not finite.
+        ``running``: a function returning the training metrics of the epoch's steps (CPU),
+        else they come from a pass over (X, ys) at the epoch's end."""
         params = self.model.parameters
         if not bool(_xp(params).isfinite(params).all()):
             self.diverged = Divergence(epoch, self.step_count, None, "parameters", math.nan)
             return logs
         try:
-            if self.metrics:
+            if running is not None:
+                if self.metrics:
+                    logs.update(running())
+            elif self.metrics:
                 logs.update(self._metric_values(X, ys, prefix=""))
             if val is not None:
                 logs.update(self._evaluate(val[0], val[1], None, prefix="val_"))
@@ -710,6 +759,75 @@ class Trainer:
         if val is not None and not math.isfinite(logs["val_loss"]):
             self.diverged = Divergence(epoch, self.step_count, None, "val_loss", logs["val_loss"])
         return logs
+
+    def _step_indexed(
+        self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None, idx: np.ndarray
+    ) -> float:
+        """fit's CPU step on rows ``idx`` of the training set (gathered by the C++ step)."""
+        self._cycle_momentum()
+        loss = float(self.model._net.train_step_indexed(X, ys, sw, idx, self.current_lr()))
+        self._after_step()
+        return loss
+
+    def _running_plan(self, ys: list[np.ndarray]) -> tuple[list[int], list[float], list[bool]]:
+        """How the C++ step counts each head's running accuracy (Network::StepStats: 0 not
+        counted, 1 arg-max against int32 labels, 2 one output column against 0/1 targets at a
+        threshold), and whether it keeps the head's outputs for the other metrics (and for an
+        accuracy it cannot count: one-hot or multi-label targets)."""
+        modes, thresholds, keep = [], [], []
+        wants_accuracy = any(fn is M.accuracy for fn in self.metrics.values())
+        others = any(fn is not M.accuracy for fn in self.metrics.values())
+        for h, (name, t) in enumerate(zip(self.losses, ys, strict=True)):
+            k = self.model.n_outputs(h)
+            mode, thr = 0, 0.0
+            if wants_accuracy and t.dtype == np.int32 and t.ndim == 1 and k >= 2:
+                mode = 1
+            elif wants_accuracy and t.ndim == 2 and k == 1 and name != "cross_entropy":
+                # metrics.accuracy thresholds the prediction at 0.5: the sigmoid of a logit is
+                # >= 0.5 exactly when the logit is >= 0; mse predicts the output itself
+                mode, thr = 2, 0.0 if name == "binary_cross_entropy" else 0.5
+            modes.append(mode)
+            thresholds.append(thr)
+            keep.append(others or (wants_accuracy and mode == 0))
+        return modes, thresholds, keep
+
+    def _running_metrics(
+        self,
+        X: np.ndarray,
+        ys: list[np.ndarray],
+        plan: tuple,
+        stats: tuple,
+        rows: np.ndarray,
+        probe: np.ndarray,
+    ):
+        """The function returning the epoch's training metrics from the C++ step statistics:
+        running values over the epoch's steps (each batch's outputs before its update, in
+        training mode), as Keras reports them. ``rows``: the training rows the steps saw;
+        ``probe``: rows whose outputs under the final parameters are checked for NaN/Inf (the
+        divergence check of the epoch's end, on one batch instead of the whole set)."""
+        from . import ops
+
+        modes = plan[0]
+        _, n_rows, correct, outputs = stats
+        whole = len(rows) == len(X)
+
+        def metrics() -> dict:
+            self.predict(np.take(X, probe, axis=0))  # _NonFiniteOutput on diverged parameters
+            out = {}
+            for name, fn in self.metrics.items():
+                vals = []
+                for h, loss in enumerate(self.losses):
+                    if fn is M.accuracy and modes[h]:
+                        vals.append(correct[h] / max(n_rows, 1))
+                        continue
+                    t, o = ys[h], outputs[h]
+                    if not whole:
+                        t, o = t[rows], o[rows]
+                    vals.append(fn(t, ops.loss_output(loss, o)))
+                out[name] = float(np.mean(vals))
+            return out
+
+        return metrics
 
     def _diverged_logs(self, logs: dict, val: tuple | None) -> dict:
         """The history entry of a diverged epoch: every key of a healthy epoch, NaN except the
@@ -774,6 +892,19 @@ class Trainer:
     def _evaluate(
         self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None, prefix: str
     ) -> dict:
+        if self.model.device == "cpu":
+            # One call: the loss and the outputs of one inference pass in chunks of 8192 rows;
+            # the metrics come from those outputs (no second pass).
+            X, ys = np.ascontiguousarray(X), [np.ascontiguousarray(t) for t in ys]
+            sw = None if sw is None else np.ascontiguousarray(sw)
+            loss, _, outs = self.model._net.evaluate_chunked(X, ys, sw, 8192, bool(self.metrics))
+            out = {prefix + "loss": loss}
+            if self.metrics:
+                preds = self._outputs_to_predictions(outs)
+                for name, fn in self.metrics.items():
+                    vals = [fn(t, p) for t, p in zip(ys, preds, strict=True)]
+                    out[prefix + name] = float(np.mean(vals))
+            return out
         total = 0.0
         bs = 8192
         for s in range(0, len(X), bs):
@@ -794,10 +925,15 @@ class Trainer:
         Raises:
             ValueError: bad X, or the outputs are not finite (diverged parameters).
         """
+        out = self.model.predict(X)
+        res = self._outputs_to_predictions(out if isinstance(out, list) else [out])
+        return res[0] if len(res) == 1 else res
+
+    def _outputs_to_predictions(self, outs: list) -> list:
+        """Each head's outputs through its loss's output activation; _NonFiniteOutput when an
+        output is NaN or Inf."""
         from . import ops
 
-        out = self.model.predict(X)
-        outs = out if isinstance(out, list) else [out]
         for h, o in enumerate(outs):
             if not bool(_xp(o).isfinite(o).all()):
                 where = "" if len(outs) == 1 else f" of head {h}"
@@ -805,8 +941,7 @@ class Trainer:
                     f"X: the model's outputs{where} contain NaN or Inf for finite inputs: the "
                     "parameters have diverged (see Trainer.fit on divergence)"
                 )
-        res = [ops.loss_output(name, o) for name, o in zip(self.losses, outs, strict=True)]
-        return res[0] if len(res) == 1 else res
+        return [ops.loss_output(name, o) for name, o in zip(self.losses, outs, strict=True)]
 
     # -- checkpoints -----------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
