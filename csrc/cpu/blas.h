@@ -94,7 +94,8 @@ void gemm(bool ta, bool tb, index_t m, index_t n, index_t k, T alpha, const T* A
   // Checked here: an exception must not leave the parallel region.
   blas_dim(m, "m"), blas_dim(n, "n"), blas_dim(k, "k");
   blas_dim(lda, "lda"), blas_dim(ldb, "ldb"), blas_dim(ldc, "ldc");
-#pragma omp parallel for schedule(static) num_threads(static_cast<int>(std::min<index_t>(nt, parts)))
+  const int threads = static_cast<int>(std::min<index_t>(nt, parts));
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (index_t b = 0; b < parts; ++b) block(b);
 }
 

@@ -50,7 +50,6 @@ void dense_forward(const T* X, const T* W, const T* b, T* Z, T* A, index_t batch
   else if (A && A != Z) std::memcpy(A, Z, sizeof(T) * batch * n_out);
 }
 
-
 template <class T>
 void dense_backward(const T* X, const T* W, const T* Z, const T* dA, T* dZ, T* dW, T* db, T* dX,
                     T* dparams, index_t batch, index_t n_in, index_t n_out, Act act,

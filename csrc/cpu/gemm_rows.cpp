@@ -77,8 +77,8 @@ FM_GEMM_INLINE void micro(const T* A, index_t lda, const T* P, index_t k, const 
 
 // The last panel holds nv < NV vectors: the instantiation with exactly nv.
 template <class T, int W, int NV, int R>
-FM_GEMM_INLINE void micro_nv(int nv, const T* A, index_t lda, const T* P, index_t k,
-                             const T* bias, T* C, index_t ldc, index_t cols) {
+FM_GEMM_INLINE void micro_nv(int nv, const T* A, index_t lda, const T* P, index_t k, const T* bias,
+                             T* C, index_t ldc, index_t cols) {
   if constexpr (NV > 1) {
     if (nv < NV) {
       micro_nv<T, W, NV - 1, R>(nv, A, lda, P, k, bias, C, ldc, cols);
@@ -104,10 +104,18 @@ FM_GEMM_INLINE void rows_kernel(const T* A, index_t lda, const T* Pk, index_t k,
         const T* Ai = A + i * lda;
         T* Ci = C + i * ldc + j0;
         switch (std::min<index_t>(4, c1 - i)) {
-          case 4: micro_nv<T, W, NV, 4>(nv, Ai, lda, P, k, bj, Ci, ldc, cols); break;
-          case 3: micro_nv<T, W, NV, 3>(nv, Ai, lda, P, k, bj, Ci, ldc, cols); break;
-          case 2: micro_nv<T, W, NV, 2>(nv, Ai, lda, P, k, bj, Ci, ldc, cols); break;
-          default: micro_nv<T, W, NV, 1>(nv, Ai, lda, P, k, bj, Ci, ldc, cols); break;
+          case 4:
+            micro_nv<T, W, NV, 4>(nv, Ai, lda, P, k, bj, Ci, ldc, cols);
+            break;
+          case 3:
+            micro_nv<T, W, NV, 3>(nv, Ai, lda, P, k, bj, Ci, ldc, cols);
+            break;
+          case 2:
+            micro_nv<T, W, NV, 2>(nv, Ai, lda, P, k, bj, Ci, ldc, cols);
+            break;
+          default:
+            micro_nv<T, W, NV, 1>(nv, Ai, lda, P, k, bj, Ci, ldc, cols);
+            break;
         }
       }
     }
@@ -145,9 +153,9 @@ void rows_base(const T* A, index_t lda, const T* Pk, index_t k, index_t n, const
 // 16 (AVX-512) or 8 (AVX2) accumulator registers of 4 rows x NV vectors, plus the NV loaded
 // values of B and the broadcast element of A: within the 32 / 16 registers each set has.
 template <class T>
-__attribute__((target("avx512f"))) void rows_avx512(const T* A, index_t lda, const T* Pk,
-                                                    index_t k, index_t n, const T* bias, T* C,
-                                                    index_t ldc, index_t r0, index_t r1) {
+__attribute__((target("avx512f"))) void rows_avx512(const T* A, index_t lda, const T* Pk, index_t k,
+                                                    index_t n, const T* bias, T* C, index_t ldc,
+                                                    index_t r0, index_t r1) {
   rows_kernel<T, 64 / sizeof(T), 4>(A, lda, Pk, k, n, bias, C, ldc, r0, r1);
 }
 
@@ -163,7 +171,8 @@ template <class T>
 Variant<T> pick_variant() {
 #ifdef FM_GEMM_DISPATCH
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return {&rows_avx512<T>, 64 / sizeof(T), 4 * 64 / sizeof(T)};
+  if (__builtin_cpu_supports("avx512f"))
+    return {&rows_avx512<T>, 64 / sizeof(T), 4 * 64 / sizeof(T)};
   if (__builtin_cpu_supports("avx2")) return {&rows_avx2<T>, 32 / sizeof(T), 2 * 32 / sizeof(T)};
 #endif
   return {&rows_base<T>, kBaseBytes / sizeof(T), kBaseNV * (kBaseBytes / sizeof(T))};
@@ -177,8 +186,8 @@ const Variant<T>& variant() {
 
 // Panels [q0, q1) of B into Pk (layout above), zero-padding the last one to a multiple of W.
 template <class T>
-void pack_panels(const T* B, index_t ldb, bool b_trans, index_t k, index_t n, index_t W,
-                 index_t NB, T* Pk, index_t q0, index_t q1) {
+void pack_panels(const T* B, index_t ldb, bool b_trans, index_t k, index_t n, index_t W, index_t NB,
+                 T* Pk, index_t q0, index_t q1) {
   for (index_t q = q0; q < q1; ++q) {
     const index_t j0 = q * NB, cols = std::min(NB, n - j0);
     const index_t ps = (cols + W - 1) / W * W;
