@@ -9,7 +9,7 @@
 // not depend on m, the row's position, the thread count, the vector width the CPU has (the
 // AVX-512, AVX2 and SSE variants hold the same per-element operations in wider or narrower
 // registers), nor on the arrays' alignment. The price is the FMA: about half of OpenBLAS's
-// peak on large layers (bench/NOTES.md), so training keeps OpenBLAS (cpu/blas.h).
+// peak on large layers (bench/bench_predict.py), so training keeps OpenBLAS (cpu/blas.h).
 //
 // A is (m, k) row-major with row stride lda. B is (k, n) row-major with row stride ldb, or,
 // with b_trans, B^T is given: (n, k) row-major. C is (m, n) with row stride ldc; bias (n) or
