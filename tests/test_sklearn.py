@@ -89,21 +89,8 @@ _EXTENDED = (
 )
 
 
-_SUBSET_REASON = (
-    "float32 inference is not batch-invariant through OpenBLAS (measured 2026-12-04, OpenBLAS "
-    "0.3.34): its sgemm kernels give a row different last bits depending on the number of rows "
-    "in the call (SkylakeX kernels) and on the row's position modulo 24 within the call (Haswell "
-    "kernels, used on AMD Zen and AVX2 Intel). Calling it on fixed 64-row blocks fixes the first "
-    "only and costs 14-50% of the training step, so it was not taken; a batch-invariant "
-    "inference GEMM of our own is the remaining fix (issue 14); the float64 estimators pass"
-)
-
-
 def _expected_failures(est):
-    failures = dict.fromkeys(_SW_CHECKS, _SW_REASON) if est.batchnorm or est.dropout else {}
-    if est.dtype == "float32":
-        failures["check_methods_subset_invariance"] = _SUBSET_REASON
-    return failures
+    return dict.fromkeys(_SW_CHECKS, _SW_REASON) if est.batchnorm or est.dropout else {}
 
 
 @parametrize_with_checks(

@@ -59,7 +59,9 @@ struct ActParams {
   index_t cols = 0;                      // number of units (row stride of `unit`)
   PhiloxKey key{0, 0, 0};                // RReLU draws in training
   const std::uint64_t* step_ptr = nullptr;  // CUDA graph replay: key.step read on the device
-  bool training = false;                 // RReLU: random slopes (true) or their mean (false)
+  // RReLU: random slopes (true) or their mean (false). The CPU dense layer also picks its GEMM
+  // by it: OpenBLAS in training, the batch-invariant gemm_rows in inference (cpu/dense.cpp).
+  bool training = false;
 };
 
 // Number of learnable parameters per unit (rows of the `unit` block).

@@ -41,41 +41,62 @@ inline void blas_call(bool ta, bool tb, index_t m, index_t n, index_t k, double 
 // the full k. Why: OpenBLAS's own pthreads pool and OpenMP's spin-waiting threads otherwise
 // compete for the same cores after every GEMM; on 2 cores that made a small network's step
 // 10-40x slower at 2 threads than at 1 (bench/NOTES.md).
+//
+// The blocks are a function of the shape (m, n, k) alone, never of the thread count: one
+// thread runs the same BLAS calls in turn that several threads run side by side. Why:
+// OpenBLAS sums an element of C in an order that depends on the shape of the call it is in
+// (its kernels are picked by m and n, and the Haswell sgemm rounds a row by its position
+// modulo 24), so blocks that moved with the thread count made training results depend on it
+// (a 64-512-10 model ended 2.6e-3 apart at 1 and 2 threads, issue 14). k is never split.
 constexpr double kParallelGemmFlops = 1.0e6;  // below: one call on the calling thread
+constexpr double kGemmBlockFlops = 4.0e6;     // about this much work per block above it
+constexpr index_t kGemmMinBlock = 64;         // no block narrower: re-packing the shared
+                                              // operand per block stays a few percent
 constexpr index_t kGemmSplitAlign = 16;       // block edges on 64-byte float boundaries
 
 template <class T>
 void gemm(bool ta, bool tb, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda,
           const T* B, index_t ldb, T beta, T* C, index_t ldc) {
   if (m == 0 || n == 0) return;
-  const int nt = omp_get_max_threads();
+  const double flops = 2.0 * double(m) * double(n) * double(k);
   const bool split_cols = n >= m;
   const index_t extent = split_cols ? n : m;
-  const index_t parts = std::min<index_t>(nt, extent / kGemmSplitAlign);
-  if (parts < 2 || 2.0 * double(m) * double(n) * double(k) < kParallelGemmFlops ||
-      omp_in_parallel()) {
+  const index_t parts =
+      flops < kParallelGemmFlops
+          ? 1
+          : std::max<index_t>(1, std::min<index_t>(extent / kGemmMinBlock,
+                                                   static_cast<index_t>(flops / kGemmBlockFlops)));
+  if (parts < 2) {
     blas_call(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-#pragma omp parallel num_threads(static_cast<int>(parts))
-  {
-    const index_t t = omp_get_thread_num(), np = omp_get_num_threads();
-    // Aligned block edges: [e0, e1) of the split dimension.
-    const index_t units = (extent + kGemmSplitAlign - 1) / kGemmSplitAlign;
-    const index_t e0 = std::min(extent, units * t / np * kGemmSplitAlign);
-    const index_t e1 = std::min(extent, units * (t + 1) / np * kGemmSplitAlign);
-    if (e0 < e1) {
-      if (split_cols) {
-        // op(B)[:, e0:e1]: columns of B, or rows of B when it is transposed.
-        const T* Bp = tb ? B + e0 * ldb : B + e0;
-        blas_call(ta, tb, m, e1 - e0, k, alpha, A, lda, Bp, ldb, beta, C + e0, ldc);
-      } else {
-        // op(A)[e0:e1, :]: rows of A, or columns of A when it is transposed.
-        const T* Ap = ta ? A + e0 : A + e0 * lda;
-        blas_call(ta, tb, e1 - e0, n, k, alpha, Ap, lda, B, ldb, beta, C + e0 * ldc, ldc);
-      }
+  // Block b: [e(b), e(b + 1)) of the split dimension, edges on kGemmSplitAlign.
+  const index_t units = (extent + kGemmSplitAlign - 1) / kGemmSplitAlign;
+  auto block = [&](index_t b) {
+    const index_t e0 = std::min(extent, units * b / parts * kGemmSplitAlign);
+    const index_t e1 = std::min(extent, units * (b + 1) / parts * kGemmSplitAlign);
+    if (e0 >= e1) return;
+    if (split_cols) {
+      // op(B)[:, e0:e1]: columns of B, or rows of B when it is transposed.
+      const T* Bp = tb ? B + e0 * ldb : B + e0;
+      blas_call(ta, tb, m, e1 - e0, k, alpha, A, lda, Bp, ldb, beta, C + e0, ldc);
+    } else {
+      // op(A)[e0:e1, :]: rows of A, or columns of A when it is transposed.
+      const T* Ap = ta ? A + e0 : A + e0 * lda;
+      blas_call(ta, tb, e1 - e0, n, k, alpha, Ap, lda, B, ldb, beta, C + e0 * ldc, ldc);
     }
+  };
+  const int nt = omp_get_max_threads();
+  if (nt < 2 || omp_in_parallel()) {
+    for (index_t b = 0; b < parts; ++b) block(b);
+    return;
   }
+  // Checked here: an exception must not leave the parallel region.
+  blas_dim(m, "m"), blas_dim(n, "n"), blas_dim(k, "k");
+  blas_dim(lda, "lda"), blas_dim(ldb, "ldb"), blas_dim(ldc, "ldc");
+  const int threads = static_cast<int>(std::min<index_t>(nt, parts));
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (index_t b = 0; b < parts; ++b) block(b);
 }
 
 inline void set_blas_threads(int n) { scipy_openblas_set_num_threads(n); }

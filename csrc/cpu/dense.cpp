@@ -1,6 +1,8 @@
 // CPU dense layer, forward and backward, bias and activation fused.
-//   forward : Z = X W + b (bias pre-filled into Z, one GEMM with beta = 1), A = f(Z) as an
-//             epilogue over the cache-resident output.
+//   forward : Z = X W + b, A = f(Z) as an epilogue over the cache-resident output. In training
+//             (p.training) one OpenBLAS GEMM with the bias pre-filled into Z and beta = 1; in
+//             inference the batch-invariant gemm_rows (cpu/gemm_rows.h), so that a row's
+//             prediction does not depend on the batch it arrives in.
 //   backward: dZ = dA * f'(Z) with db = sum_batch dZ in the same pass, dW = X^T dZ,
 //             dX = dZ W^T.
 // Shapes: X (B, n_in), W (n_in, n_out), b (n_out), Z/A/dA/dZ (B, n_out), all row-major.
@@ -13,13 +15,17 @@
 
 #include "cpu/activation.h"
 #include "cpu/blas.h"
+#include "cpu/gemm_rows.h"
 #include "cpu/parallel.h"
 
 namespace fm::cpu {
 
+namespace {
+
+// Z = X W + b through OpenBLAS: the bias pre-fills Z and the GEMM runs with beta = 1.
 template <class T>
-void dense_forward(const T* X, const T* W, const T* b, T* Z, T* A, index_t batch, index_t n_in,
-                   index_t n_out, Act act, const ActParams<T>& p) {
+void dense_forward_train_gemm(const T* X, const T* W, const T* b, T* Z, index_t batch,
+                              index_t n_in, index_t n_out) {
   T beta = T(0);
   if (b) {
     parallel_rows(batch, n_out, [&](index_t r0, index_t r1) {
@@ -28,6 +34,18 @@ void dense_forward(const T* X, const T* W, const T* b, T* Z, T* A, index_t batch
     beta = T(1);
   }
   gemm(false, false, batch, n_out, n_in, T(1), X, n_in, W, n_out, beta, Z, n_out);
+}
+
+}  // namespace
+
+template <class T>
+void dense_forward(const T* X, const T* W, const T* b, T* Z, T* A, index_t batch, index_t n_in,
+                   index_t n_out, Act act, const ActParams<T>& p) {
+  if (!p.training) {
+    gemm_rows(batch, n_out, n_in, X, n_in, W, n_out, false, b, Z, n_out);
+  } else {
+    dense_forward_train_gemm(X, W, b, Z, batch, n_in, n_out);
+  }
   if (act != Act::identity && A) activation_forward(act, Z, A, batch, n_out, p);
   else if (A && A != Z) std::memcpy(A, Z, sizeof(T) * batch * n_out);
 }

@@ -18,6 +18,7 @@
 
 #include "common/fastmath.h"
 #include "cpu/blas.h"
+#include "cpu/gemm_rows.h"
 #include "cpu/parallel.h"
 
 namespace fm::cpu {
@@ -110,7 +111,9 @@ void rbf_forward(const T* X, const T* C, const T* sigma, T* D, T* Phi, T* work, 
     mu_sq[k] = sq_norm(C + k * n_in, n_in);
     coef[k] = rbf_coef(sigma[k]);
   }
-  gemm(false, true, batch, K, n_in, T(1), X, n_in, C, n_in, T(0), D, K);
+  // X C^T through the batch-invariant GEMM (cpu/gemm_rows.h), in training too (the layer has no
+  // mode): a row's features do not depend on the batch it arrives in.
+  gemm_rows(batch, K, n_in, X, n_in, C, n_in, true, static_cast<const T*>(nullptr), D, K);
   parallel_rows(batch, K + n_in, [&](index_t r0, index_t r1) {
     forward_rows(X, mu_sq, coef, D, Phi, n_in, K, r0, r1);
   });
