@@ -1,7 +1,7 @@
 """The package's import structure (issue 17, item 4).
 
 * ``import fusedmlp`` imports none of the optional packages (scikit-learn, SciPy, matplotlib,
-  tqdm, CuPy): they are imported where used (``fm.sklearn`` and ``fm.preprocessing`` on first
+  tqdm, CuPy, onnx): they are imported where used (``fm.sklearn`` and ``fm.preprocessing`` on first
   attribute access).
 * The module-level imports between fusedmlp's own modules form no cycle. Module-level only:
   the function-level imports that today break cycles (ops <-> _cuda_ops, callbacks ->
@@ -17,12 +17,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fusedmlp
 import pytest
 
-import fusedmlp
-
 PKG_DIR = Path(fusedmlp.__file__).resolve().parent
-OPTIONAL = ("sklearn", "scipy", "matplotlib", "tqdm", "cupy", "torch", "pandas")
+OPTIONAL = (
+    "sklearn",
+    "scipy",
+    "matplotlib",
+    "tqdm",
+    "cupy",
+    "torch",
+    "pandas",
+    "onnx",
+    "onnxruntime",
+)
 
 
 def _run(code: str) -> str:
@@ -68,9 +77,7 @@ def _module_level_imports() -> dict[str, set[str]]:
                         deps.add(sub.module.split(".")[0])
                     else:
                         deps.update(a.name for a in sub.names)
-                elif isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith(
-                    "fusedmlp."
-                ):
+                elif isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith("fusedmlp."):
                     deps.add(sub.module.split(".")[1])
         graph[name] = {d for d in deps if (PKG_DIR / f"{d}.py").exists() and d != name}
     return graph

@@ -1,7 +1,9 @@
-"""Command line: ``fusedmlp train`` / ``python -m fusedmlp train``.
+"""Command line: ``fusedmlp train`` / ``python -m fusedmlp train`` and ``fusedmlp export``.
 
-Trains an MLP on the bundled digits by default, or on a CSV/NPZ file (``--data``), prints
-progress and the held-out accuracy (or MSE), and optionally saves a checkpoint.
+``train`` trains an MLP on the bundled digits by default, or on a CSV/NPZ file (``--data``),
+prints progress and the held-out accuracy (or MSE), and optionally saves a checkpoint.
+``export CHECKPOINT OUT.onnx`` writes a checkpoint's model as an ONNX graph (the ``onnx``
+extra).
 """
 
 from __future__ import annotations
@@ -118,6 +120,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .trainer import Trainer
+
+    if not os.path.exists(args.checkpoint):
+        raise ValueError(f"CHECKPOINT: no such file: {args.checkpoint}")
+    trainer = Trainer.load(args.checkpoint, device="cpu")
+    trainer.model.to_onnx(args.out, opset=args.opset, output=args.output, loss=trainer.losses)
+    print(f"wrote {args.out} ({args.output}, opset {args.opset})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fusedmlp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,10 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument("--save", help="write a checkpoint here")
     t.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+    e = sub.add_parser("export", help="write a checkpoint's model as ONNX (the onnx extra)")
+    e.add_argument("checkpoint", help="a checkpoint written by Trainer.save / train --save")
+    e.add_argument("out", help="the .onnx file to write")
+    e.add_argument("--opset", type=int, default=17)
+    e.add_argument(
+        "--output",
+        choices=("logits", "probabilities"),
+        default="logits",
+        help="logits (as model.predict) or the loss's output activation (as Trainer.predict)",
+    )
     args = parser.parse_args(argv)
     try:
-        return _train(args)
-    except (ValueError, TypeError) as exc:
+        return _train(args) if args.command == "train" else _export(args)
+    except (ValueError, TypeError, ImportError) as exc:
         print(f"fusedmlp: error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -399,6 +400,63 @@ class Sequential:
 
     def __call__(self, X):
         return self.predict(X)
+
+    def summary(self) -> None:
+        """Print the layer table: index, type, output shape, activation, parameters and
+        non-trainable parameters (BatchNorm running statistics, frozen layers) per layer,
+        then the totals with their size in bytes (Keras's ``model.summary()``;
+        ``print(model)`` prints the same).
+
+        Example:
+            >>> import fusedmlp as fm
+            >>> fm.MLP(n_in=3, hidden=[4], n_out=2).summary()  # doctest: +ELLIPSIS
+            MLP: 3 inputs, 1 head(s), float32, cpu
+            ...
+            Total params: 26 (104 B)
+            Trainable params: 26 (104 B)
+            Non-trainable params: 0 (0 B)
+        """
+        print(self)
+
+    def __str__(self) -> str:
+        from ._summary import summary_text
+
+        return summary_text(self)
+
+    def __repr__(self) -> str:
+        from ._summary import short_repr
+
+        return short_repr(self)
+
+    def to_onnx(
+        self,
+        path: str | os.PathLike | None = None,
+        opset: int | None = None,
+        output: str = "logits",
+        loss: str | Sequence[str] | None = None,
+    ):
+        """Export the inference graph to ONNX (needs the ``onnx`` extra); see
+        :func:`fusedmlp.export.to_onnx` for what each layer becomes.
+
+        Args:
+            path: the .onnx file to write (None: only return the graph).
+            opset: ONNX opset, >= 13 (default 17).
+            output: "logits" (as :meth:`predict`) or "probabilities" (the output activation of
+                ``loss``: sigmoid for binary_cross_entropy, softmax for cross_entropy).
+            loss: the training loss, or one per head (needed for "probabilities").
+
+        Returns:
+            The ``onnx.ModelProto``. Input ``"input"`` (batch, n_in), dynamic batch; output
+            ``"output"``, or ``"output_0"``, ``"output_1"``, ... with several heads.
+
+        Example:
+            >>> import fusedmlp as fm
+            >>> m = fm.MLP(n_in=4, hidden=[8], n_out=3)
+            >>> m.to_onnx("mlp.onnx", output="probabilities", loss="ce")  # doctest: +SKIP
+        """
+        from . import export
+
+        return export.to_onnx(self, path, opset=opset, output=output, loss=loss)
 
     def config(self) -> dict:
         """The architecture as JSON-ready data (checkpoints)."""
