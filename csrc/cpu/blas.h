@@ -48,10 +48,15 @@ inline void blas_call(bool ta, bool tb, index_t m, index_t n, index_t k, double 
 // (its kernels are picked by m and n, and the Haswell sgemm rounds a row by its position
 // modulo 24), so blocks that moved with the thread count made training results depend on it
 // (a 64-512-10 model ended 2.6e-3 apart at 1 and 2 threads, issue 14). k is never split.
+//
+// The block sizes trade the one-thread cost (every block is one more BLAS call re-packing the
+// shared operand) against parallelism on many cores. Measured on 2 cores (1 thread, min of
+// 150 steps, loaded machine): 64-wide / 4 MFLOP blocks cost mnist-mlp +9% and wide +30%
+// against one call per GEMM; 128 / 25 MFLOP keeps mnist-mlp's first layer in two halves (the
+// old 2-thread split) and wide in 8 column blocks of 128.
 constexpr double kParallelGemmFlops = 1.0e6;  // below: one call on the calling thread
-constexpr double kGemmBlockFlops = 4.0e6;     // about this much work per block above it
-constexpr index_t kGemmMinBlock = 64;         // no block narrower: re-packing the shared
-                                              // operand per block stays a few percent
+constexpr double kGemmBlockFlops = 25.0e6;    // about this much work per block above it
+constexpr index_t kGemmMinBlock = 128;        // no block narrower
 constexpr index_t kGemmSplitAlign = 16;       // block edges on 64-byte float boundaries
 
 template <class T>
