@@ -6,6 +6,8 @@ the state sizes, and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 
 import fusedmlp as fm
@@ -522,6 +524,30 @@ def test_state_sizes():
     segs = [_core.Segment(0, 40, 50), _core.Segment(2000, 1, 50), _core.Segment(2050, 7, 3)]
     assert _core.optimizer_state_size(fm.optim.Adafactor().config(), 2100, segs) == 90 + 50 + 10
     assert _core.optimizer_state_size(fm.optim.Adam().config(), 2100, segs) == 4200
+
+
+def test_trait_table_gives_state_sizes_and_momentum_fields():
+    """The traits of the C++ rules (OptRule, exported by optimizer_table): one row per
+    optimizer in the order of the enum, each state-owning variant one more array of n, and
+    the momentum field cycled by the Network is one the Python class has."""
+    table = _core.optimizer_table()
+    assert [row["name"] for row in table] == list(fm.optim.OPTIMIZERS)
+    switch_on = {"momentum": {"momentum": 0.5}, "centered": {"centered": True}}
+    switch_on["amsgrad"] = {"amsgrad": True}
+    for row in table:
+        cls = type(fm.optim.get(row["name"]))
+        fields = {f.name for f in dataclasses.fields(cls)}
+        cycled = {"momentum": {"momentum"}, "beta1": {"betas"}, None: set()}[row["momentum"]]
+        assert {"momentum", "betas"} & fields == cycled
+        if not row["elementwise"]:
+            continue
+        variants = [f for f in (row["variant_a"], row["variant_b"]) if f is not None]
+        for on in itertools.product((False, True), repeat=len(variants)):
+            kw = {}
+            for f, o in zip(variants, on, strict=True):
+                kw.update(switch_on[f] if o else {})
+            size = _core.optimizer_param_state_size(cls(**kw).config(), 3, 4)
+            assert size == 12 * (row["state_slots"] + sum(on)), (row, kw)
 
 
 def test_get_and_names():
