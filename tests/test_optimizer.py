@@ -621,6 +621,20 @@ def test_invalid_types():
         fm.optim.SGD(0.1, momenta=0.9)
 
 
+def test_assigned_hyper_parameters_are_checked():
+    opt = fm.optim.SGD(0.1, momentum=0.5)
+    assert opt.hyper is opt  # the optimizer is the dataclass of its hyper-parameters
+    opt.momentum = 0.9
+    assert opt.config().momentum == 0.9
+    with pytest.raises(ValueError, match="momentum: expected < 1.0"):
+        opt.momentum = 1.0
+    with pytest.raises(ValueError, match="lr: expected >= 0"):
+        opt.lr = -1
+    with pytest.raises(ValueError, match="rho: expected <= 1.0"):
+        fm.optim.AdaDelta().rho = 1.5  # AdaDelta's own range (RMSProp's excludes 1)
+    assert (opt.momentum, opt.lr, fm.optim.AdaDelta(rho=1.0).rho) == (0.9, 0.1, 1.0)
+
+
 def test_bad_params_and_grads():
     opt = fm.optim.Adam(lr=0.01)
     p = np.ones((3, 4))

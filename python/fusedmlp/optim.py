@@ -72,10 +72,10 @@ _DECAY_SCOPES = ("weights", "all", "none")
 # One validator per hyper-parameter name: (name, value) -> the checked value, or a
 # ValueError/TypeError naming it. An optimizer whose field of that name means something else
 # overrides the entry in its ``_checks``.
-Check = Callable[[str, Any], Any]
+_Check = Callable[[str, Any], Any]
 
 
-def _real(low: float | None = None, high: float | None = None, **ends: bool) -> Check:
+def _real(low: float | None = None, high: float | None = None, **ends: bool) -> _Check:
     return lambda name, x: v.real(name, x, low, high, **ends)
 
 
@@ -112,7 +112,7 @@ def _eps_pair(name: str, eps: Any) -> tuple[float | None, float]:
     return (e1, v.real(f"{name}[1]", eps[1], 0.0))
 
 
-_CHECKS: dict[str, Check] = {
+_CHECKS: dict[str, _Check] = {
     # lr = 0 freezes the parameters (as torch.optim and Keras accept it).
     "lr": _real(0.0),
     "weight_decay": _real(0.0),
@@ -144,7 +144,7 @@ _CHECKS: dict[str, Check] = {
 # ---------------------------------------------------------------------- to the C++ config
 # How a hyper-parameter reaches the C++ OptConfig: the attribute of the same name unless an
 # entry here (or the optimizer's ``_to_config``) says otherwise; None: not a config field.
-Write = Callable[[Any, Any, Any], None]  # (optimizer, config, value)
+_Write = Callable[[Any, Any, Any], None]  # (optimizer, config, value)
 
 
 def _write_weight_decay(opt: Any, cfg: Any, x: float) -> None:
@@ -163,11 +163,11 @@ def _write_eps_pair(opt: Any, cfg: Any, x: tuple[float | None, float]) -> None:
     cfg.eps2 = x[1]
 
 
-def _write_or_zero(attr: str) -> Write:
+def _write_or_zero(attr: str) -> _Write:
     return lambda opt, cfg, x: setattr(cfg, attr, x or 0.0)  # None (off) is 0 in C++
 
 
-_TO_CONFIG: dict[str, Write | None] = {
+_TO_CONFIG: dict[str, _Write | None] = {
     "weight_decay": _write_weight_decay,
     "decoupled_weight_decay": None,  # where weight_decay goes
     "clip_norm": None,  # applied by the caller through the step's grad_scale
@@ -239,8 +239,8 @@ class Optimizer:
     """
 
     name: ClassVar[str] = ""
-    _checks: ClassVar[dict[str, Check]] = {}
-    _to_config: ClassVar[dict[str, Write | None]] = {}
+    _checks: ClassVar[dict[str, _Check]] = {}
+    _to_config: ClassVar[dict[str, _Write | None]] = {}
     _rules: ClassVar[tuple[tuple[Callable[[Any], bool], str], ...]] = ()
 
     lr: float = 1e-3
@@ -254,8 +254,8 @@ class Optimizer:
     decay: str = "weights"
 
     def __post_init__(self) -> None:
-        fields = [f.name for f in dataclasses.fields(self)]
-        for name in sorted(fields, key=lambda f: _COMMON.index(f) if f in _COMMON else 99):
+        own = [f.name for f in dataclasses.fields(self) if f.name not in _COMMON]
+        for name in (*_COMMON, *own):
             object.__setattr__(self, name, self._check(name, getattr(self, name)))
         for holds, message in self._rules:
             if not holds(self):
