@@ -6,6 +6,8 @@ the state sizes, and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 
 import fusedmlp as fm
@@ -524,6 +526,30 @@ def test_state_sizes():
     assert _core.optimizer_state_size(fm.optim.Adam().config(), 2100, segs) == 4200
 
 
+def test_trait_table_gives_state_sizes_and_momentum_fields():
+    """The traits of the C++ rules (OptRule, exported by optimizer_table): one row per
+    optimizer in the order of the enum, each state-owning variant one more array of n, and
+    the momentum field cycled by the Network is one the Python class has."""
+    table = _core.optimizer_table()
+    assert [row["name"] for row in table] == list(fm.optim.OPTIMIZERS)
+    switch_on = {"momentum": {"momentum": 0.5}, "centered": {"centered": True}}
+    switch_on["amsgrad"] = {"amsgrad": True}
+    for row in table:
+        cls = type(fm.optim.get(row["name"]))
+        fields = {f.name for f in dataclasses.fields(cls)}
+        cycled = {"momentum": {"momentum"}, "beta1": {"betas"}, None: set()}[row["momentum"]]
+        assert {"momentum", "betas"} & fields == cycled
+        if not row["elementwise"]:
+            continue
+        variants = [f for f in (row["variant_a"], row["variant_b"]) if f is not None]
+        for on in itertools.product((False, True), repeat=len(variants)):
+            kw = {}
+            for f, o in zip(variants, on, strict=True):
+                kw.update(switch_on[f] if o else {})
+            size = _core.optimizer_param_state_size(cls(**kw).config(), 3, 4)
+            assert size == 12 * (row["state_slots"] + sum(on)), (row, kw)
+
+
 def test_get_and_names():
     assert fm.optim.names() == list(fm.optim.OPTIMIZERS)
     for name in fm.optim.names():
@@ -593,6 +619,20 @@ def test_invalid_types():
         fm.optim.Adam(amsgrad=1)
     with pytest.raises(TypeError, match="momenta"):
         fm.optim.SGD(0.1, momenta=0.9)
+
+
+def test_assigned_hyper_parameters_are_checked():
+    opt = fm.optim.SGD(0.1, momentum=0.5)
+    assert opt.hyper is opt  # the optimizer is the dataclass of its hyper-parameters
+    opt.momentum = 0.9
+    assert opt.config().momentum == 0.9
+    with pytest.raises(ValueError, match="momentum: expected < 1.0"):
+        opt.momentum = 1.0
+    with pytest.raises(ValueError, match="lr: expected >= 0"):
+        opt.lr = -1
+    with pytest.raises(ValueError, match="rho: expected <= 1.0"):
+        fm.optim.AdaDelta().rho = 1.5  # AdaDelta's own range (RMSProp's excludes 1)
+    assert (opt.momentum, opt.lr, fm.optim.AdaDelta(rho=1.0).rho) == (0.9, 0.1, 1.0)
 
 
 def test_bad_params_and_grads():

@@ -26,6 +26,30 @@ void check_disjoint(const py::array& a, const char* na, const py::array& b, cons
   FM_CHECK(!overlap, na, " and ", nb, ": expected separate arrays, they share memory");
 }
 
+py::object flag_name(OptFlag f) {
+  switch (f) {
+    case OptFlag::momentum:
+      return py::str("momentum");
+    case OptFlag::centered:
+      return py::str("centered");
+    case OptFlag::amsgrad:
+      return py::str("amsgrad");
+    default:
+      return py::none();
+  }
+}
+
+py::object momentum_name(OptMomentum f) {
+  switch (f) {
+    case OptMomentum::momentum:
+      return py::str("momentum");
+    case OptMomentum::beta1:
+      return py::str("beta1");
+    default:
+      return py::none();
+  }
+}
+
 std::vector<Segment> segment_vector(const py::object& segments) {
   if (segments.is_none()) return {};
   return py::cast<std::vector<Segment>>(segments);
@@ -54,37 +78,15 @@ void run_step(const OptConfig& cfg, py::array param, py::array grad, py::array s
 }  // namespace
 
 FM_BINDINGS(optimizer) {
-  py::class_<OptConfig>(
+  py::class_<OptConfig> config(
       m, "OptConfig",
       "Optimizer code and hyper-parameters (built by fusedmlp.optim; fields as in "
-      "csrc/common/optimizer.h)")
-      .def(py::init<>())
-      .def_readwrite("opt", &OptConfig::opt)
-      .def_readwrite("lr", &OptConfig::lr)
-      .def_readwrite("momentum", &OptConfig::momentum)
-      .def_readwrite("dampening", &OptConfig::dampening)
-      .def_readwrite("beta1", &OptConfig::beta1)
-      .def_readwrite("beta2", &OptConfig::beta2)
-      .def_readwrite("eps", &OptConfig::eps)
-      .def_readwrite("rho", &OptConfig::rho)
-      .def_readwrite("weight_decay", &OptConfig::weight_decay)
-      .def_readwrite("l1", &OptConfig::l1)
-      .def_readwrite("decoupled_weight_decay", &OptConfig::decoupled_weight_decay)
-      .def_readwrite("clip_value", &OptConfig::clip_value)
-      .def_readwrite("max_norm", &OptConfig::max_norm)
-      .def_readwrite("nesterov", &OptConfig::nesterov)
-      .def_readwrite("amsgrad", &OptConfig::amsgrad)
-      .def_readwrite("centered", &OptConfig::centered)
-      .def_readwrite("deck_variant", &OptConfig::deck_variant)
-      .def_readwrite("maximize", &OptConfig::maximize)
-      .def_readwrite("lr_decay", &OptConfig::lr_decay)
-      .def_readwrite("initial_accumulator_value", &OptConfig::initial_accumulator_value)
-      .def_readwrite("momentum_decay", &OptConfig::momentum_decay)
-      .def_readwrite("beta2_decay", &OptConfig::beta2_decay)
-      .def_readwrite("eps2", &OptConfig::eps2)
-      .def_readwrite("clip_threshold", &OptConfig::clip_threshold)
-      .def_readwrite("relative_step", &OptConfig::relative_step)
-      .def_readwrite("scale_parameter", &OptConfig::scale_parameter)
+      "csrc/common/optimizer.h)");
+  config.def(py::init<>());
+#define FM_OPT_FIELD(f) config.def_readwrite(#f, &OptConfig::f);
+  FM_OPT_CONFIG_FIELDS(FM_OPT_FIELD)
+#undef FM_OPT_FIELD
+  config
       .def(
           "validate", [](const OptConfig& c) { check_opt_config(c); },
           "Raise ValueError naming the first hyper-parameter out of range.")
@@ -111,6 +113,30 @@ FM_BINDINGS(optimizer) {
 #undef FM_OPT_NAME
     return names;
   });
+
+  // The traits of every rule (csrc/common/optimizer.h, OptRule), in the order of the codes.
+  m.def(
+      "optimizer_table",
+      []() {
+        py::list rows;
+        for (int code = 0; code < static_cast<int>(Opt::count); ++code)
+          opt_dispatch(Opt(code), [&](auto o) {
+            using R = OptRule<decltype(o)::value>;
+            py::dict row;
+            row["name"] = opt_name(decltype(o)::value);
+            row["elementwise"] = R::kElementwise;
+            row["state_slots"] = R::kStateSlots;
+            row["variant_a"] = flag_name(R::kVariantA);
+            row["variant_b"] = flag_name(R::kVariantB);
+            row["momentum"] = momentum_name(R::kMomentum);
+            rows.append(row);
+          });
+        return rows;
+      },
+      "One dict per optimizer code: name, elementwise, state_slots (arrays of n elements "
+      "always kept), variant_a / variant_b (the flag adding one state array each: "
+      "'momentum' (momentum > 0), 'centered', 'amsgrad', or None), momentum (the "
+      "hyper-parameter cyclical momentum drives: 'momentum', 'beta1' or None).");
 
   m.def(
       "optimizer_state_size",

@@ -121,32 +121,9 @@ Loss loss_of(int code) {
 // (fusedmlp._core.OptConfig as built by fusedmlp.optim.Optimizer.config()).
 OptConfig read_opt_config(const py::handle& o) {
   OptConfig c;
-  c.opt = o.attr("opt").cast<int>();
-  c.lr = o.attr("lr").cast<double>();
-  c.momentum = o.attr("momentum").cast<double>();
-  c.dampening = o.attr("dampening").cast<double>();
-  c.beta1 = o.attr("beta1").cast<double>();
-  c.beta2 = o.attr("beta2").cast<double>();
-  c.eps = o.attr("eps").cast<double>();
-  c.rho = o.attr("rho").cast<double>();
-  c.weight_decay = o.attr("weight_decay").cast<double>();
-  c.l1 = o.attr("l1").cast<double>();
-  c.decoupled_weight_decay = o.attr("decoupled_weight_decay").cast<double>();
-  c.clip_value = o.attr("clip_value").cast<double>();
-  c.max_norm = o.attr("max_norm").cast<double>();
-  c.nesterov = o.attr("nesterov").cast<bool>();
-  c.amsgrad = o.attr("amsgrad").cast<bool>();
-  c.centered = o.attr("centered").cast<bool>();
-  c.deck_variant = o.attr("deck_variant").cast<bool>();
-  c.maximize = o.attr("maximize").cast<bool>();
-  c.lr_decay = o.attr("lr_decay").cast<double>();
-  c.initial_accumulator_value = o.attr("initial_accumulator_value").cast<double>();
-  c.momentum_decay = o.attr("momentum_decay").cast<double>();
-  c.beta2_decay = o.attr("beta2_decay").cast<double>();
-  c.eps2 = o.attr("eps2").cast<double>();
-  c.clip_threshold = o.attr("clip_threshold").cast<double>();
-  c.relative_step = o.attr("relative_step").cast<bool>();
-  c.scale_parameter = o.attr("scale_parameter").cast<bool>();
+#define FM_OPT_FIELD(f) c.f = o.attr(#f).cast<decltype(c.f)>();
+  FM_OPT_CONFIG_FIELDS(FM_OPT_FIELD)
+#undef FM_OPT_FIELD
   check_opt_config(c);
   return c;
 }

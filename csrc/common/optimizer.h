@@ -34,27 +34,25 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "common/macros.h"
 
 namespace fm {
 
+// Every optimizer, in the order of its code (fusedmlp.optim.OPTIMIZERS). An optimizer is one
+// entry here and one OptRule<Opt::name> below: its traits (state slots, the flags of its
+// variants, its momentum field) generate the state-array count, the CPU and CUDA dispatch and
+// the table the bindings export (optimizer_table).
 #define FM_OPT_LIST(X) \
   X(sgd)               \
   X(adagrad) X(rmsprop) X(adadelta) X(adam) X(adamw) X(nadam) X(adamax) X(adabelief) X(adafactor)
 
 enum class Opt : int {
-  sgd,
-  adagrad,
-  rmsprop,
-  adadelta,
-  adam,
-  adamw,
-  nadam,
-  adamax,
-  adabelief,
-  adafactor,
-  count
+#define FM_OPT_ENUM(n) n,
+  FM_OPT_LIST(FM_OPT_ENUM)
+#undef FM_OPT_ENUM
+      count
 };
 
 // Hyper-parameters of one optimizer. Fields a rule does not use are ignored. `lr` is the base
@@ -82,6 +80,16 @@ struct OptConfig {
   bool relative_step = true;               // Adafactor: rho_t = min(lr, 1/sqrt t) (else lr)
   bool scale_parameter = true;             // Adafactor: step alpha_t = max(eps2, RMS theta) rho_t
 };
+
+// Every field of OptConfig in declaration order: the bindings expose (CPU) and read (CUDA)
+// each as the Python attribute of the same name.
+// clang-format off
+#define FM_OPT_CONFIG_FIELDS(X)                                                              \
+  X(opt) X(lr) X(momentum) X(dampening) X(beta1) X(beta2) X(eps) X(rho) X(weight_decay) X(l1) \
+  X(decoupled_weight_decay) X(clip_value) X(max_norm) X(nesterov) X(amsgrad) X(centered)     \
+  X(deck_variant) X(maximize) X(lr_decay) X(initial_accumulator_value) X(momentum_decay)     \
+  X(beta2_decay) X(eps2) X(clip_threshold) X(relative_step) X(scale_parameter)
+// clang-format on
 
 // One parameter tensor inside the flat arena: rows x cols elements from `offset`, row-major
 // (vectors: rows = 1). `decay`: L2 / L1 / decoupled decay apply (weights, not biases or BN
@@ -161,33 +169,6 @@ FM_HD double clip_norm_scale(double grad_norm, double max_norm) {
   return s < 1.0 ? s : 1.0;
 }
 
-// Number of state arrays of length n (all rules but Adafactor). Slot order, as stored:
-//   sgd: [momentum buffer] if momentum > 0     adagrad: sum of squares (minus r_0)
-//   rmsprop: square avg, [momentum buffer], [grad avg if centered]
-//   adadelta: square avg, delta avg            adam/adamw: m, v, [v max if amsgrad]
-//   nadam: m, v      adamax: m, u (inf norm)   adabelief: m, s, [s max if amsgrad]
-inline int opt_state_arrays(const OptConfig& c) {
-  switch (static_cast<Opt>(c.opt)) {
-    case Opt::sgd:
-      return c.momentum > 0 ? 1 : 0;
-    case Opt::adagrad:
-      return 1;
-    case Opt::rmsprop:
-      return 1 + (c.momentum > 0 ? 1 : 0) + (c.centered ? 1 : 0);
-    case Opt::adadelta:
-      return 2;
-    case Opt::adam:
-    case Opt::adamw:
-    case Opt::adabelief:
-      return 2 + (c.amsgrad ? 1 : 0);
-    case Opt::nadam:
-    case Opt::adamax:
-      return 2;
-    default:
-      return 0;
-  }
-}
-
 // Adafactor factors the second moment of a matrix (rows >= 2 and cols >= 2): a row vector
 // and a column vector instead of rows x cols (Shazeer & Stern 2018; deck 000's
 // memory-efficient optimizer). Vectors keep the full second moment.
@@ -225,22 +206,6 @@ void check_opt_config_for(const OptConfig& c) {
   FM_CHECK(c.eps == 0.0 || c.eps >= tiny, "eps: ", c.eps, " rounds to 0 or a subnormal in ",
            sizeof(T) == 4 ? "float32" : "float64",
            " (the parameters' dtype); expected eps >= ", tiny);
-}
-
-// Number of T elements of optimizer state for an arena of n elements split into `segs`
-// (nseg = 0: the whole arena is one vector segment). Every rule but Adafactor needs
-// opt_state_arrays(c) * n; Adafactor rows + cols per factored matrix and rows * cols per
-// vector, laid out segment after segment. Validates the config and the segments.
-inline index_t opt_state_size(const OptConfig& c, const Segment* segs, int nseg, index_t n) {
-  check_opt_config(c);
-  check_opt_segments(segs, nseg, n);
-  if (static_cast<Opt>(c.opt) != Opt::adafactor) return index_t(opt_state_arrays(c)) * n;
-  if (nseg == 0) return n;
-  index_t size = 0;
-  for (int s = 0; s < nseg; ++s)
-    size += adafactor_factored(segs[s].rows, segs[s].cols) ? segs[s].rows + segs[s].cols
-                                                           : segs[s].rows * segs[s].cols;
-  return size;
 }
 
 // Scalars of one step in the parameter type: constants of the rule, bias corrections and
@@ -356,27 +321,37 @@ FM_HD T opt_effective_grad(T g, T p, const OptCoef<T>& k, T wd, T l1) {
 // OptRule<O>::apply<A, B>(p, g, s, n, k): one element. p is the parameter (already multiplied
 // by the decoupled decay factor), g the effective gradient, s points at the element's first
 // state slot; slot j lives at s[j * n]. A and B select the variants that own state arrays
-// (the caller passes variant_a / variant_b of the config) so they are compile-time.
+// (the caller passes opt_variant_a / opt_variant_b of the coefficients) so they are
+// compile-time.
+//
+// Traits of every rule (defaults in OptRuleTraits, each rule overrides what differs):
+//   kElementwise  the step is apply() per element; false: the backends' own loops (Adafactor)
+//   kStateSlots   state arrays of n elements the rule always keeps
+//   kVariantA/B   the config flag that switches variant A/B on; each variant owns one more
+//                 state array (OptFlag::none: the rule has no such variant)
+//   kMomentum     the hyper-parameter cyclical momentum drives (Network::set_momentum)
+// The slot count, the dispatch of both backends and the bindings' optimizer_table are
+// generated from these (opt_slots, opt_state_arrays, opt_dispatch below).
+enum class OptFlag : int { none, momentum, centered, amsgrad };  // momentum: momentum > 0
+enum class OptMomentum : int { none, momentum, beta1 };
+
+struct OptRuleTraits {
+  static constexpr bool kElementwise = true;
+  static constexpr int kStateSlots = 0;
+  static constexpr OptFlag kVariantA = OptFlag::none, kVariantB = OptFlag::none;
+  static constexpr OptMomentum kMomentum = OptMomentum::none;
+};
+
 template <Opt O>
 struct OptRule;
-
-template <Opt O, class T>
-FM_HD bool opt_variant_a(const OptCoef<T>& k) {
-  if constexpr (O == Opt::sgd) return k.has_momentum;
-  if constexpr (O == Opt::rmsprop) return k.centered;
-  if constexpr (O == Opt::adam || O == Opt::adamw || O == Opt::adabelief) return k.amsgrad;
-  return false;
-}
-template <Opt O, class T>
-FM_HD bool opt_variant_b(const OptCoef<T>& k) {
-  if constexpr (O == Opt::rmsprop) return k.has_momentum;
-  return false;
-}
 
 // SGD (deck 002 Alg. 8.1/8.2; deck 000 momentum; deck 003 Alg. 2/3; torch.optim.SGD).
 // A = momentum. The coefficients (make_opt_coef) select torch's buffer or the decks' velocity.
 template <>
-struct OptRule<Opt::sgd> {
+struct OptRule<Opt::sgd> : OptRuleTraits {
+  // State: [momentum buffer] (A).
+  static constexpr OptFlag kVariantA = OptFlag::momentum;
+  static constexpr OptMomentum kMomentum = OptMomentum::momentum;
   template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     if constexpr (!A) {
@@ -392,7 +367,9 @@ struct OptRule<Opt::sgd> {
 // AdaGrad (deck 002 Alg. 8.4, delta outside the root; torch.optim.Adagrad with lr_decay and
 // initial_accumulator_value). The slot holds r - r_0 so that zero-initialized state is right.
 template <>
-struct OptRule<Opt::adagrad> {
+struct OptRule<Opt::adagrad> : OptRuleTraits {
+  // State: sum of squares minus r_0.
+  static constexpr int kStateSlots = 1;
   template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& r = s[0];
@@ -403,7 +380,12 @@ struct OptRule<Opt::adagrad> {
 
 // RMSProp (deck 000; deck 002 Alg. 8.5; torch.optim.RMSprop). A = centered, B = momentum.
 template <>
-struct OptRule<Opt::rmsprop> {
+struct OptRule<Opt::rmsprop> : OptRuleTraits {
+  // State: square average, [momentum buffer] (B), [gradient average] (A), in that order
+  // (k.slot_buf, k.slot_avg).
+  static constexpr int kStateSlots = 1;
+  static constexpr OptFlag kVariantA = OptFlag::centered, kVariantB = OptFlag::momentum;
+  static constexpr OptMomentum kMomentum = OptMomentum::momentum;
   template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& sq = s[0];
@@ -427,7 +409,9 @@ struct OptRule<Opt::rmsprop> {
 
 // AdaDelta (Zeiler 2012; deck 001's "AdaDelta approximation" D G^-1; torch.optim.Adadelta).
 template <>
-struct OptRule<Opt::adadelta> {
+struct OptRule<Opt::adadelta> : OptRuleTraits {
+  // State: square average, delta average.
+  static constexpr int kStateSlots = 2;
   template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& sq = s[0];
@@ -443,7 +427,11 @@ struct OptRule<Opt::adadelta> {
 // AMSGrad: the running maximum of v, bias-corrected. AdamW is the same rule; its decay is the
 // decoupled one, applied before the rule.
 template <>
-struct OptRule<Opt::adam> {
+struct OptRule<Opt::adam> : OptRuleTraits {
+  // State: m, v, [running max of v] (A).
+  static constexpr int kStateSlots = 2;
+  static constexpr OptFlag kVariantA = OptFlag::amsgrad;
+  static constexpr OptMomentum kMomentum = OptMomentum::beta1;
   template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& m = s[0];
@@ -464,7 +452,10 @@ struct OptRule<Opt::adamw> : OptRule<Opt::adam> {};
 
 // NAdam (Dozat 2016; torch.optim.NAdam): Nesterov momentum inside Adam.
 template <>
-struct OptRule<Opt::nadam> {
+struct OptRule<Opt::nadam> : OptRuleTraits {
+  // State: m, v.
+  static constexpr int kStateSlots = 2;
+  static constexpr OptMomentum kMomentum = OptMomentum::beta1;
   template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& m = s[0];
@@ -477,7 +468,10 @@ struct OptRule<Opt::nadam> {
 
 // AdaMax (Kingma & Ba 2015 Alg. 2; torch.optim.Adamax): infinity-norm second moment.
 template <>
-struct OptRule<Opt::adamax> {
+struct OptRule<Opt::adamax> : OptRuleTraits {
+  // State: m, u (infinity norm).
+  static constexpr int kStateSlots = 2;
+  static constexpr OptMomentum kMomentum = OptMomentum::beta1;
   template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& m = s[0];
@@ -492,7 +486,11 @@ struct OptRule<Opt::adamax> {
 // AdaBelief (Zhuang et al. 2020, Alg. 2, as the authors' adabelief-pytorch 0.2 without
 // rectification): s tracks the "belief" (g - m)^2; eps is added to s every step. A = AMSGrad.
 template <>
-struct OptRule<Opt::adabelief> {
+struct OptRule<Opt::adabelief> : OptRuleTraits {
+  // State: m, s, [running max of s] (A).
+  static constexpr int kStateSlots = 2;
+  static constexpr OptFlag kVariantA = OptFlag::amsgrad;
+  static constexpr OptMomentum kMomentum = OptMomentum::beta1;
   template <bool A, bool B, class T>
   static FM_HD void apply(T& p, T g, T* s, index_t n, const OptCoef<T>& k) {
     T& m = s[0];
@@ -525,6 +523,96 @@ template <class T>
 FM_HD T adafactor_u(T g, T v, T eps1) {
   const T floor = eps1 * eps1;
   return g / std::sqrt(v > floor ? v : floor);
+}
+
+// Adafactor has no per-element rule: its factored second moment needs row and column
+// reductions (the backends' Adafactor loops); its state layout is opt_state_size's.
+template <>
+struct OptRule<Opt::adafactor> : OptRuleTraits {
+  static constexpr bool kElementwise = false;
+};
+
+// ------------------------------------------------------------------ generated from the traits
+
+// Calls fn(std::integral_constant<Opt, O>{}) for the runtime value o, so each backend's loop is
+// compiled once per rule with the formula inlined (as act_dispatch).
+template <class F>
+decltype(auto) opt_dispatch(Opt o, F&& fn) {
+  switch (o) {
+#define FM_OPT_CASE(n) \
+  case Opt::n:         \
+    return fn(std::integral_constant<Opt, Opt::n>{});
+    FM_OPT_LIST(FM_OPT_CASE)
+#undef FM_OPT_CASE
+    default:
+      break;
+  }
+  throw ValueError(detail::concat("opt: unknown optimizer code ", static_cast<int>(o)));
+}
+
+// Whether flag f is set in the config, or in the step coefficients made from it.
+inline bool opt_flag(const OptConfig& c, OptFlag f) {
+  return (f == OptFlag::momentum && c.momentum > 0) || (f == OptFlag::centered && c.centered) ||
+         (f == OptFlag::amsgrad && c.amsgrad);
+}
+template <class T>
+FM_HD bool opt_flag(const OptCoef<T>& k, OptFlag f) {
+  return (f == OptFlag::momentum && k.has_momentum) || (f == OptFlag::centered && k.centered) ||
+         (f == OptFlag::amsgrad && k.amsgrad);
+}
+
+// Whether rule O has a variant A / B (the backends instantiate only those).
+template <Opt O>
+constexpr bool kOptHasVariantA = OptRule<O>::kVariantA != OptFlag::none;
+template <Opt O>
+constexpr bool kOptHasVariantB = OptRule<O>::kVariantB != OptFlag::none;
+
+// The variants of a step, for OptRule<O>::apply<A, B> (false where the rule has none).
+template <Opt O, class T>
+FM_HD bool opt_variant_a(const OptCoef<T>& k) {
+  return opt_flag(k, OptRule<O>::kVariantA);
+}
+template <Opt O, class T>
+FM_HD bool opt_variant_b(const OptCoef<T>& k) {
+  return opt_flag(k, OptRule<O>::kVariantB);
+}
+
+// State arrays of rule O with variants A, B, at compile time.
+template <Opt O, bool A, bool B>
+FM_HD constexpr int opt_slots() {
+  return OptRule<O>::kStateSlots + (A && kOptHasVariantA<O> ? 1 : 0) +
+         (B && kOptHasVariantB<O> ? 1 : 0);
+}
+
+// State arrays of n elements for the config (Adafactor: 0, its state is per segment); the
+// slot order of each rule is documented at its OptRule.
+inline int opt_state_arrays(const OptConfig& c) {
+  return opt_dispatch(static_cast<Opt>(c.opt), [&](auto o) {
+    using R = OptRule<decltype(o)::value>;
+    return R::kStateSlots + (opt_flag(c, R::kVariantA) ? 1 : 0) +
+           (opt_flag(c, R::kVariantB) ? 1 : 0);
+  });
+}
+
+// The hyper-parameter cyclical momentum drives for optimizer o.
+inline OptMomentum opt_momentum(Opt o) {
+  return opt_dispatch(o, [](auto r) { return OptRule<decltype(r)::value>::kMomentum; });
+}
+
+// Number of T elements of optimizer state for an arena of n elements split into `segs`
+// (nseg = 0: the whole arena is one vector segment). Elementwise rules need
+// opt_state_arrays(c) * n; Adafactor rows + cols per factored matrix and rows * cols per
+// vector, laid out segment after segment. Validates the config and the segments.
+inline index_t opt_state_size(const OptConfig& c, const Segment* segs, int nseg, index_t n) {
+  check_opt_config(c);
+  check_opt_segments(segs, nseg, n);
+  if (static_cast<Opt>(c.opt) != Opt::adafactor) return index_t(opt_state_arrays(c)) * n;
+  if (nseg == 0) return n;
+  index_t size = 0;
+  for (int s = 0; s < nseg; ++s)
+    size += adafactor_factored(segs[s].rows, segs[s].cols) ? segs[s].rows + segs[s].cols
+                                                           : segs[s].rows * segs[s].cols;
+  return size;
 }
 
 }  // namespace fm

@@ -340,34 +340,20 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
   FM_CHECK(state || optimizer_state_size(c, segs, nseg, n) == 0, "state: null pointer");
   const SegmentList l = segment_list(segs, nseg, n);
   const OptCoef<T> k = make_opt_coef<T>(c, step, lr, grad_scale);
-  const Opt o = static_cast<Opt>(c.opt);
-  switch (o) {
-#define FM_OPT_STEP(name)                                                       \
-  case Opt::name:                                                               \
-    elementwise_step<T, Opt::name>(k, params, grads, state, n, l.segs, l.nseg); \
-    break;
-    FM_OPT_STEP(sgd)
-    FM_OPT_STEP(adagrad)
-    FM_OPT_STEP(rmsprop)
-    FM_OPT_STEP(adadelta)
-    FM_OPT_STEP(adam)
-    FM_OPT_STEP(adamw)
-    FM_OPT_STEP(nadam)
-    FM_OPT_STEP(adamax)
-    FM_OPT_STEP(adabelief)
-#undef FM_OPT_STEP
-    case Opt::adafactor: {
+  opt_dispatch(static_cast<Opt>(c.opt), [&](auto o) {
+    constexpr Opt O = decltype(o)::value;
+    if constexpr (OptRule<O>::kElementwise) {
+      elementwise_step<T, O>(k, params, grads, state, n, l.segs, l.nseg);
+    } else {
+      static_assert(O == Opt::adafactor, "a rule without apply() needs its own loops here");
       index_t off = 0;
       for (int s = 0; s < l.nseg; ++s) {
         const Segment& sg = l.segs[s];
         adafactor_segment(c, k, params + sg.offset, grads + sg.offset, state + off, sg, step, lr);
         off += adafactor_factored(sg.rows, sg.cols) ? sg.rows + sg.cols : sg.rows * sg.cols;
       }
-      break;
     }
-    default:
-      break;
-  }
+  });
   if (c.max_norm > 0)
     for (int s = 0; s < l.nseg; ++s)
       if (l.segs[s].max_norm) max_norm_segment(params + l.segs[s].offset, l.segs[s], c.max_norm);

@@ -48,25 +48,6 @@ constexpr index_t kNormMaxBlocks = 1024;     // partial sums of the gradient nor
 
 // ------------------------------------------------------------------ rule plumbing
 
-// State arrays of rule O with variants A, B: opt_state_arrays (csrc/common/optimizer.h) at
-// compile time (the launcher checks that both agree).
-template <Opt O, bool A, bool B>
-__host__ __device__ constexpr int opt_slots() {
-  if constexpr (O == Opt::sgd) return A ? 1 : 0;
-  if constexpr (O == Opt::adagrad) return 1;
-  if constexpr (O == Opt::rmsprop) return 1 + (A ? 1 : 0) + (B ? 1 : 0);
-  if constexpr (O == Opt::adadelta || O == Opt::nadam || O == Opt::adamax) return 2;
-  if constexpr (O == Opt::adam || O == Opt::adamw || O == Opt::adabelief) return 2 + (A ? 1 : 0);
-  return 0;
-}
-
-// Which rules have the state-owning variants of opt_variant_a / opt_variant_b.
-template <Opt O>
-constexpr bool kHasVariantA =
-    O == Opt::sgd || O == Opt::rmsprop || O == Opt::adam || O == Opt::adamw || O == Opt::adabelief;
-template <Opt O>
-constexpr bool kHasVariantB = O == Opt::rmsprop;
-
 // RMSProp addresses its optional slots through k.slot_buf / k.slot_avg; with the variants
 // compile-time their values are known (make_opt_coef: buffer 1, average 2 with momentum else
 // 1), and writing them as constants lets the compiler keep a thread's state in registers.
@@ -243,12 +224,12 @@ void elementwise_step(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g,
   };
   // Only the variants a rule has are instantiated (opt_variant_a / _b are false otherwise).
   auto with_b = [&](auto ta) {
-    if constexpr (kHasVariantB<O>) {
+    if constexpr (kOptHasVariantB<O>) {
       if (opt_variant_b<O>(k)) return go(ta, yes{});
     }
     go(ta, no{});
   };
-  if constexpr (kHasVariantA<O>) {
+  if constexpr (kOptHasVariantA<O>) {
     if (opt_variant_a<O>(k)) return with_b(yes{});
   }
   with_b(no{});
@@ -727,25 +708,12 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
       else
         runs.push_back(Run{s.offset, end, s.decay});
     }
-    switch (o) {
-#define FM_OPT_STEP(name)                                                                  \
-  case Opt::name:                                                                          \
-    elementwise_step<T, Opt::name>(c, k, params, grads, state, n, runs, device_grad_scale, \
-                                   host_mult, device_coef, stream);                        \
-    break;
-      FM_OPT_STEP(sgd)
-      FM_OPT_STEP(adagrad)
-      FM_OPT_STEP(rmsprop)
-      FM_OPT_STEP(adadelta)
-      FM_OPT_STEP(adam)
-      FM_OPT_STEP(adamw)
-      FM_OPT_STEP(nadam)
-      FM_OPT_STEP(adamax)
-      FM_OPT_STEP(adabelief)
-#undef FM_OPT_STEP
-      default:
-        break;
-    }
+    opt_dispatch(o, [&](auto r) {
+      constexpr Opt O = decltype(r)::value;
+      if constexpr (OptRule<O>::kElementwise)
+        elementwise_step<T, O>(c, k, params, grads, state, n, runs, device_grad_scale, host_mult,
+                               device_coef, stream);
+    });
   }
   if (c.max_norm > 0) launch_max_norm(params, list, c.max_norm, device_grad_scale, stream);
 }

@@ -228,22 +228,17 @@ template <class T, class B>
 void Network<T, B>::set_momentum(double m) {
   FM_CHECK(has_opt_, "optimizer: set an optimizer before setting its momentum");
   FM_CHECK(std::isfinite(m) && m >= 0 && m < 1, "momentum: expected a value in [0, 1), got ", m);
-  switch (static_cast<Opt>(opt_.opt)) {
-    case Opt::sgd:
-    case Opt::rmsprop:
+  switch (opt_momentum(static_cast<Opt>(opt_.opt))) {
+    case OptMomentum::momentum:
       // The momentum buffer exists only when the optimizer was configured with momentum > 0.
       FM_CHECK(opt_.momentum > 0,
                "momentum: cycling needs an optimizer configured with momentum > 0");
       opt_.momentum = m;
       break;
-    case Opt::adam:
-    case Opt::adamw:
-    case Opt::nadam:
-    case Opt::adamax:
-    case Opt::adabelief:
+    case OptMomentum::beta1:
       opt_.beta1 = m;
       break;
-    default:
+    case OptMomentum::none:
       FM_CHECK(false, "momentum: ", opt_name(static_cast<Opt>(opt_.opt)),
                " has no momentum to cycle");
   }

@@ -1,10 +1,11 @@
 """Optimizers: fused, one-pass C++ updates (csrc/common/optimizer.h, csrc/cpu/optimizer.cpp).
 
-Each optimizer keeps its hyper-parameters in a dataclass (``opt.hyper``) and its state as
-explicit data (``opt.state``: the step count and one flat NumPy state array per parameter),
-so it can be saved, restored and compared. ``config()`` returns the C++ ``OptConfig`` the
-Network's fused training step uses; ``step(params, grads)`` updates lists of NumPy arrays in
-place for standalone use, one C++ call per (param, grad) pair.
+Each optimizer is the dataclass of its hyper-parameters (``dataclasses.fields(opt)``; they
+are checked once, when it is built or a field is assigned, through one table of validators)
+and keeps its state as explicit data (``opt.state``: the step count and one flat NumPy state
+array per parameter), so it can be saved, restored and compared. ``config()`` returns the
+C++ ``OptConfig`` the Network's fused training step uses; ``step(params, grads)`` updates
+lists of NumPy arrays in place for standalone use, one C++ call per (param, grad) pair.
 
 Defaults and formulas follow ``torch.optim`` exactly; where the decks differ (the momentum
 convention and Nesterov's form, where eps sits in RMSProp and Adam, NAdam's momentum
@@ -35,6 +36,10 @@ each gradient element, ``max_norm`` projects each unit's incoming weights (a col
 to weights (2-d arrays) only by default: ``decay="all"`` or ``"none"``, or a per-parameter
 list given to ``step``, changes that.
 
+Adding an optimizer: one entry of ``FM_OPT_LIST`` and one ``OptRule`` (its formula and traits)
+in csrc/common/optimizer.h, and one dataclass here whose fields are checked by ``_CHECKS`` and
+written into the config by ``_TO_CONFIG`` (the same name by default).
+
 Example:
     >>> import numpy as np, fusedmlp as fm
     >>> W = np.ones((2, 3)); gW = np.full((2, 3), 0.5)
@@ -46,8 +51,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -59,6 +66,17 @@ from ._loader import _core
 OPTIMIZERS: tuple[str, ...] = tuple(_core.optimizer_names())
 
 _DECAY_SCOPES = ("weights", "all", "none")
+
+
+# ---------------------------------------------------------------------- validation
+# One validator per hyper-parameter name: (name, value) -> the checked value, or a
+# ValueError/TypeError naming it. An optimizer whose field of that name means something else
+# overrides the entry in its ``_checks``.
+_Check = Callable[[str, Any], Any]
+
+
+def _real(low: float | None = None, high: float | None = None, **ends: bool) -> _Check:
+    return lambda name, x: v.real(name, x, low, high, **ends)
 
 
 def _betas(name: str, betas: Any) -> tuple[float, float]:
@@ -80,51 +98,103 @@ def _optional_positive(name: str, x: Any) -> float | None:
     return None if x is None else v.real(name, x, 0.0, low_open=True)
 
 
-@dataclass
-class Hyper:
-    """Hyper-parameters shared by every optimizer (the regularization fused into the step).
+def _decay_scope(name: str, x: Any) -> str:
+    if x not in _DECAY_SCOPES:
+        raise ValueError(f"{name}: expected one of {_DECAY_SCOPES}, got {x!r}")
+    return x
 
-    Attributes:
-        lr: learning rate (>= 0; 0 freezes the parameters, as in torch.optim and Keras), the
-            base of any schedule.
-        weight_decay: L2 coefficient lambda (>= 0): lambda theta added to the gradient, or
-            theta <- theta (1 - lr lambda) when ``decoupled_weight_decay``.
-        decoupled_weight_decay: apply ``weight_decay`` to the parameter (Loshchilov & Hutter)
-            instead of the gradient.
-        l1: L1 coefficient (>= 0): l1 sign(theta) added to the gradient (deck 002).
-        clip_norm: clip all gradients together to this global L2 norm (None = off).
-        clip_value: clip each gradient element to [-clip_value, clip_value] (None = off).
-        max_norm: per-unit max-norm radius for weight matrices (None = off).
-        maximize: ascend instead of descend (torch's ``maximize``).
-        decay: which parameters L2/L1/decoupled decay and max-norm apply to: "weights"
-            (2-d arrays), "all" or "none".
-    """
 
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    decoupled_weight_decay: bool = False
-    l1: float = 0.0
-    clip_norm: float | None = None
-    clip_value: float | None = None
-    max_norm: float | None = None
-    maximize: bool = False
-    decay: str = "weights"
+def _eps_pair(name: str, eps: Any) -> tuple[float | None, float]:
+    """Adafactor's (eps1 or None for the dtype's machine epsilon, eps2)."""
+    if not isinstance(eps, (tuple, list)) or len(eps) != 2:
+        raise ValueError(f"{name}: expected a pair (eps1 or None, eps2), got {eps!r}")
+    e1 = None if eps[0] is None else v.real(f"{name}[0]", eps[0], 0.0, low_open=True)
+    return (e1, v.real(f"{name}[1]", eps[1], 0.0))
 
-    def validate(self) -> None:
-        """Check every field; raise ValueError/TypeError naming the first bad one."""
-        self.lr = v.real("lr", self.lr, 0.0)
-        self.weight_decay = v.real("weight_decay", self.weight_decay, 0.0)
-        self.decoupled_weight_decay = _flag("decoupled_weight_decay", self.decoupled_weight_decay)
-        self.l1 = v.real("l1", self.l1, 0.0)
-        self.clip_norm = _optional_positive("clip_norm", self.clip_norm)
-        self.clip_value = _optional_positive("clip_value", self.clip_value)
-        self.max_norm = _optional_positive("max_norm", self.max_norm)
-        self.maximize = _flag("maximize", self.maximize)
-        if self.decay not in _DECAY_SCOPES:
-            raise ValueError(f"decay: expected one of {_DECAY_SCOPES}, got {self.decay!r}")
 
-    def fill(self, cfg: Any) -> None:
-        """Write the rule-specific fields into the C++ config."""
+_CHECKS: dict[str, _Check] = {
+    # lr = 0 freezes the parameters (as torch.optim and Keras accept it).
+    "lr": _real(0.0),
+    "weight_decay": _real(0.0),
+    "decoupled_weight_decay": _flag,
+    "l1": _real(0.0),
+    "clip_norm": _optional_positive,
+    "clip_value": _optional_positive,
+    "max_norm": _optional_positive,
+    "maximize": _flag,
+    "decay": _decay_scope,
+    "momentum": _real(0.0, 1.0, high_open=True),
+    "dampening": _real(0.0, 1.0),
+    "nesterov": _flag,
+    "deck_variant": _flag,
+    "eps": _real(0.0, low_open=True),
+    "lr_decay": _real(0.0),
+    "initial_accumulator_value": _real(0.0),
+    "rho": _real(0.0, 1.0, high_open=True),
+    "centered": _flag,
+    "betas": _betas,
+    "amsgrad": _flag,
+    "momentum_decay": _real(0.0),
+    "beta2_decay": _real(high=0.0),
+    "d": _real(0.0, low_open=True),
+    "relative_step": _flag,
+    "scale_parameter": _flag,
+}
+
+# ---------------------------------------------------------------------- to the C++ config
+# How a hyper-parameter reaches the C++ OptConfig: the attribute of the same name unless an
+# entry here (or the optimizer's ``_to_config``) says otherwise; None: not a config field.
+_Write = Callable[[Any, Any, Any], None]  # (optimizer, config, value)
+
+
+def _write_weight_decay(opt: Any, cfg: Any, x: float) -> None:
+    if opt.decoupled_weight_decay:
+        cfg.decoupled_weight_decay = x
+    else:
+        cfg.weight_decay = x
+
+
+def _write_betas(opt: Any, cfg: Any, x: tuple[float, float]) -> None:
+    cfg.beta1, cfg.beta2 = x
+
+
+def _write_eps_pair(opt: Any, cfg: Any, x: tuple[float | None, float]) -> None:
+    cfg.eps = 0.0 if x[0] is None else x[0]  # 0: the machine epsilon of the parameters' dtype
+    cfg.eps2 = x[1]
+
+
+def _write_or_zero(attr: str) -> _Write:
+    return lambda opt, cfg, x: setattr(cfg, attr, x or 0.0)  # None (off) is 0 in C++
+
+
+_TO_CONFIG: dict[str, _Write | None] = {
+    "weight_decay": _write_weight_decay,
+    "decoupled_weight_decay": None,  # where weight_decay goes
+    "clip_norm": None,  # applied by the caller through the step's grad_scale
+    "decay": None,  # per-parameter flags (decay_mask)
+    "clip_value": _write_or_zero("clip_value"),
+    "max_norm": _write_or_zero("max_norm"),
+    "betas": _write_betas,
+    "d": lambda opt, cfg, x: setattr(cfg, "clip_threshold", x),
+}
+
+# The fields every optimizer has, checked first (then the optimizer's own, in field order).
+_COMMON = (
+    "lr",
+    "weight_decay",
+    "decoupled_weight_decay",
+    "l1",
+    "clip_norm",
+    "clip_value",
+    "max_norm",
+    "maximize",
+    "decay",
+)
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 @dataclass
@@ -141,57 +211,94 @@ class OptimizerState:
     buffers: list[np.ndarray] | None = None
 
 
+@dataclass(eq=False)
 class Optimizer:
-    """Base class: validation, state, the standalone step and (de)serialization.
+    """Base class: the hyper-parameters every optimizer has, their validation, the state,
+    the standalone step and (de)serialization.
 
-    Subclasses set ``name`` (the lower-case name of ``fm::Opt``) and ``hyper``.
+    Subclasses are dataclasses: ``name`` (the lower-case name of ``fm::Opt``), their own
+    fields (``weight_decay`` among them, at its place in the constructor), ``_checks`` /
+    ``_to_config`` where a field differs from the tables, ``_rules`` for conditions between
+    fields. Optimizers compare by identity (they carry state).
+
+    Attributes:
+        lr: learning rate (>= 0; 0 freezes the parameters, as in torch.optim and Keras), the
+            base of any schedule.
+        weight_decay: L2 coefficient lambda (>= 0): lambda theta added to the gradient, or
+            theta <- theta (1 - lr lambda) when ``decoupled_weight_decay``.
+        decoupled_weight_decay: apply ``weight_decay`` to the parameter (Loshchilov & Hutter)
+            instead of the gradient.
+        l1: L1 coefficient (>= 0): l1 sign(theta) added to the gradient (deck 002).
+        clip_norm: clip all gradients together to this global L2 norm (None = off).
+        clip_value: clip each gradient element to [-clip_value, clip_value] (None = off).
+        max_norm: per-unit max-norm radius for weight matrices (None = off).
+        maximize: ascend instead of descend (torch's ``maximize``).
+        decay: which parameters L2/L1/decoupled decay and max-norm apply to: "weights"
+            (2-d arrays), "all" or "none".
+        state: the step count and state arrays (not a hyper-parameter).
     """
 
     name: ClassVar[str] = ""
+    _checks: ClassVar[dict[str, _Check]] = {}
+    _to_config: ClassVar[dict[str, _Write | None]] = {}
+    _rules: ClassVar[tuple[tuple[Callable[[Any], bool], str], ...]] = ()
 
-    def __init__(self, hyper: Hyper):
-        hyper.validate()
-        self.hyper = hyper
+    lr: float = 1e-3
+    _: KW_ONLY
+    decoupled_weight_decay: bool = False
+    l1: float = 0.0
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    max_norm: float | None = None
+    maximize: bool = False
+    decay: str = "weights"
+
+    def __post_init__(self) -> None:
+        own = [f.name for f in dataclasses.fields(self) if f.name not in _COMMON]
+        for name in (*_COMMON, *own):
+            object.__setattr__(self, name, self._check(name, getattr(self, name)))
+        for holds, message in self._rules:
+            if not holds(self):
+                raise ValueError(message)
         self.state = OptimizerState()
 
-    # ------------------------------------------------------------------ configuration
-    @property
-    def lr(self) -> float:
-        """The base learning rate (``hyper.lr``); assign to change it."""
-        return self.hyper.lr
+    def _check(self, name: str, value: Any) -> Any:
+        return self._checks.get(name, _CHECKS[name])(name, value)
 
-    @lr.setter
-    def lr(self, value: float) -> None:
-        self.hyper.lr = v.real("lr", value, 0.0)
+    def __setattr__(self, name: str, value: Any) -> None:
+        # After construction, an assigned hyper-parameter is checked like a constructor
+        # argument (``opt.lr = 0.1`` by a callback, for example).
+        if "state" in self.__dict__ and name in _field_names(type(self)):
+            value = self._check(name, value)
+        object.__setattr__(self, name, value)
+
+    @property
+    def hyper(self) -> Optimizer:
+        """The hyper-parameters: the optimizer itself (a dataclass of them)."""
+        return self
 
     def config(self) -> Any:
         """The C++ ``OptConfig`` of these hyper-parameters (``fusedmlp._core.OptConfig``).
 
         Returns:
-            A fresh, validated config; the global-norm clip (``hyper.clip_norm``) is applied
-            by the caller through the step's grad_scale.
+            A fresh, validated config; the global-norm clip (``clip_norm``) is applied by the
+            caller through the step's grad_scale.
         """
-        h = self.hyper
         cfg = _core.OptConfig()
         cfg.opt = OPTIMIZERS.index(self.name)
-        cfg.lr = h.lr
-        if h.decoupled_weight_decay:
-            cfg.decoupled_weight_decay = h.weight_decay
-        else:
-            cfg.weight_decay = h.weight_decay
-        cfg.l1 = h.l1
-        cfg.clip_value = h.clip_value or 0.0
-        cfg.max_norm = h.max_norm or 0.0
-        cfg.maximize = h.maximize
-        h.fill(cfg)
+        for f in dataclasses.fields(self):
+            table = self._to_config if f.name in self._to_config else _TO_CONFIG
+            write = table.get(f.name, lambda opt, cfg, x, name=f.name: setattr(cfg, name, x))
+            if write is not None:
+                write(self, cfg, getattr(self, f.name))
         cfg.validate()
         return cfg
 
     def decay_mask(self, params: list[np.ndarray]) -> list[bool]:
         """Which parameters the penalties, decoupled decay and max-norm apply to."""
-        if self.hyper.decay == "all":
+        if self.decay == "all":
             return [True] * len(params)
-        if self.hyper.decay == "none":
+        if self.decay == "none":
             return [False] * len(params)
         return [p.ndim == 2 for p in params]
 
@@ -207,8 +314,8 @@ class Optimizer:
                 (all of them on the GPU) run the CUDA kernels: one launch per parameter, the
                 clip-by-norm factor reduced on the device.
             grads: list of gradients, one per parameter, same shapes and dtypes.
-            lr: the learning rate of this step (a schedule's value); default ``hyper.lr``.
-            decay: per-parameter override of ``hyper.decay`` (True: penalties, decoupled
+            lr: the learning rate of this step (a schedule's value); default ``self.lr``.
+            decay: per-parameter override of ``self.decay`` (True: penalties, decoupled
                 decay and max-norm apply).
 
         Example:
@@ -224,10 +331,10 @@ class Optimizer:
         cfg = self.config()
         buffers = self._buffers(cfg, params)
         scale = 1.0
-        if self.hyper.clip_norm is not None:
+        if self.clip_norm is not None:
             from .regularizers import clip_grad_norm_scale, global_grad_norm
 
-            scale = clip_grad_norm_scale(global_grad_norm(grads), self.hyper.clip_norm)
+            scale = clip_grad_norm_scale(global_grad_norm(grads), self.clip_norm)
         t = self.state.step + 1
         for p, g, s, d in zip(params, grads, buffers, mask, strict=True):
             _core.optimizer_step(cfg, p, g, s, t, step_lr, scale, d, d and p.ndim == 2)
@@ -235,7 +342,7 @@ class Optimizer:
 
     def _lr_and_mask(self, params: list, lr: float | None, decay) -> tuple[float, list[bool]]:
         """The step's learning rate and per-parameter decay flags (checked)."""
-        step_lr = self.hyper.lr if lr is None else v.real("lr", lr, 0.0)
+        step_lr = self.lr if lr is None else v.real("lr", lr, 0.0)
         mask = self.decay_mask(params)
         if decay is not None:
             if not isinstance(decay, (list, tuple)) or len(decay) != len(params):
@@ -292,9 +399,9 @@ class Optimizer:
                     "optimizer state; call reset() for new parameters"
                 )
         scale = 1.0
-        if self.hyper.clip_norm is not None:  # one global norm over every tensor (one sync)
+        if self.clip_norm is not None:  # one global norm over every tensor (one sync)
             sq = sum(float(C.grad_sq_norm(g)) for g in gs)
-            scale = float(_core.clip_norm_scale(math.sqrt(sq), float(self.hyper.clip_norm)))
+            scale = float(_core.clip_norm_scale(math.sqrt(sq), float(self.clip_norm)))
         t = self.state.step + 1
         for p, g, s, d in zip(params, gs, self.state.buffers, mask, strict=True):
             seg = _core.Segment(0, *_rows_cols(p), bool(d), bool(d and p.ndim == 2))
@@ -338,7 +445,7 @@ class Optimizer:
         bufs = self.state.buffers
         return {
             "optimizer": self.name,
-            "hyper": dataclasses.asdict(self.hyper),
+            "hyper": dataclasses.asdict(self),
             "step": self.state.step,
             "state": None if bufs is None else [b.copy() for b in bufs],
         }
@@ -356,18 +463,13 @@ class Optimizer:
             raise ValueError(f"state: missing keys {sorted(missing)}")
         if state["optimizer"] != self.name:
             raise ValueError(f"state: saved by optimizer {state['optimizer']!r}, not {self.name!r}")
-        fields = {f.name for f in dataclasses.fields(self.hyper)}
+        fields = {f.name for f in dataclasses.fields(self)}
         hyper = dict(state["hyper"])
         if set(hyper) != fields:
             raise ValueError(
                 f"state['hyper']: expected the fields {sorted(fields)}, got {sorted(hyper)}"
             )
-        if "betas" in hyper:
-            hyper["betas"] = tuple(hyper["betas"])
-        if "eps" in hyper and isinstance(hyper["eps"], list):
-            hyper["eps"] = tuple(hyper["eps"])
-        new_hyper = type(self.hyper)(**hyper)
-        new_hyper.validate()
+        checked = type(self)(**hyper)  # the checks of the constructor (JSON lists for pairs)
         step = v.integer("state['step']", state["step"], 0)
         bufs = state["state"]
         if bufs is not None:
@@ -379,11 +481,9 @@ class Optimizer:
                 ).copy()
                 for i, b in enumerate(bufs)
             ]
-        self.hyper = new_hyper
+        for name in fields:
+            object.__setattr__(self, name, getattr(checked, name))
         self.state = OptimizerState(step=step, buffers=bufs)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.hyper!r})"
 
 
 def _rows_cols(p: np.ndarray) -> tuple[int, int]:
@@ -427,30 +527,12 @@ def _check_pairs(params: Any, grads: Any) -> tuple[list[np.ndarray], list[np.nda
 
 
 # ---------------------------------------------------------------------- the optimizers
-@dataclass
-class SGDHyper(Hyper):
-    """SGD: ``momentum`` mu in [0, 1), ``dampening`` in [0, 1], ``nesterov``, and
-    ``deck_variant`` (velocity convention of decks 001-003 instead of torch's buffer)."""
-
-    momentum: float = 0.0
-    dampening: float = 0.0
-    nesterov: bool = False
-    deck_variant: bool = False
-
-    def validate(self) -> None:
-        super().validate()
-        self.momentum = v.real("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        self.dampening = v.real("dampening", self.dampening, 0.0, 1.0)
-        self.nesterov = _flag("nesterov", self.nesterov)
-        self.deck_variant = _flag("deck_variant", self.deck_variant)
-        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
-            raise ValueError("nesterov: needs momentum > 0 and dampening = 0")
-
-    def fill(self, cfg: Any) -> None:
-        cfg.momentum, cfg.dampening = self.momentum, self.dampening
-        cfg.nesterov, cfg.deck_variant = self.nesterov, self.deck_variant
+# Each is the dataclass of its hyper-parameters: the fields before ``_: KW_ONLY`` are the
+# positional constructor arguments, in order (``lr`` first, from Optimizer), then keywords.
+# ``**common`` in an Args list stands for the keyword fields of Optimizer.
 
 
+@dataclass(eq=False)
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum and Nesterov momentum.
 
@@ -464,10 +546,11 @@ class SGD(Optimizer):
         lr: learning rate epsilon (>= 0).
         momentum: mu (rho of deck 000, alpha of deck 002), in [0, 1); typically 0.9.
         nesterov: Nesterov momentum (needs momentum > 0, dampening = 0).
-        dampening: torch's dampening of the gradient in the buffer.
+        dampening: torch's dampening of the gradient in the buffer, in [0, 1].
         deck_variant: use the velocity convention of decks 001-003.
-        **common: weight_decay, decoupled_weight_decay, l1, clip_norm, clip_value, max_norm,
-            maximize, decay (see ``Hyper``).
+        weight_decay: L2 coefficient (>= 0).
+        **common: decoupled_weight_decay, l1, clip_norm, clip_value, max_norm, maximize,
+            decay (see ``Optimizer``).
 
     Example:
         >>> import fusedmlp as fm
@@ -475,52 +558,24 @@ class SGD(Optimizer):
         True
     """
 
-    name = "sgd"
+    name: ClassVar[str] = "sgd"
+    _rules: ClassVar = (
+        (
+            lambda o: not (o.nesterov and (o.momentum == 0 or o.dampening != 0)),
+            "nesterov: needs momentum > 0 and dampening = 0",
+        ),
+    )
 
-    def __init__(
-        self,
-        lr: float = 1e-3,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        *,
-        dampening: float = 0.0,
-        deck_variant: bool = False,
-        **common: Any,
-    ):
-        super().__init__(
-            SGDHyper(
-                lr=lr,
-                momentum=momentum,
-                nesterov=nesterov,
-                dampening=dampening,
-                deck_variant=deck_variant,
-                **common,
-            )
-        )
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    _: KW_ONLY
+    dampening: float = 0.0
+    deck_variant: bool = False
+    weight_decay: float = 0.0
 
 
-@dataclass
-class AdaGradHyper(Hyper):
-    """AdaGrad: ``eps`` (> 0, outside the root), ``lr_decay``, ``initial_accumulator_value``."""
-
-    lr: float = 1e-2
-    eps: float = 1e-10
-    lr_decay: float = 0.0
-    initial_accumulator_value: float = 0.0
-
-    def validate(self) -> None:
-        super().validate()
-        self.eps = v.real("eps", self.eps, 0.0, low_open=True)
-        self.lr_decay = v.real("lr_decay", self.lr_decay, 0.0)
-        self.initial_accumulator_value = v.real(
-            "initial_accumulator_value", self.initial_accumulator_value, 0.0
-        )
-
-    def fill(self, cfg: Any) -> None:
-        cfg.eps, cfg.lr_decay = self.eps, self.lr_decay
-        cfg.initial_accumulator_value = self.initial_accumulator_value
-
-
+@dataclass(eq=False)
 class AdaGrad(Optimizer):
     """AdaGrad (deck 002 Alg. 8.4, deck 000; torch.optim.Adagrad).
 
@@ -533,7 +588,7 @@ class AdaGrad(Optimizer):
         eps: delta (> 0).
         lr_decay: torch's 1 / (1 + (t-1) lr_decay) decay (>= 0).
         initial_accumulator_value: r_0 (>= 0).
-        **common: see ``Hyper``.
+        weight_decay, **common: see ``Optimizer``.
 
     Example:
         >>> import fusedmlp as fm
@@ -541,53 +596,17 @@ class AdaGrad(Optimizer):
         0.05
     """
 
-    name = "adagrad"
-
-    def __init__(
-        self,
-        lr: float = 1e-2,
-        eps: float = 1e-10,
-        *,
-        lr_decay: float = 0.0,
-        initial_accumulator_value: float = 0.0,
-        **common: Any,
-    ):
-        super().__init__(
-            AdaGradHyper(
-                lr=lr,
-                eps=eps,
-                lr_decay=lr_decay,
-                initial_accumulator_value=initial_accumulator_value,
-                **common,
-            )
-        )
-
-
-@dataclass
-class RMSPropHyper(Hyper):
-    """RMSProp: decay ``rho`` in [0, 1) (torch's alpha), ``eps``, ``momentum``, ``centered``,
-    ``deck_variant`` (eps inside the root, deck 002 Alg. 8.5)."""
+    name: ClassVar[str] = "adagrad"
 
     lr: float = 1e-2
-    rho: float = 0.9
-    eps: float = 1e-8
-    momentum: float = 0.0
-    centered: bool = False
-    deck_variant: bool = False
-
-    def validate(self) -> None:
-        super().validate()
-        self.rho = v.real("rho", self.rho, 0.0, 1.0, high_open=True)
-        self.eps = v.real("eps", self.eps, 0.0, low_open=True)
-        self.momentum = v.real("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        self.centered = _flag("centered", self.centered)
-        self.deck_variant = _flag("deck_variant", self.deck_variant)
-
-    def fill(self, cfg: Any) -> None:
-        cfg.rho, cfg.eps, cfg.momentum = self.rho, self.eps, self.momentum
-        cfg.centered, cfg.deck_variant = self.centered, self.deck_variant
+    eps: float = 1e-10
+    _: KW_ONLY
+    lr_decay: float = 0.0
+    initial_accumulator_value: float = 0.0
+    weight_decay: float = 0.0
 
 
+@dataclass(eq=False)
 class RMSProp(Optimizer):
     """RMSProp (deck 000, deck 002 Alg. 8.5, deck 003; torch.optim.RMSprop).
 
@@ -603,7 +622,7 @@ class RMSProp(Optimizer):
         momentum: mu in [0, 1).
         centered: divide by the estimated variance instead of the second moment.
         deck_variant: eps inside the square root (deck 002).
-        **common: see ``Hyper``.
+        weight_decay, **common: see ``Optimizer``.
 
     Example:
         >>> import fusedmlp as fm
@@ -611,49 +630,19 @@ class RMSProp(Optimizer):
         0.9
     """
 
-    name = "rmsprop"
+    name: ClassVar[str] = "rmsprop"
 
-    def __init__(
-        self,
-        lr: float = 1e-2,
-        rho: float = 0.9,
-        eps: float = 1e-8,
-        momentum: float = 0.0,
-        centered: bool = False,
-        *,
-        deck_variant: bool = False,
-        **common: Any,
-    ):
-        super().__init__(
-            RMSPropHyper(
-                lr=lr,
-                rho=rho,
-                eps=eps,
-                momentum=momentum,
-                centered=centered,
-                deck_variant=deck_variant,
-                **common,
-            )
-        )
-
-
-@dataclass
-class AdaDeltaHyper(Hyper):
-    """AdaDelta: ``rho`` in [0, 1], ``eps`` (> 0)."""
-
-    lr: float = 1.0
+    lr: float = 1e-2
     rho: float = 0.9
-    eps: float = 1e-6
-
-    def validate(self) -> None:
-        super().validate()
-        self.rho = v.real("rho", self.rho, 0.0, 1.0)
-        self.eps = v.real("eps", self.eps, 0.0, low_open=True)
-
-    def fill(self, cfg: Any) -> None:
-        cfg.rho, cfg.eps = self.rho, self.eps
+    eps: float = 1e-8
+    momentum: float = 0.0
+    centered: bool = False
+    _: KW_ONLY
+    deck_variant: bool = False
+    weight_decay: float = 0.0
 
 
+@dataclass(eq=False)
 class AdaDelta(Optimizer):
     """AdaDelta (Zeiler 2012; deck 001's D G^-1 approximation; torch.optim.Adadelta).
 
@@ -662,9 +651,9 @@ class AdaDelta(Optimizer):
 
     Args:
         lr: scale of the update (>= 0), 1.0 as in the paper and torch.
-        rho: decay rate in [0, 1].
+        rho: decay rate in [0, 1] (1 included, unlike RMSProp's).
         eps: (> 0).
-        **common: see ``Hyper``.
+        weight_decay, **common: see ``Optimizer``.
 
     Example:
         >>> import fusedmlp as fm
@@ -672,35 +661,31 @@ class AdaDelta(Optimizer):
         1.0
     """
 
-    name = "adadelta"
+    name: ClassVar[str] = "adadelta"
+    _checks: ClassVar = {"rho": _real(0.0, 1.0)}
 
-    def __init__(self, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, **common: Any):
-        super().__init__(AdaDeltaHyper(lr=lr, rho=rho, eps=eps, **common))
+    lr: float = 1.0
+    rho: float = 0.9
+    eps: float = 1e-6
+    _: KW_ONLY
+    weight_decay: float = 0.0
 
 
-@dataclass
-class AdamHyper(Hyper):
-    """Adam family: ``betas`` (each in [0, 1)), ``eps`` (> 0), ``amsgrad``, ``deck_variant``
-    (eps inside the root, deck 002 Alg. 8.7)."""
+@dataclass(eq=False)
+class _AdamFamily(Optimizer):
+    """The fields of Adam and AdamW (AdamW is not an Adam: its decay is always decoupled)."""
 
+    lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    weight_decay: float = 0.0
     amsgrad: bool = False
+    _: KW_ONLY
     deck_variant: bool = False
 
-    def validate(self) -> None:
-        super().validate()
-        self.betas = _betas("betas", self.betas)
-        self.eps = v.real("eps", self.eps, 0.0, low_open=True)
-        self.amsgrad = _flag("amsgrad", self.amsgrad)
-        self.deck_variant = _flag("deck_variant", self.deck_variant)
 
-    def fill(self, cfg: Any) -> None:
-        cfg.beta1, cfg.beta2 = self.betas
-        cfg.eps, cfg.amsgrad, cfg.deck_variant = self.eps, self.amsgrad, self.deck_variant
-
-
-class Adam(Optimizer):
+@dataclass(eq=False)
+class Adam(_AdamFamily):
     """Adam with bias correction (deck 002 Alg. 8.7, deck 000; torch.optim.Adam), AMSGrad.
 
     m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g*g; AMSGrad: v_max <- max(v_max, v), used
@@ -712,10 +697,10 @@ class Adam(Optimizer):
         lr: step size (>= 0).
         betas: (beta1, beta2), the decks' (rho_1, rho_2), each in [0, 1).
         eps: delta (> 0).
-        amsgrad: AMSGrad (Reddi et al. 2018).
         weight_decay: coupled L2 (decoupled with ``decoupled_weight_decay=True``: AdamW).
+        amsgrad: AMSGrad (Reddi et al. 2018).
         deck_variant: eps inside the square root.
-        **common: see ``Hyper``.
+        **common: see ``Optimizer``.
 
     Example:
         >>> import fusedmlp as fm
@@ -723,53 +708,18 @@ class Adam(Optimizer):
         True
     """
 
-    name = "adam"
-
-    def __init__(
-        self,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        amsgrad: bool = False,
-        *,
-        deck_variant: bool = False,
-        **common: Any,
-    ):
-        super().__init__(
-            AdamHyper(
-                lr=lr,
-                betas=betas,
-                eps=eps,
-                weight_decay=weight_decay,
-                amsgrad=amsgrad,
-                deck_variant=deck_variant,
-                **common,
-            )
-        )
+    name: ClassVar[str] = "adam"
 
 
-@dataclass
-class AdamWHyper(AdamHyper):
-    """AdamW: Adam's fields; ``weight_decay`` is decoupled (0.01 as torch)."""
-
-    weight_decay: float = 1e-2
-    decoupled_weight_decay: bool = True
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.decoupled_weight_decay:
-            raise ValueError("decoupled_weight_decay: AdamW's weight decay is decoupled; use Adam")
-
-
-class AdamW(Optimizer):
+@dataclass(eq=False)
+class AdamW(_AdamFamily):
     """AdamW (Loshchilov & Hutter 2019; torch.optim.AdamW): Adam with decoupled weight decay
     theta <- theta (1 - lr lambda) before the Adam update.
 
     Args:
         lr, betas, eps, amsgrad, deck_variant: as ``Adam``.
         weight_decay: lambda (>= 0), default 0.01.
-        **common: see ``Hyper``.
+        **common: see ``Optimizer`` (``decoupled_weight_decay`` must stay True).
 
     Example:
         >>> import fusedmlp as fm
@@ -777,59 +727,20 @@ class AdamW(Optimizer):
         0.1
     """
 
-    name = "adamw"
+    name: ClassVar[str] = "adamw"
+    _rules: ClassVar = (
+        (
+            lambda o: o.decoupled_weight_decay,
+            "decoupled_weight_decay: AdamW's weight decay is decoupled; use Adam",
+        ),
+    )
 
-    def __init__(
-        self,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        deck_variant: bool = False,
-        **common: Any,
-    ):
-        super().__init__(
-            AdamWHyper(
-                lr=lr,
-                betas=betas,
-                eps=eps,
-                weight_decay=weight_decay,
-                amsgrad=amsgrad,
-                deck_variant=deck_variant,
-                **common,
-            )
-        )
+    weight_decay: float = 1e-2
+    _: KW_ONLY
+    decoupled_weight_decay: bool = True
 
 
-@dataclass
-class NAdamHyper(Hyper):
-    """NAdam: ``betas``, ``eps``, ``momentum_decay`` psi (>= 0), ``deck_variant`` (constant
-    momentum mu_t = beta1)."""
-
-    lr: float = 2e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    momentum_decay: float = 4e-3
-    deck_variant: bool = False
-
-    def validate(self) -> None:
-        super().validate()
-        self.betas = _betas("betas", self.betas)
-        self.eps = v.real("eps", self.eps, 0.0, low_open=True)
-        self.momentum_decay = v.real("momentum_decay", self.momentum_decay, 0.0)
-        self.deck_variant = _flag("deck_variant", self.deck_variant)
-
-    def fill(self, cfg: Any) -> None:
-        cfg.beta1, cfg.beta2 = self.betas
-        cfg.eps, cfg.momentum_decay, cfg.deck_variant = (
-            self.eps,
-            self.momentum_decay,
-            self.deck_variant,
-        )
-
-
+@dataclass(eq=False)
 class NAdam(Optimizer):
     """NAdam (Dozat 2016; torch.optim.NAdam): Nesterov momentum in Adam.
 
@@ -841,7 +752,8 @@ class NAdam(Optimizer):
         lr: (>= 0), default 2e-3 (torch). betas, eps: as Adam.
         momentum_decay: psi (>= 0), 4e-3.
         deck_variant: constant momentum schedule.
-        **common: see ``Hyper`` (``decoupled_weight_decay=True`` gives torch's NAdamW form).
+        weight_decay, **common: see ``Optimizer`` (``decoupled_weight_decay=True`` gives
+            torch's NAdamW form).
 
     Example:
         >>> import fusedmlp as fm
@@ -849,48 +761,18 @@ class NAdam(Optimizer):
         0.002
     """
 
-    name = "nadam"
-
-    def __init__(
-        self,
-        lr: float = 2e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        momentum_decay: float = 4e-3,
-        *,
-        deck_variant: bool = False,
-        **common: Any,
-    ):
-        super().__init__(
-            NAdamHyper(
-                lr=lr,
-                betas=betas,
-                eps=eps,
-                momentum_decay=momentum_decay,
-                deck_variant=deck_variant,
-                **common,
-            )
-        )
-
-
-@dataclass
-class AdaMaxHyper(Hyper):
-    """AdaMax: ``betas``, ``eps``."""
+    name: ClassVar[str] = "nadam"
 
     lr: float = 2e-3
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-
-    def validate(self) -> None:
-        super().validate()
-        self.betas = _betas("betas", self.betas)
-        self.eps = v.real("eps", self.eps, 0.0, low_open=True)
-
-    def fill(self, cfg: Any) -> None:
-        cfg.beta1, cfg.beta2 = self.betas
-        cfg.eps = self.eps
+    momentum_decay: float = 4e-3
+    _: KW_ONLY
+    deck_variant: bool = False
+    weight_decay: float = 0.0
 
 
+@dataclass(eq=False)
 class AdaMax(Optimizer):
     """AdaMax (Kingma & Ba 2015, Alg. 2; torch.optim.Adamax): Adam with the infinity norm.
 
@@ -898,7 +780,7 @@ class AdaMax(Optimizer):
 
     Args:
         lr: (>= 0), default 2e-3. betas, eps: as Adam.
-        **common: see ``Hyper``.
+        weight_decay, **common: see ``Optimizer``.
 
     Example:
         >>> import fusedmlp as fm
@@ -906,37 +788,16 @@ class AdaMax(Optimizer):
         (0.9, 0.999)
     """
 
-    name = "adamax"
+    name: ClassVar[str] = "adamax"
 
-    def __init__(
-        self,
-        lr: float = 2e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        **common: Any,
-    ):
-        super().__init__(AdaMaxHyper(lr=lr, betas=betas, eps=eps, **common))
-
-
-@dataclass
-class AdaBeliefHyper(Hyper):
-    """AdaBelief: ``betas``, ``eps`` (1e-16, the authors' default), ``amsgrad``."""
-
+    lr: float = 2e-3
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-16
-    amsgrad: bool = False
-
-    def validate(self) -> None:
-        super().validate()
-        self.betas = _betas("betas", self.betas)
-        self.eps = v.real("eps", self.eps, 0.0, low_open=True)
-        self.amsgrad = _flag("amsgrad", self.amsgrad)
-
-    def fill(self, cfg: Any) -> None:
-        cfg.beta1, cfg.beta2 = self.betas
-        cfg.eps, cfg.amsgrad = self.eps, self.amsgrad
+    eps: float = 1e-8
+    _: KW_ONLY
+    weight_decay: float = 0.0
 
 
+@dataclass(eq=False)
 class AdaBelief(Optimizer):
     """AdaBelief (Zhuang et al. 2020, Alg. 2; as adabelief-pytorch 0.2 without rectification).
 
@@ -944,9 +805,9 @@ class AdaBelief(Optimizer):
     theta <- theta - lr/(1 - b1^t) m / (sqrt(s / (1 - b2^t)) + eps).
 
     Args:
-        lr: (>= 0), 1e-3. betas: as Adam. eps: (> 0), 1e-16.
+        lr: (>= 0), 1e-3. betas: as Adam. eps: (> 0), 1e-16 (the authors' default).
         amsgrad: keep the running maximum of s.
-        **common: see ``Hyper`` (the authors' default is decoupled decay:
+        weight_decay, **common: see ``Optimizer`` (the authors' default is decoupled decay:
             ``decoupled_weight_decay=True``).
 
     Example:
@@ -955,54 +816,17 @@ class AdaBelief(Optimizer):
         1e-16
     """
 
-    name = "adabelief"
+    name: ClassVar[str] = "adabelief"
 
-    def __init__(
-        self,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-16,
-        amsgrad: bool = False,
-        **common: Any,
-    ):
-        super().__init__(AdaBeliefHyper(lr=lr, betas=betas, eps=eps, amsgrad=amsgrad, **common))
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-16
+    amsgrad: bool = False
+    _: KW_ONLY
+    weight_decay: float = 0.0
 
 
-@dataclass
-class AdafactorHyper(Hyper):
-    """Adafactor: ``beta2_decay`` (<= 0), ``eps`` = (eps1 or None for the dtype's machine
-    epsilon, eps2), ``d`` (update clipping threshold), ``relative_step``, ``scale_parameter``;
-    ``weight_decay`` is decoupled."""
-
-    lr: float = 1e-2
-    beta2_decay: float = -0.8
-    eps: tuple[float | None, float] = (None, 1e-3)
-    d: float = 1.0
-    relative_step: bool = True
-    scale_parameter: bool = True
-    decoupled_weight_decay: bool = True
-
-    def validate(self) -> None:
-        super().validate()
-        self.beta2_decay = v.real("beta2_decay", self.beta2_decay, high=0.0)
-        if not isinstance(self.eps, (tuple, list)) or len(self.eps) != 2:
-            raise ValueError(f"eps: expected a pair (eps1 or None, eps2), got {self.eps!r}")
-        e1 = None if self.eps[0] is None else v.real("eps[0]", self.eps[0], 0.0, low_open=True)
-        self.eps = (e1, v.real("eps[1]", self.eps[1], 0.0))
-        self.d = v.real("d", self.d, 0.0, low_open=True)
-        self.relative_step = _flag("relative_step", self.relative_step)
-        self.scale_parameter = _flag("scale_parameter", self.scale_parameter)
-        if not self.decoupled_weight_decay:
-            raise ValueError("decoupled_weight_decay: Adafactor's weight decay is decoupled")
-
-    def fill(self, cfg: Any) -> None:
-        cfg.beta2_decay = self.beta2_decay
-        cfg.eps = 0.0 if self.eps[0] is None else self.eps[0]
-        cfg.eps2 = self.eps[1]
-        cfg.clip_threshold = self.d
-        cfg.relative_step, cfg.scale_parameter = self.relative_step, self.scale_parameter
-
-
+@dataclass(eq=False)
 class Adafactor(Optimizer):
     """Adafactor (Shazeer & Stern 2018; torch.optim.Adafactor): the memory-efficient optimizer
     of deck 000, with a factored second moment for matrices (rows + cols numbers instead of
@@ -1028,7 +852,7 @@ class Adafactor(Optimizer):
         weight_decay: decoupled lambda (>= 0).
         relative_step: rho_t = min(lr, 1/sqrt t) (default: True when lr is None).
         scale_parameter: scale the step by max(eps2, RMS(theta)).
-        **common: see ``Hyper``.
+        **common: see ``Optimizer`` (``decoupled_weight_decay`` must stay True).
 
     Example:
         >>> import fusedmlp as fm
@@ -1036,40 +860,57 @@ class Adafactor(Optimizer):
         (True, False)
     """
 
-    name = "adafactor"
+    name: ClassVar[str] = "adafactor"
+    _checks: ClassVar = {"eps": _eps_pair}
+    _to_config: ClassVar = {"eps": _write_eps_pair}
+    _rules: ClassVar = (
+        (
+            lambda o: o.decoupled_weight_decay,
+            "decoupled_weight_decay: Adafactor's weight decay is decoupled",
+        ),
+    )
 
-    def __init__(
-        self,
-        lr: float | None = None,
-        beta2_decay: float = -0.8,
-        eps: tuple[float | None, float] = (None, 1e-3),
-        d: float = 1.0,
-        weight_decay: float = 0.0,
-        *,
-        relative_step: bool | None = None,
-        scale_parameter: bool = True,
-        **common: Any,
-    ):
-        if relative_step is None:
-            relative_step = lr is None
-        super().__init__(
-            AdafactorHyper(
-                lr=1e-2 if lr is None else lr,
-                beta2_decay=beta2_decay,
-                eps=eps,
-                d=d,
-                weight_decay=weight_decay,
-                relative_step=relative_step,
-                scale_parameter=scale_parameter,
-                **common,
-            )
+    lr: float | None = None
+    beta2_decay: float = -0.8
+    eps: tuple[float | None, float] = (None, 1e-3)
+    d: float = 1.0
+    weight_decay: float = 0.0
+    _: KW_ONLY
+    relative_step: bool | None = None
+    scale_parameter: bool = True
+    decoupled_weight_decay: bool = True
+
+    def __post_init__(self) -> None:
+        if self.relative_step is None:
+            self.relative_step = self.lr is None
+        if self.lr is None:
+            self.lr = 1e-2
+        super().__post_init__()
+
+
+#: The former name of the base holding the hyper-parameters every optimizer has; each
+#: optimizer is now the dataclass of its own hyper-parameters.
+Hyper = Optimizer
+
+
+def _registry() -> dict[str, type[Optimizer]]:
+    """Every optimizer class by name, in the order of ``OPTIMIZERS`` (the C++ list)."""
+    found: dict[str, type[Optimizer]] = {}
+    todo = [Optimizer]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.name:
+            found[cls.name] = cls
+    if set(found) != set(OPTIMIZERS):
+        raise ImportError(
+            f"fusedmlp.optim: optimizer classes {sorted(found)} do not match the C++ list "
+            f"{sorted(OPTIMIZERS)} (csrc/common/optimizer.h, FM_OPT_LIST)"
         )
+    return {name: found[name] for name in OPTIMIZERS}
 
 
-_CLASSES: dict[str, type[Optimizer]] = {
-    c.name: c
-    for c in (SGD, AdaGrad, RMSProp, AdaDelta, Adam, AdamW, NAdam, AdaMax, AdaBelief, Adafactor)
-}
+_CLASSES: dict[str, type[Optimizer]] = _registry()
 _ALIASES = {"amsgrad": ("adam", {"amsgrad": True})}
 
 
