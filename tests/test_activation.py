@@ -361,3 +361,52 @@ def test_float32_transcendentals_are_accurate_everywhere(name):
     assert err.max() <= 4 * np.finfo(np.float32).eps, (
         f"{name}: worst relative error {err.max():.3e}"
     )
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "softplus"])
+def test_float32_exp_underflow_is_within_one_ulp_of_the_rounded_exact_value(name):
+    """Far left, sigmoid(x) and softplus(x) are e^x in float32 (1 / (1 + e^x) and
+    log1p(e^x) / e^x round to 1), so they show the vectorized exp itself where its result is
+    subnormal or underflows: within one float32 spacing of float64 e^x rounded to float32
+    (the spacing of the subnormals is 2^-149), and exactly 0 below the cut-off, where e^x is
+    under half the least subnormal."""
+    x = np.concatenate(
+        [np.linspace(-110.0, -80.0, 300_001), [-87.33655, -103.27893, -103.97207, -103.97208]]
+    ).astype(np.float32)
+    got = fm.ops.activation(name, x.reshape(1, -1)).ravel().astype(np.float64)
+    want = np.exp(x.astype(np.float64)).astype(np.float32)
+    spacing = np.spacing(want).astype(np.float64)  # 2^-149 for the subnormals and zero
+    worst = float(np.max(np.abs(got - want.astype(np.float64)) / spacing))
+    assert worst <= 1.0, f"{name}: worst error {worst} float32 spacings"
+    assert (got[x < np.float32(-103.972077083992)] == 0.0).all()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sigmoid",
+        "tanh",
+        "softplus",
+        "elu",
+        "selu",
+        "silu",
+        "gelu_tanh",
+        "lecun_tanh",
+        "soboleva_tanh",
+    ],
+)
+def test_nan_propagates_through_the_float32_transcendentals(name):
+    """NaN is refused at the API, but inside a network it can arise (inf - inf in a
+    diverging GEMM): the exp/tanh paths of csrc/common/fastmath.h must return NaN for it, not
+    a finite value (tanh gave +-1), and must not build 2^n from a NaN's bits (a negative shift,
+    which UBSan reports). Called below the validation, on the kernel itself."""
+    from fusedmlp import _activations as acts
+    from fusedmlp._loader import _core
+
+    nan = np.float32("nan")
+    z = np.array([[nan, -nan, 0.5]], dtype=np.float32)
+    cfg = acts.make_spec(name).config(training=False, seed=0, step=0, layer=0)
+    y = _core.activation_forward(cfg, z, None)
+    d = _core.activation_derivative(cfg, z, None)
+    assert np.isnan(y[0, :2]).all() and np.isnan(d[0, :2]).all(), (y, d)
+    assert np.isfinite(y[0, 2]) and np.isfinite(d[0, 2])

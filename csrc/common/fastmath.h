@@ -79,7 +79,7 @@ FM_FORCE_INLINE float exp_poly(float r) {
   return p * r * r + r + 1.0f;
 }
 
-// e^x for x in [kExpMin, kExpMax]; callers select the out-of-range limits.
+// e^x for x in [kExpMin, kExpMax] (not NaN); callers select the out-of-range limits.
 FM_FORCE_INLINE float exp_core(float x) {
   const float t = x * kLog2e + kRoundMagic;
   const std::int32_t n = to_bits(t) - to_bits(kRoundMagic);
@@ -96,9 +96,13 @@ FM_FORCE_INLINE float exp_core(float x) {
 
 FM_FORCE_INLINE float exp_f(float x) {
   using detail::sel;
-  // Clamp with selects, not std::fmin/fmax (library calls without -ffast-math); NaN passes.
-  const float lo = sel(x < detail::kExpMin, detail::kExpMin, x);
-  const float xc = sel(lo > detail::kExpMax, detail::kExpMax, lo);
+  // Clamp with selects, not std::fmin/fmax (library calls without -ffast-math). The
+  // comparisons are written so that NaN fails them and is clamped too: exp_core builds 2^n
+  // from the bits of x * log2(e) + 1.5 * 2^23, and for a NaN those bits are no integer in
+  // range, so (n + 127) << 23 would shift a negative value or overflow (undefined behaviour,
+  // reported by UBSan). The NaN itself is put back below.
+  const float lo = sel(x >= detail::kExpMin, x, detail::kExpMin);
+  const float xc = sel(lo <= detail::kExpMax, lo, detail::kExpMax);
   float y = detail::exp_core(xc);
   y = sel(x < detail::kExpMin, 0.0f, y);
   y = sel(x > detail::kExpMax, INFINITY, y);
@@ -132,7 +136,8 @@ FM_FORCE_INLINE float tanh_f(float x) {
   // 1 - 2 / (e^{2a} + 1): e^{2a} saturates to inf for large a, giving exactly 1.
   const float e = exp_f(2.0f * detail::sel(a < 44.0f, a, 44.0f));
   const float big = std::copysign(1.0f - 2.0f / (e + 1.0f), x);
-  return detail::sel(a < 0.625f, small, big);
+  // NaN fails a < 44 above and would come out as +-1: put it back (small is NaN then).
+  return detail::sel((a < 0.625f) | (x != x), small, big);
 }
 
 // 1 / (1 + e^{-x}), never exponentiating a positive number.
