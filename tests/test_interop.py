@@ -78,6 +78,7 @@ def test_dlpack_only_exporter_is_a_view():
     assert np.shares_memory(_model().check_X(_DLPackOnly(X)), X)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("kind", ["pandas", "polars", "torch"])
 def test_estimators_take_dataframes_and_tensors(kind):
     pytest.importorskip("sklearn")

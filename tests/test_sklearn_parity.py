@@ -50,7 +50,9 @@ def test_coefs_and_intercepts_assignable_before_fit(lib):
     # the assignment.
     _quiet(est.fit, X, y)
     fresh = _quiet(
-        LIBS[lib].MLPRegressor(hidden_layer_sizes=(5,), solver="sgd", max_iter=3, random_state=0).fit,
+        LIBS[lib]
+        .MLPRegressor(hidden_layer_sizes=(5,), solver="sgd", max_iter=3, random_state=0)
+        .fit,
         X,
         y,
     )
