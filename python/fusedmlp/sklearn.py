@@ -59,6 +59,16 @@ Differences, by design:
 * ``solver="lbfgs"`` and ``"cg"`` also record ``loss_curve_`` (one value per iteration) and
   ``best_loss_``. ``max_fun`` bounds the L-BFGS function evaluations; CG honours
   ``max_iter`` and ``tol`` (the gradient norm).
+* A diverging loss: the fused step skips an update whose loss is not finite, so the weights
+  stay finite. With ``early_stopping=True`` both libraries go on and restore the best weights;
+  scikit-learn's weights turn NaN and it records NaN scores (which, NaN comparing false, also
+  reset its no-improvement counter, so it runs to ``max_iter``), ours records the scores of
+  its finite weights and stops after ``n_iter_no_change`` epochs without improvement. Without
+  early stopping both raise ValueError; ours at the first non-finite epoch, scikit-learn's
+  after ``max_iter``. A Poisson ``exp`` overflow raises at once in either case.
+* ``coefs_`` / ``intercepts_`` assigned on an unfitted estimator are kept (as scikit-learn
+  keeps them); a fit with ``warm_start=True`` starts from them (scikit-learn's fails with an
+  AttributeError there), any other fit initializes afresh as scikit-learn's does.
 * ``partial_fit`` is available for every stochastic solver on both estimators (scikit-learn's
   regressor offers it for lbfgs too, where it runs a full L-BFGS fit).
 
