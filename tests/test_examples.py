@@ -196,3 +196,11 @@ def test_command_line(tmp_path, capsys):
     res = _load("backprop_example").main(["--no-plot", "--out", str(tmp_path), "--threads", "1"])
     assert "dL/dw1" in capsys.readouterr().out and res["network"]["L"] > 0
     assert not os.listdir(tmp_path)
+
+
+def test_optuna_search():
+    pytest.importorskip("optuna")
+    res = _load("optuna_search").run(quick=True, seed=0)
+    assert res["complete"] + res["pruned"] == 6 and res["complete"] >= 3
+    assert set(res["best_params"]) == {"width", "depth", "lr", "dropout", "optimizer"}
+    assert res["best_test_accuracy"] > 0.8  # the best of 6 random trials on the digits

@@ -1,8 +1,8 @@
 """The package's import structure (issue 17, item 4).
 
 * ``import fusedmlp`` imports none of the optional packages (scikit-learn, SciPy, matplotlib,
-  tqdm, CuPy, onnx): they are imported where used (``fm.sklearn`` and ``fm.preprocessing`` on first
-  attribute access).
+  tqdm, CuPy, onnx, optuna, pandas, polars, torch): they are imported where used
+  (``fm.sklearn`` and ``fm.preprocessing`` on first attribute access).
 * The module-level imports between fusedmlp's own modules form no cycle. Module-level only:
   the function-level imports that today break cycles (ops <-> _cuda_ops, callbacks ->
   diagnostics) are the next step of issue 17.
@@ -31,6 +31,8 @@ OPTIONAL = (
     "pandas",
     "onnx",
     "onnxruntime",
+    "optuna",
+    "polars",
 )
 
 

@@ -75,8 +75,16 @@ def as_float_array(
             arr = np.asarray(x, dtype=np.float64 if dtype is None else dtype)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__}") from exc
-    elif hasattr(x, "__array__"):
-        arr = np.asarray(x)
+    elif hasattr(x, "__array__") or hasattr(x, "__dlpack__"):
+        # pandas/polars DataFrames, PyTorch CPU tensors, ...: NumPy's protocols hand over the
+        # memory without a copy where the layout allows (a float32 C-contiguous tensor stays a
+        # view); a DLPack-only exporter goes through np.from_dlpack.
+        try:
+            arr = np.asarray(x) if hasattr(x, "__array__") else np.from_dlpack(x)
+        except (TypeError, ValueError, RuntimeError, BufferError) as exc:
+            raise TypeError(
+                f"{name}: cannot read {type(x).__name__} as a NumPy array ({exc})"
+            ) from exc
     else:
         raise TypeError(f"{name}: expected a NumPy array, got {type(x).__name__}")
     if arr.dtype not in FLOAT_DTYPES:

@@ -258,6 +258,69 @@ class TerminateOnNaN(Callback):
             self.trainer.stop_training = True
 
 
+class OptunaPruning(Callback):
+    """Report the monitored value to an Optuna trial after each epoch and stop a trial that
+    the study's pruner judges hopeless (the ``optuna`` extra; Optuna is imported here, not by
+    ``import fusedmlp``).
+
+    Each epoch ``trial.report(value, step=epoch)`` records the value (a NaN of a diverged
+    epoch is reported as it is; Optuna's pruners prune on it); when ``trial.should_prune()``
+    says so, training stops after that epoch and ``on_train_end`` raises
+    ``optuna.TrialPruned``, which the study records as a pruned trial. It raises at the end of
+    training, not inside the epoch, so the callbacks listed *before* it (EarlyStopping with
+    ``restore_best_weights``, ...) still finish; put it last in ``callbacks``.
+
+    Args:
+        trial: an ``optuna.trial.Trial``.
+        monitor: a History key ("val_loss", "loss", "val_accuracy", ...); the study's
+            direction must match it ("minimize" for losses).
+
+    Example:
+        >>> import fusedmlp as fm
+        >>> def objective(trial):  # doctest: +SKIP
+        ...     model = fm.MLP(n_in=64, hidden=[trial.suggest_int("width", 16, 128)], n_out=10)
+        ...     cb = fm.callbacks.OptunaPruning(trial, monitor="val_loss")
+        ...     trainer = fm.Trainer(model, loss="cross_entropy", callbacks=[cb])
+        ...     hist = trainer.fit(X, y, epochs=20, validation_split=0.2)
+        ...     return hist.history["val_loss"][-1]
+    """
+
+    def __init__(self, trial, monitor: str = "val_loss"):
+        try:
+            import optuna
+        except ImportError as exc:
+            raise ImportError(
+                "OptunaPruning needs the optuna package: pip install 'fusedmlp[optuna]'"
+            ) from exc
+        if not isinstance(trial, optuna.trial.BaseTrial):
+            raise TypeError(f"trial: expected an optuna Trial, got {type(trial).__name__}")
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor: expected a History key (str), got {monitor!r}")
+        self.trial = trial
+        self.monitor = monitor
+        self.pruned_epoch = None
+        self._pruned_error = optuna.TrialPruned
+
+    def on_train_begin(self, logs=None):
+        self.pruned_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(
+                f"monitor: {self.monitor!r} is not in the logs ({', '.join(sorted(logs))}); "
+                "use validation data for val_* keys"
+            )
+        self.trial.report(float(logs[self.monitor]), step=epoch)
+        if self.trial.should_prune():
+            self.pruned_epoch = epoch
+            self.trainer.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.pruned_epoch is not None:
+            raise self._pruned_error(f"trial pruned at epoch {self.pruned_epoch}")
+
+
 def __getattr__(name):
     # DiagnosticsCallback lives in fusedmlp.diagnostics (which imports this module and the
     # Trainer); it is re-exported here lazily so fm.callbacks.DiagnosticsCallback works.

@@ -1,6 +1,7 @@
 """Command line: ``fusedmlp train`` / ``python -m fusedmlp train`` and ``fusedmlp export``.
 
-``train`` trains an MLP on the bundled digits by default, or on a CSV/NPZ file (``--data``),
+``train`` trains an MLP on the bundled digits by default, on the generated 200k-row tabular
+set (``--dataset tabular``), or on a CSV/NPZ file (``--data``),
 prints progress and the held-out accuracy (or MSE), and optionally saves a checkpoint.
 ``export CHECKPOINT OUT.onnx`` writes a checkpoint's model as an ONNX graph (the ``onnx``
 extra).
@@ -51,11 +52,21 @@ def _load(path: str, target: str | None):
 def _train(args: argparse.Namespace) -> int:
     import fusedmlp as fm
 
+    if args.data is not None and args.dataset is not None:
+        raise ValueError("--data, --dataset: give one of the two")
     if args.data is None:
-        X, y = fm.datasets.load_digits()
-        X = X / 16.0
+        dataset = args.dataset or "digits"
+        X, y = fm.datasets.load(dataset, seed=args.seed)
     else:
+        dataset = None
         X, y = _load(args.data, args.target)
+    # Per data set defaults: the 200k-row tabular set takes larger batches and fewer epochs,
+    # for a run of a few seconds.
+    big = dataset == "tabular"
+    if args.epochs is None:
+        args.epochs = 3 if big else 30
+    if args.batch_size is None:
+        args.batch_size = 256 if big else 32
     task = args.task
     if task == "auto":
         task = (
@@ -136,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a network (default: the bundled digits)")
     t.add_argument("--data", help="a .csv (header row) or .npz (arrays X, y) file")
+    t.add_argument(
+        "--dataset",
+        choices=("digits", "tabular"),
+        help="a built-in data set instead of --data: digits (the default) or tabular "
+        "(fusedmlp.datasets.make_tabular: 200,000 rows, 32 features, 3 classes, from --seed)",
+    )
     t.add_argument("--target", help="CSV target column (default: the last)")
     t.add_argument("--task", choices=("auto", "classification", "regression"), default="auto")
     t.add_argument("--hidden", default="128,64", help="hidden widths, comma separated")
@@ -149,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument(
         "--schedule", default="constant", help="constant, cosine, step, exponential, ..."
     )
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--epochs", type=int, help="default 30 (3 for --dataset tabular)")
+    t.add_argument("--batch-size", type=int, help="default 32 (256 for --dataset tabular)")
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")

@@ -59,6 +59,16 @@ Differences, by design:
 * ``solver="lbfgs"`` and ``"cg"`` also record ``loss_curve_`` (one value per iteration) and
   ``best_loss_``. ``max_fun`` bounds the L-BFGS function evaluations; CG honours
   ``max_iter`` and ``tol`` (the gradient norm).
+* A diverging loss: the fused step skips an update whose loss is not finite, so the weights
+  stay finite. With ``early_stopping=True`` both libraries go on and restore the best weights;
+  scikit-learn's weights turn NaN and it records NaN scores (which, NaN comparing false, also
+  reset its no-improvement counter, so it runs to ``max_iter``), ours records the scores of
+  its finite weights and stops after ``n_iter_no_change`` epochs without improvement. Without
+  early stopping both raise ValueError; ours at the first non-finite epoch, scikit-learn's
+  after ``max_iter``. A Poisson ``exp`` overflow raises at once in either case.
+* ``coefs_`` / ``intercepts_`` assigned on an unfitted estimator are kept (as scikit-learn
+  keeps them); a fit with ``warm_start=True`` starts from them (scikit-learn's fails with an
+  AttributeError there), any other fit initializes afresh as scikit-learn's does.
 * ``partial_fit`` is available for every stochastic solver on both estimators (scikit-learn's
   regressor offers it for lbfgs too, where it runs a full L-BFGS fit).
 
@@ -473,6 +483,8 @@ class _BaseMLP(BaseEstimator):
     def coefs_(self) -> list[np.ndarray]:
         """The weight matrices, ``coefs_[i]`` of shape (units of layer i, units of layer i+1):
         views into the network's parameters (writing to them changes the model)."""
+        if "model_" not in self.__dict__ and "_preset_coefs" in self.__dict__:
+            return self._preset_coefs
         model = self._fitted_model()
         return [model._param_view(li, "W") for li in self._dense]
 
@@ -483,6 +495,8 @@ class _BaseMLP(BaseEstimator):
     @property
     def intercepts_(self) -> list[np.ndarray]:
         """The bias vectors, ``intercepts_[i]`` of shape (units of layer i+1,) (views)."""
+        if "model_" not in self.__dict__ and "_preset_intercepts" in self.__dict__:
+            return self._preset_intercepts
         model = self._fitted_model()
         return [model._param_view(li, "b") for li in self._dense]
 
@@ -491,6 +505,12 @@ class _BaseMLP(BaseEstimator):
         self._assign("intercepts_", "b", value)
 
     def _assign(self, what: str, name: str, value: list) -> None:
+        if "model_" not in self.__dict__:
+            # scikit-learn accepts coefs_/intercepts_ on an unfitted estimator (they are plain
+            # attributes there). They are kept as given; fit with warm_start=True starts from
+            # them (shapes checked then), any other fit initializes afresh as scikit-learn does.
+            self.__dict__["_preset_" + what.rstrip("_")] = [np.array(a, copy=True) for a in value]
+            return
         model = self._fitted_model()
         views = [model._param_view(li, name) for li in self._dense]
         value = list(value)
@@ -623,6 +643,10 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_ = len(cfg.hidden) + 2
         self.out_activation_ = self._out_activation()
         self._build_model(cfg, X.shape[1], dtype, X)
+        presets = [(w, self.__dict__.pop(f"_preset_{w}", None)) for w in ("coefs", "intercepts")]
+        for what, value in presets:
+            if value is not None and self.warm_start:
+                self._assign(what + "_", "W" if what == "coefs" else "b", value)
         self._best_params = self._best_buffers = None  # early stopping's best weights
         self._optimizer = None
         self.loss_curve_ = []
@@ -792,7 +816,11 @@ class _BaseMLP(BaseEstimator):
                 self.loss_curve_.append(self.loss_)
                 if self.verbose:
                     print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-                if not np.isfinite(self.loss_):
+                if not np.isfinite(self.loss_) and not early_stopping:
+                    # With early stopping the run goes on as scikit-learn's does (it records
+                    # NaN validation scores and restores the best weights at the end); without
+                    # it no finite weights are left to return, so the ValueError scikit-learn
+                    # raises after max_iter comes at once.
                     raise ValueError(
                         f"Solver produced a non-finite loss ({self.loss_}) at iteration "
                         f"{self.n_iter_}. The input data may contain large values and "

@@ -717,7 +717,7 @@ class Trainer:
                 self.schedule.epoch_end(logs.get("val_loss", logs["loss"]))
             for c in self.callbacks:
                 c.on_epoch_end(epoch, logs)
-            _report(bar, verbose, epoch, stop, logs, time.perf_counter() - t0)
+            _report(bar, verbose, epoch, stop, logs, time.perf_counter() - t0, seen)
             if self.stop_training or self.diverged is not None:
                 break
         if bar is not None:
@@ -1319,8 +1319,12 @@ def _progress(verbose: int, epochs: int):
     return tqdm(total=epochs, unit="epoch", file=sys.stdout, leave=True)
 
 
-def _report(bar, verbose: int, epoch: int, total: int, logs: dict, seconds: float) -> None:
+def _report(
+    bar, verbose: int, epoch: int, total: int, logs: dict, seconds: float, samples: int = 0
+) -> None:
     text = "  ".join(f"{k} {val:.4g}" for k, val in logs.items())
+    if samples and seconds > 0:  # throughput of the epoch: training rows per second
+        text += f"  {samples / seconds:,.0f} samples/s"
     if bar is not None:
         bar.set_postfix_str(text)
         bar.update(1)
