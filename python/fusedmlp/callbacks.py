@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from . import _validate as v
+from ._engine import array_module
 
 
 class Callback:
@@ -30,6 +31,22 @@ class Callback:
     def on_epoch_end(self, epoch, logs=None): ...
 
     def on_batch_end(self, batch, logs=None): ...
+
+    # The Trainer's step protocol (private): callbacks that change how the batches are trained
+    # (RBF learning schemes, adversarial training) override these.
+    _plain_steps = True  # False: every step goes through _batch (no fused fast path)
+
+    def _attach(self, trainer) -> None:
+        """Called by the Trainer's constructor: check the callback against the trainer."""
+
+    def _fit_begin(self, X, ys, sw, epochs) -> bool:
+        """Before ``fit``'s first epoch, with its training data; True when the training was
+        solved in closed form (no epoch left to run)."""
+        return False
+
+    def _batch(self, X, ys, sw):
+        """Before each step: None (train on the batch as given) or the (X, ys, sw) to train on."""
+        return None
 
 
 def _monitor_mode(monitor: str, mode: str) -> str:
@@ -105,10 +122,7 @@ class EarlyStopping(Callback):
             self.best, self.best_epoch, self.best_step = value, epoch, self.trainer.step_count
             self._wait = 0
             if self.restore_best_weights:
-                self._best_weights = (
-                    self.trainer.model.parameters.copy(),
-                    self.trainer.model._net.buffers().copy(),
-                )
+                self._best_weights = self.trainer.model._engine.snapshot("params", "buffers")
         else:
             self._wait += 1
             if self._wait >= self.patience:
@@ -117,9 +131,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self._best_weights is not None:
-            p, b = self._best_weights
-            self.trainer.model.parameters[:] = p
-            self.trainer.model._net.buffers()[:] = b
+            self.trainer.model._engine.restore(self._best_weights)
 
 
 class ReduceLROnPlateau(Callback):
@@ -236,6 +248,38 @@ class ModelCheckpoint(Callback):
         self.trainer.save(self.path.format(epoch=epoch + 1))
 
 
+class Adversarial(Callback):
+    """FGSM adversarial training (deck 002): each batch is trained together with
+    x + eps * sign(grad_x L) (equal weights), the input gradient coming from a forward and
+    backward pass on the batch before the step. ``Trainer(adversarial_eps=eps)`` installs it.
+
+    Args:
+        eps: the perturbation size (> 0).
+
+    Example:
+        >>> import fusedmlp as fm
+        >>> fm.callbacks.Adversarial(0.05).eps
+        0.05
+    """
+
+    _plain_steps = False
+
+    def __init__(self, eps: float):
+        self.eps = v.real("adversarial_eps", eps, 0.0, low_open=True)
+
+    def _attach(self, trainer) -> None:
+        self.trainer = trainer
+
+    def _batch(self, X, ys, sw):
+        model = self.trainer.model
+        _, dX, _ = model._engine.compute_gradients(X, ys, sw, True)
+        xp = array_module(dX)
+        X = xp.concatenate([X, X + self.eps * xp.sign(dX)]).astype(model.dtype)
+        ys = [array_module(t).concatenate([t, t]) for t in ys]
+        sw = None if sw is None else array_module(sw).concatenate([sw, sw])
+        return X, ys, sw
+
+
 class TerminateOnNaN(Callback):
     """Stop when a batch loss is NaN or Inf, with a message naming the step. ``Trainer.fit``
     already stops there by itself (see its divergence notes); this callback keeps the message
@@ -323,9 +367,14 @@ class OptunaPruning(Callback):
 
 def __getattr__(name):
     # DiagnosticsCallback lives in fusedmlp.diagnostics (which imports this module and the
-    # Trainer); it is re-exported here lazily so fm.callbacks.DiagnosticsCallback works.
+    # Trainer); it is re-exported here lazily so fm.callbacks.DiagnosticsCallback works. The
+    # same for RBFScheme (fusedmlp.rbf, whose callback subclasses this module's Callback).
     if name == "DiagnosticsCallback":
         from .diagnostics import DiagnosticsCallback
 
         return DiagnosticsCallback
+    if name == "RBFScheme":  # fusedmlp.rbf imports this module (the Callback base)
+        from .rbf import RBFScheme
+
+        return RBFScheme
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -124,13 +124,12 @@ def _clone(model: Sequential, dtype: Any, unfreeze: bool = False) -> Sequential:
     cfg = dict(model.config())
     cfg["dtype"] = np.dtype(dtype).name
     clone = Sequential.from_config(cfg)
-    src, dst = model._network(), clone._network()
+    src, dst = model._engine, clone._engine
     dst.params()[:] = src.params()
     dst.buffers()[:] = src.buffers()
-    dst.rng_step = src.rng_step
-    dst.bn_updates = src.bn_updates
-    for li in range(dst.n_layers):
-        dst.set_layer_trainable(li, True if unfreeze else bool(src.layer_trainable(li)))
+    counters = src.counters()
+    dst.set_counters(rng_step=counters["rng_step"], bn_updates=counters["bn_updates"])
+    dst.set_frozen_layers([] if unfreeze else src.frozen_layers())
     return clone
 
 
@@ -150,40 +149,14 @@ def _loss_trainer(model: Sequential, trainer: Trainer | None, loss: Any) -> Trai
     return Trainer(model, loss=loss, metrics=())
 
 
-class _Preserved:
+def _preserved(engine, step: bool = False):
     """Restores the state a diagnostic pass touches: the gradient arena, batch-norm running
     statistics and update count, the layer-gradient recording flag and, for a probe
-    optimizer step, the parameters, optimizer state and step counters."""
-
-    def __init__(self, net, step: bool = False):
-        self.net = net
-        self.step = step
-
-    def __enter__(self):
-        n = self.net
-        self.grads = n.grads().copy()
-        self.buffers = n.buffers().copy()
-        self.bn_updates = n.bn_updates
-        self.record = n.record_layer_grads
-        if self.step:
-            self.params = n.params().copy()
-            self.opt_state = n.opt_state().copy()
-            self.opt_step = n.opt_step
-            self.rng_step = n.rng_step
-        return self
-
-    def __exit__(self, *exc):
-        n = self.net
-        n.grads()[:] = self.grads
-        n.buffers()[:] = self.buffers
-        n.bn_updates = self.bn_updates
-        n.record_layer_grads = self.record
-        if self.step:
-            n.params()[:] = self.params
-            n.opt_state()[:] = self.opt_state
-            n.opt_step = self.opt_step
-            n.rng_step = self.rng_step
-        return False
+    optimizer step (``step``), the parameters, optimizer state and step counters."""
+    parts = ("grads", "buffers", "bn_updates", "record_layer_grads")
+    if step:
+        parts += ("params", "opt_state", "opt_step", "rng_step")
+    return engine.preserved(*parts)
 
 
 def _param_slices(net) -> dict[tuple[int, str], tuple[int, int, int, bool]]:
@@ -275,10 +248,10 @@ def activation_table(model: Any, X: Any, training: bool = False) -> ActivationTa
     """
     model, _ = _split(model)
     X = model.check_X(X)
-    net = model._network()
+    net = model._engine
     infos = _layer_infos(model)
     rows = [("input", *_moments(X))]
-    with _Preserved(net):
+    with _preserved(net):
         net.forward(X, bool(training))
         for info in infos:
             label = _label(info.name, info.kind, info.activation)
@@ -532,8 +505,8 @@ def diagnose(
     if y is None:
         if sample_weight is not None:
             raise ValueError("sample_weight: given without targets y")
-        net = model._network()
-        with _Preserved(net):
+        net = model._engine
+        with _preserved(net):
             net.forward(X, bool(training))
             rows = _activation_rows(net, infos, dead_thr)
         return Diagnostics(rows, *_moments(X), batch=n, training=bool(training), n_in=X.shape[1])
@@ -547,9 +520,9 @@ def diagnose(
         work, tr, tr_loss = model, trainer, trainer
     ys = tr_loss._targets(y, n)
     sw = tr_loss._sample_weight(sample_weight, n)
-    net = work._network()
+    net = work._engine
     slices = _param_slices(net)
-    with _Preserved(net, step=tr is not None and update_ratio):
+    with _preserved(net, step=tr is not None and update_ratio):
         net.record_layer_grads = True
         loss_value, _, _ = net.compute_gradients(X, ys, sw, False)
         rows = _activation_rows(net, infos, dead_thr)
@@ -565,7 +538,7 @@ def diagnose(
                 row.weight_grad_norm = float(np.linalg.norm(grads[idx].astype(np.float64)))
         if tr is not None and update_ratio:
             before = params.astype(np.float64)
-            net.train_step(X, ys, sw, tr.current_lr())
+            net.step(X, ys, sw, tr.current_lr())
             after = net.params().astype(np.float64)
             for info, row in zip(infos, rows, strict=True):
                 idx = _weight_index(slices, info)
@@ -937,9 +910,9 @@ def gradient_check(
     seed = v.integer("seed", seed, low=0)
     work = _clone(model, np.float64, unfreeze=True)
     tr = _loss_trainer(work, trainer, loss)
-    net = work._network()
+    net = work._engine
     if rng_step is not None:
-        net.rng_step = v.integer("rng_step", rng_step, low=0)
+        net.set_counters(rng_step=v.integer("rng_step", rng_step, low=0))
     X = work.check_X(X)
     n = len(X)
     ys = tr._targets(y, n)
@@ -1024,4 +997,6 @@ def gradient_check(
             return f(Xe)
 
         results.append(check("input", X.shape, dX.reshape(-1), pick(flat.size), vary_x))
-    return GradientCheckReport(results, float(loss0), eps, rtol, float(atol), int(net.rng_step))
+    return GradientCheckReport(
+        results, float(loss0), eps, rtol, float(atol), net.counters()["rng_step"]
+    )

@@ -18,6 +18,7 @@ import numpy as np
 from . import _validate as v
 from . import init as initializers
 from . import layers as L
+from ._engine import Engine
 from ._loader import _core
 
 RELU_FAMILY = {
@@ -137,6 +138,9 @@ class Sequential:
         else:
             cls = _core.Network32 if self.dtype == np.float32 else _core.Network64
             self._net = cls(self.n_in, trunk, heads, self.seed)
+        # Training fronts (Trainer, estimators, callbacks, diagnostics) drive the Network
+        # through this one object (fusedmlp._engine).
+        self._engine = Engine(self._net, self.device)
         self._index = {}
         for li, name, off, rows, cols, trainable in self._net.param_info():
             self._index[(li, name)] = (off, rows, cols, trainable)

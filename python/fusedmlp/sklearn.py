@@ -471,7 +471,7 @@ class _BaseMLP(BaseEstimator):
         # Label smoothing mixes with the uniform distribution (eps/k, as PyTorch and Keras);
         # MSE uses the 1/2 convention so its gradient is scikit-learn's (pred - y).
         half = code == _losses._CODES["mse"]
-        self.model_._net.set_head_loss(0, code, 1.0, smoothing, True, half)
+        self.model_._engine.set_losses([code], [1.0], smoothing, True, half)
 
     def _fitted_model(self) -> Sequential:
         model = self.__dict__.get("model_")
@@ -548,19 +548,16 @@ class _BaseMLP(BaseEstimator):
     def _configure_optimizer(self, weight_decay: float, keep_state: bool) -> None:
         """Write the optimizer with the L2 coefficient ``weight_decay`` (alpha / n_b) into the
         Network; ``keep_state`` carries the moments and step count across the change."""
-        net = self.model_._net
-        opt_cfg = self._optimizer.config()
-        opt_cfg.weight_decay += weight_decay
-        if self.clip_value is not None:
-            opt_cfg.clip_value = float(self.clip_value)
-        opt_cfg.validate()
-        if keep_state:
-            state, step = net.opt_state().copy(), net.opt_step
-        net.set_optimizer(opt_cfg)
-        if keep_state:
-            net.opt_state()[:] = state
-            net.opt_step = step
-        net.set_clip_norm(float(self.clip_norm or 0.0))
+        # scikit-learn's L2 penalty (alpha) is on the weights only, and the estimator's own
+        # clip_norm / clip_value are the clips in effect.
+        self.model_._engine.configure(
+            self._optimizer,
+            weight_decay=weight_decay,
+            clip_value=self.clip_value,
+            clip_norm=float(self.clip_norm or 0.0),
+            decay="weights",
+            keep_state=keep_state,
+        )
         self._weight_decay = weight_decay
 
     # -- fit ---------------------------------------------------------------------------------
@@ -647,7 +644,7 @@ class _BaseMLP(BaseEstimator):
         for what, value in presets:
             if value is not None and self.warm_start:
                 self._assign(what + "_", "W" if what == "coefs" else "b", value)
-        self._best_params = self._best_buffers = None  # early stopping's best weights
+        self._best_weights = None  # early stopping's best weights (an engine snapshot)
         self._optimizer = None
         self.loss_curve_ = []
         self._no_improvement_count = 0
@@ -670,11 +667,9 @@ class _BaseMLP(BaseEstimator):
         the half deviance (scikit-learn's ``poisson_loss``). The extra training-mode forward
         uses the same dropout masks as the step (the RNG step has not moved) and leaves the
         batch-norm running statistics as they were."""
-        net = self.model_._net
-        buffers, bn_updates = net.buffers().copy(), net.bn_updates
-        z = net.forward(X, True)[0].astype(np.float64)
-        net.buffers()[:] = buffers
-        net.bn_updates = bn_updates
+        engine = self.model_._engine
+        with engine.preserved("buffers", "bn_updates"):
+            z = engine.forward(X, True)[0].astype(np.float64)
         ez = np.exp(z)
         if not np.isfinite(ez).all():
             raise ValueError(
@@ -695,7 +690,7 @@ class _BaseMLP(BaseEstimator):
         weights: list[np.ndarray],
     ) -> float:
         """One fused step on a batch; returns scikit-learn's batch loss (before the update)."""
-        net = self.model_._net
+        engine = self.model_._engine
         nb = X.shape[0]
         if sw is None:
             total, w = float(nb), None
@@ -712,8 +707,8 @@ class _BaseMLP(BaseEstimator):
         if self.out_activation_ == "exp":
             t, data = self._poisson_target(X, y, w)
         if self._schedule is not None and self._schedule.get_momentum() is not None:
-            net.set_momentum(self._schedule.get_momentum())
-        loss = net.train_step(X, [t], w, lr)
+            engine.set_momentum(self._schedule.get_momentum())
+        loss = engine.step(X, [t], w, lr)
         if self.out_activation_ != "exp":
             data = loss / (self.n_outputs_ if self.out_activation_ == "identity" else 1)
         return data + penalty
@@ -756,9 +751,8 @@ class _BaseMLP(BaseEstimator):
                     "or the size of your dataset."
                 )
             y_val = self._val_targets(y_val)
-            if self._best_params is None:
-                self._best_params = self.model_._net.params().copy()
-                self._best_buffers = self.model_._net.buffers().copy()
+            if self._best_weights is None:
+                self._best_weights = self.model_._engine.snapshot("params", "buffers")
         else:
             X_train, y_train, sw_train = X, y, sw
             X_val = y_val = sw_val = None
@@ -859,9 +853,7 @@ class _BaseMLP(BaseEstimator):
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=3)
         if early_stopping:
-            net = self.model_._net
-            net.params()[:] = self._best_params
-            net.buffers()[:] = self._best_buffers
+            self.model_._engine.restore(self._best_weights)
 
     def _trigger_stopping(self, cfg: _Config, msg: str) -> bool:
         """scikit-learn's SGDOptimizer.trigger_stopping: "adaptive" divides the learning rate
@@ -891,9 +883,7 @@ class _BaseMLP(BaseEstimator):
                 self._no_improvement_count = 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                net = self.model_._net
-                self._best_params = net.params().copy()
-                self._best_buffers = net.buffers().copy()
+                self._best_weights = self.model_._engine.snapshot("params", "buffers")
         else:
             if self.loss_curve_[-1] > self.best_loss_ - self.tol:
                 self._no_improvement_count += 1
@@ -908,7 +898,7 @@ class _BaseMLP(BaseEstimator):
         one fused forward + backward over the whole data set (decks 001/003, second-order and
         conjugate-gradient methods), plus the L2 term on the weights."""
         model = self.model_
-        net = model._net
+        engine = model._engine
         dtype = model.dtype
         Xd = _c_array(X.toarray() if scipy.sparse.issparse(X) else X, dtype=dtype)
         y64 = np.asarray(y, dtype=np.float64)
@@ -922,7 +912,7 @@ class _BaseMLP(BaseEstimator):
         w = None if sw is None else _c_array(sw * (n / total), dtype=dtype)
         alpha = float(self.alpha)
         self._optimizer = None  # a later partial_fit starts a fresh stochastic optimizer
-        mask = np.zeros(net.params().shape[0])
+        mask = np.zeros(engine.params().shape[0])
         for li in self._dense:
             off, rows, cols, _ = model._index[(li, "W")]
             mask[off : off + rows * cols] = 1.0
@@ -931,10 +921,10 @@ class _BaseMLP(BaseEstimator):
         last: dict[str, Any] = {}
 
         def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-            model._assign(net.params(), x)
+            model._assign(engine.params(), x)
             target, data = self._poisson_target(Xd, y64, w) if poisson else (t, None)
-            loss, _, _ = net.compute_gradients(Xd, [target], w, False)
-            grad = _host_array(net.grads()).astype(np.float64)
+            loss, _, _ = engine.compute_gradients(Xd, [target], w, False)
+            grad = _host_array(engine.grads()).astype(np.float64)
             wx = mask * x
             penalty = 0.5 * alpha * float(np.dot(wx, x)) / total
             grad += (alpha / total) * wx
@@ -953,7 +943,7 @@ class _BaseMLP(BaseEstimator):
             if self.verbose:
                 print(f"Iteration {len(self.loss_curve_)}, loss = {last['loss']:.8f}")
 
-        x0 = np.array(net.params(), dtype=np.float64)
+        x0 = np.array(engine.params(), dtype=np.float64)
         if cfg.solver == "lbfgs":
             options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol}
             method = "L-BFGS-B"
@@ -1008,7 +998,7 @@ class _BaseMLP(BaseEstimator):
         for s in range(0, X.shape[0], _PREDICT_CHUNK):
             chunk = X[s : s + _PREDICT_CHUNK]
             chunk = _c_array(chunk.toarray() if sparse else chunk, dtype=model.dtype)
-            out.append(model._net.forward(chunk, False)[0])
+            out.append(model._engine.forward(chunk, False)[0])
         z = np.concatenate(out) if len(out) > 1 else out[0]
         return z.astype(np.float64), X.dtype
 
@@ -1041,15 +1031,13 @@ class _BaseMLP(BaseEstimator):
         state = dict(super().__getstate__())
         model = state.pop("model_", None)
         if model is not None:
-            net = model._net
+            engine = model._engine
             state["_model_state"] = {
                 "config": model.config(),
-                "params": _host_array(net.params()),
-                "buffers": _host_array(net.buffers()),
-                "opt_state": _host_array(net.opt_state()),
-                "opt_step": int(net.opt_step),
-                "rng_step": int(net.rng_step),
-                "bn_updates": int(net.bn_updates),
+                "params": _host_array(engine.params()),
+                "buffers": _host_array(engine.buffers()),
+                "opt_state": _host_array(engine.opt_state()),
+                **engine.counters(),
             }
         return state
 
@@ -1061,17 +1049,16 @@ class _BaseMLP(BaseEstimator):
         if saved is None:
             return
         model = Sequential.from_config(saved["config"], device=saved["config"].get("device"))
-        net = model._net
-        model._assign(net.params(), saved["params"])
-        model._assign(net.buffers(), saved["buffers"])
+        engine = model._engine
+        model._assign(engine.params(), saved["params"])
+        model._assign(engine.buffers(), saved["buffers"])
         self.model_ = model
         self._wire_head()
         if getattr(self, "_optimizer", None) is not None:
             self._configure_optimizer(self._weight_decay, keep_state=False)
-            model._assign(net.opt_state(), saved["opt_state"])
-            net.opt_step = saved["opt_step"]
-        net.rng_step = saved["rng_step"]
-        net.bn_updates = saved["bn_updates"]
+            model._assign(engine.opt_state(), saved["opt_state"])
+            engine.set_counters(opt_step=saved["opt_step"])
+        engine.set_counters(rng_step=saved["rng_step"], bn_updates=saved["bn_updates"])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -38,7 +38,9 @@ from . import metrics as M
 from . import optim as optim_mod
 from . import regularizers as R
 from . import schedules as S
+from ._engine import array_module as _xp
 from .model import Sequential
+from .rbf import RBFScheme
 
 CHECKPOINT_FORMAT = "fusedmlp-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -156,21 +158,14 @@ class Trainer:
         label_smoothing: epsilon for the classification losses; ``smoothing`` "deck"
             (eps/(k-1) and 1-eps, deck 002) or "uniform" (eps/k, the common libraries').
         half_mse: the 1/2 (y - t)^2 convention (deck 004's backprop example).
-        adversarial_eps: FGSM adversarial training (deck 002): each batch is trained together
-            with x + eps * sign(grad_x L) (equal weights).
-        rbf_scheme: learning scheme of a model with :class:`fusedmlp.RBF` layers (deck 003).
-            Every scheme first places the centres and widths on the training inputs
-            (``model.init_rbf``, skipped when the model was already initialized). Then
-            "end-to-end" (the default) trains everything by gradient; "2-step" freezes the
-            RBF layers and trains the rest (the output weights); "3-step" does the 2-step
-            training for ``rbf_output_epochs`` epochs, then unfreezes the RBF layers and
-            trains everything (with a fresh optimizer state).
-        rbf_solve: "gradient" or "lstsq": step 2 of the 2-/3-step schemes solved in closed
-            form by least squares (for an RBF layer followed by the last layer, a linear
-            ``Dense``, with the mse loss on one head; no regularizers). With "2-step" that
-            solve is the whole training: ``fit`` records one history entry and runs no epoch.
-        rbf_output_epochs: epochs of step 2 in the "3-step" scheme with
-            ``rbf_solve="gradient"`` (default: half of the first ``fit``'s epochs, >= 1).
+        adversarial_eps: FGSM adversarial training (deck 002), the same as
+            ``callbacks=[fm.callbacks.Adversarial(adversarial_eps)]``: each batch is trained
+            together with x + eps * sign(grad_x L) (equal weights).
+        rbf_scheme, rbf_solve, rbf_output_epochs: the learning scheme of a model with
+            :class:`fusedmlp.RBF` layers (deck 003), the same as
+            ``callbacks=[fm.callbacks.RBFScheme(rbf_scheme, rbf_solve, rbf_output_epochs)]``
+            (see :mod:`fusedmlp.rbf`). A model with RBF layers trains end-to-end by default,
+            its centres first placed on the training inputs.
 
     Example (an RBF network, deck 003):
         >>> import numpy as np, fusedmlp as fm
@@ -228,15 +223,14 @@ class Trainer:
             raise ValueError(f"smoothing: expected one of {_losses.SMOOTHING}, got {smoothing!r}")
         self.smoothing = smoothing
         self.half_mse = bool(half_mse)
-        for h, name in enumerate(self.losses):
-            model._net.set_head_loss(
-                h,
-                _losses._CODES[name],
-                self.loss_weights[h],
-                self.label_smoothing,
-                smoothing == "uniform",
-                self.half_mse,
-            )
+        self._engine = model._engine
+        self._engine.set_losses(
+            [_losses._CODES[name] for name in self.losses],
+            self.loss_weights,
+            self.label_smoothing,
+            smoothing == "uniform",
+            self.half_mse,
+        )
         if optimizer is None:
             optimizer = optim_mod.Adam(lr=1e-3)
         elif isinstance(optimizer, str):
@@ -274,12 +268,24 @@ class Trainer:
             (m if isinstance(m, str) else getattr(m, "__name__", "metric")): M.get(m)
             for m in metrics
         }
-        self.adversarial_eps = (
-            None
-            if adversarial_eps is None
-            else v.real("adversarial_eps", adversarial_eps, 0.0, low_open=True)
-        )
-        self._rbf = _RBFScheme(self, rbf_scheme, rbf_solve, rbf_output_epochs)
+        # The argument aliases install their callbacks after the user's (the order of the
+        # hooks within an epoch); a model with RBF layers always gets a scheme (end-to-end).
+        # The RBF scheme comes first: its step 1 precedes an adversarial batch's gradient.
+        self._installed: list[cb.Callback] = []
+        if not any(isinstance(c, RBFScheme) for c in self.callbacks):
+            self._installed.append(RBFScheme(rbf_scheme, rbf_solve, rbf_output_epochs))
+        elif (rbf_scheme, rbf_solve, rbf_output_epochs) != (None, "gradient", None):
+            raise ValueError(
+                "rbf_scheme: the callbacks already hold an fm.callbacks.RBFScheme; "
+                "give the scheme there only"
+            )
+        if adversarial_eps is not None:
+            self._installed.append(cb.Adversarial(adversarial_eps))
+        for c in self._callbacks():
+            c._attach(self)
+        self._installed = [
+            c for c in self._installed if not (isinstance(c, RBFScheme) and c.stage is None)
+        ]
         # The global position of the run: every epoch-dependent choice (the shuffle order,
         # per-epoch schedules, the RBF step 3) is a function of these and of the saved state,
         # so one fit(4), fit(2) twice, and fit(2) + save + load + fit(2) are the same run.
@@ -292,21 +298,37 @@ class Trainer:
         self.history = History()
         self._configure_optimizer()
         if self.schedule is not None and self.schedule.get_momentum() is not None:
-            self.model._net.set_momentum(self.schedule.get_momentum())  # fails early if it can't
+            self._engine.set_momentum(self.schedule.get_momentum())  # fails early if it can't
+
+    def _callbacks(self) -> list[cb.Callback]:
+        """The user's callbacks, then those the argument aliases installed."""
+        return self.callbacks + self._installed
+
+    @property
+    def adversarial_eps(self) -> float | None:
+        """The FGSM perturbation size of the Adversarial callback (None: no FGSM training)."""
+        for c in self._callbacks():
+            if isinstance(c, cb.Adversarial):
+                return c.eps
+        return None
+
+    @property
+    def _rbf(self) -> RBFScheme | None:
+        """The RBF learning scheme in effect (None: the model has no RBF layer)."""
+        for c in self._callbacks():
+            if isinstance(c, RBFScheme) and c.stage is not None:
+                return c
+        return None
+
+    @property
+    def _plain_steps(self) -> bool:
+        """No callback needs to see each batch: the fused fast paths apply."""
+        return all(c._plain_steps for c in self._callbacks())
 
     # -- optimizer wiring ------------------------------------------------------------------
     def _configure_optimizer(self) -> None:
-        cfg = self.optimizer.config()
-        R.configure(cfg, self.regularizers)
-        clip_norm = getattr(self.optimizer.hyper, "clip_norm", None) or 0.0
-        for r in self.regularizers:
-            if isinstance(r, R.ClipNorm):
-                clip_norm = r.max_norm
-        if self.model.max_norm:
-            cfg.max_norm = float(self.model.max_norm)
-        self.model._net.set_optimizer(cfg)
-        self.model._net.set_decay_scope(_DECAY_SCOPE[self.optimizer.hyper.decay])
-        self.model._net.set_clip_norm(float(clip_norm or 0.0))
+        """The optimizer and the regularizers, from a fresh optimizer state."""
+        self._engine.configure(self.optimizer, self.regularizers, max_norm=self.model.max_norm)
 
     def base_lr(self) -> float:
         """The learning rate before ReduceLROnPlateau/LearningRateScheduler scaling."""
@@ -401,25 +423,28 @@ class Trainer:
             # every counter as before). BatchNorm's running statistics would take a NaN input
             # in before the loss: with BatchNorm, X is checked first (one device reduction;
             # not with sync=False, which examines nothing).
-            net = self.model._net
+            engine = self._engine
             if sync and self._has_bn and not bool(_xp(fast[0]).isfinite(fast[0]).all()):
                 raise ValueError("X: contains NaN or Inf")
-            rng_step, bn_updates = net.rng_step, net.bn_updates
             if not sync:
                 return self._step(fast[0], fast[1], None, False)
+            counters = engine.snapshot("rng_step", "bn_updates")
             self._cycle_momentum()
-            loss = float(net.train_step(fast[0], fast[1], None, self.current_lr()))
+            loss = engine.step(fast[0], fast[1], None, self.current_lr())
             if not math.isfinite(loss):
-                net.rng_step, net.bn_updates = rng_step, bn_updates
-                self._explain_non_finite(fast[0], fast[1])
-                net.rng_step, net.bn_updates = rng_step + 1, bn_updates + int(self._has_bn)
+                # The device skipped the update (the C++ skip rule). Bad inputs are reported
+                # as the checked path reports them, which never steps: the counters the step
+                # advanced go back, as if it had not run.
+                try:
+                    self._explain_non_finite(fast[0], fast[1])
+                except ValueError:
+                    engine.restore(counters)
+                    raise
             self._after_step()
             return loss
         X = self._fast_x(X)
         ys = self._targets(y, len(X))
         sw = self._sample_weight(sample_weight, len(X))
-        if self._rbf.stage == "init":
-            self._rbf.prepare(None, None, None, None)
         return self._step(X, ys, sw, sync)
 
     def _device_batch(self, X: Any, y: Any, sample_weight: Any):
@@ -430,8 +455,7 @@ class Trainer:
             self.model.device != "cuda"
             or sample_weight is not None
             or len(self.losses) != 1
-            or self._rbf.stage == "init"
-            or self.adversarial_eps is not None
+            or not self._plain_steps
             or not type(X).__module__.startswith("cupy")
             or not type(y).__module__.startswith("cupy")
         ):
@@ -492,19 +516,13 @@ class Trainer:
     def _step(
         self, X: np.ndarray, ys: list[np.ndarray], sw: np.ndarray | None, sync: bool = True
     ) -> Any:
-        net = self.model._net
-        if self.adversarial_eps is not None:
-            _, dX, _ = net.compute_gradients(X, ys, sw, True)
-            xp = _xp(dX)
-            X = xp.concatenate([X, X + self.adversarial_eps * xp.sign(dX)]).astype(self.model.dtype)
-            ys = [_xp(t).concatenate([t, t]) for t in ys]
-            sw = None if sw is None else _xp(sw).concatenate([sw, sw])
+        for c in self._callbacks():  # RBF step 1 before train_step, adversarial batches
+            batch = c._batch(X, ys, sw)
+            if batch is not None:
+                X, ys, sw = batch
         self._cycle_momentum()
-        if sync or self.model.device != "cuda":
-            loss = float(net.train_step(X, ys, sw, self.current_lr()))
-        else:  # the loss stays on the device: a copy of the Network's loss slot (no sync)
-            net.train_step(X, ys, sw, self.current_lr(), False)
-            loss = net.loss_slot().copy().reshape(())
+        # sync=False on CUDA: the loss stays on the device (a copy of the loss slot, no sync)
+        loss = self._engine.step(X, ys, sw, self.current_lr(), sync)
         self._after_step()
         return loss
 
@@ -512,7 +530,7 @@ class Trainer:
         if self.schedule is not None:
             momentum = self.schedule.get_momentum()
             if momentum is not None:
-                self.model._net.set_momentum(momentum)
+                self._engine.set_momentum(momentum)
 
     def _after_step(self) -> None:
         self.step_count += 1
@@ -632,7 +650,8 @@ class Trainer:
             sw = None if sw is None else sw[:n]
         self.epoch = start
         self.diverged = None
-        if self._rbf.prepare(X, ys, sw, stop - start):  # 2-step, closed-form solve: done
+        # 2-step RBF scheme with the closed-form solve: the training is done
+        if any([c._fit_begin(X, ys, sw, stop - start) for c in self._callbacks()]):
             return self._closed_form_epoch(X, ys, sw, val, verbose)
         # The batches' sources: on a CUDA model the data goes to the device once per fit (X is
         # already there: check_X) and batches are gathered there; host copies of the targets
@@ -646,7 +665,7 @@ class Trainer:
         # CPU: each step gathers its rows from the whole training set inside the C++ step
         # and counts the running metrics from its own outputs (no second pass over the data).
         # CUDA and adversarial training keep the Python batches and an end-of-epoch pass.
-        indexed = self.model.device == "cpu" and self.adversarial_eps is None
+        indexed = self.model.device == "cpu" and self._plain_steps
         plan = None
         if indexed:  # the C++ step reads the arrays in place: C order, once per fit
             X = np.ascontiguousarray(X)
@@ -654,14 +673,14 @@ class Trainer:
             sw = None if sw is None else np.ascontiguousarray(sw)
             plan = self._running_plan(ys)
         self.stop_training = False
-        for c in self.callbacks:
+        callbacks = self._callbacks()
+        for c in callbacks:
             c.trainer = self
             c.on_train_begin()
         bar = _progress(verbose, stop - start)
         for epoch in range(start, stop):
-            for c in self.callbacks:
+            for c in callbacks:  # the RBF scheme's step 3 may begin here
                 c.on_epoch_begin(epoch)
-            self._rbf.epoch_begin(epoch)
             t0 = time.perf_counter()
             order = None
             if shuffle:
@@ -673,7 +692,7 @@ class Trainer:
             if indexed:
                 if order is None:
                     order = np.arange(n, dtype=np.int64)
-                self.model._net.reset_step_stats(n, *plan)
+                self._engine.reset_step_stats(n, *plan)
             for b, s in enumerate(range(0, n, bs)):
                 if indexed:
                     loss = self._step_indexed(X, ys, sw, order[s : s + bs])
@@ -691,7 +710,7 @@ class Trainer:
                     loss = self._step(_xp(xb).ascontiguousarray(xb), yb, wb)
                     total += loss * len(xb)
                     seen += len(xb)
-                for c in self.callbacks:
+                for c in callbacks:
                     c.on_batch_end(b, {"loss": loss})
                 if not math.isfinite(loss):
                     self.diverged = Divergence(epoch, self.step_count, b, "loss", loss)
@@ -701,7 +720,7 @@ class Trainer:
             self.epoch = epoch + 1
             running = None
             if indexed:
-                stats = self.model._net.step_stats()
+                stats = self._engine.step_stats()
                 total, seen = stats[0], max(stats[1], 1)
                 if self.diverged is None:
                     probe = order[max(seen - bs, 0) : seen]  # the epoch's last batch
@@ -715,14 +734,14 @@ class Trainer:
             if self.schedule is not None and self.diverged is None:
                 # ReduceOnPlateau monitors val_loss (else loss)
                 self.schedule.epoch_end(logs.get("val_loss", logs["loss"]))
-            for c in self.callbacks:
+            for c in callbacks:
                 c.on_epoch_end(epoch, logs)
             _report(bar, verbose, epoch, stop, logs, time.perf_counter() - t0, seen)
             if self.stop_training or self.diverged is not None:
                 break
         if bar is not None:
             bar.close()
-        for c in self.callbacks:
+        for c in callbacks:
             c.on_train_end()
         if self.diverged is not None:
             warnings.warn(str(self.diverged), RuntimeWarning, stacklevel=2)
@@ -765,7 +784,7 @@ class Trainer:
     ) -> float:
         """fit's CPU step on rows ``idx`` of the training set (gathered by the C++ step)."""
         self._cycle_momentum()
-        loss = float(self.model._net.train_step_indexed(X, ys, sw, idx, self.current_lr()))
+        loss = self._engine.step_indexed(X, ys, sw, idx, self.current_lr())
         self._after_step()
         return loss
 
@@ -850,7 +869,8 @@ class Trainer:
     ) -> History:
         """The history entry of a fit whose training was a closed-form solve (no gradient step)."""
         t0 = time.perf_counter()
-        for c in self.callbacks:
+        callbacks = self._callbacks()
+        for c in callbacks:
             c.trainer = self
             c.on_train_begin()
             c.on_epoch_begin(self.epoch)
@@ -860,7 +880,7 @@ class Trainer:
         epoch = self.epoch
         self.epoch += 1
         self.history.append(epoch, logs)
-        for c in self.callbacks:
+        for c in callbacks:
             c.on_epoch_end(epoch, logs)
             c.on_train_end()
         _report(None, 2 if verbose else 0, epoch, epoch + 1, logs, time.perf_counter() - t0)
@@ -897,7 +917,7 @@ class Trainer:
             # the metrics come from those outputs (no second pass).
             X, ys = np.ascontiguousarray(X), [np.ascontiguousarray(t) for t in ys]
             sw = None if sw is None else np.ascontiguousarray(sw)
-            loss, _, outs = self.model._net.evaluate_chunked(X, ys, sw, 8192, bool(self.metrics))
+            loss, _, outs = self._engine.evaluate_chunked(X, ys, sw, 8192, bool(self.metrics))
             out = {prefix + "loss": loss}
             if self.metrics:
                 preds = self._outputs_to_predictions(outs)
@@ -908,7 +928,7 @@ class Trainer:
         total = 0.0
         bs = 8192
         for s in range(0, len(X), bs):
-            loss, _ = self.model._net.evaluate(
+            loss, _ = self._engine.evaluate(
                 _xp(X).ascontiguousarray(X[s : s + bs]),
                 [t[s : s + bs] for t in ys],
                 None if sw is None else sw[s : s + bs],
@@ -962,11 +982,11 @@ class Trainer:
                 at ``path`` is kept).
         """
         path = os.fspath(path)
-        net = self.model._net
+        engine = self._engine
         arrays = {
-            "params": _host(net.params()),
-            "buffers": _host(net.buffers()),
-            "opt_state": _host(net.opt_state()),
+            "params": _host(engine.params()),
+            "buffers": _host(engine.buffers()),
+            "opt_state": _host(engine.opt_state()),
         }
         for name, a in arrays.items():
             if not np.isfinite(a).all():
@@ -993,11 +1013,9 @@ class Trainer:
             "step_count": self.step_count,
             "epoch": self.epoch,
             "lr_scale": self.lr_scale,
-            "opt_step": int(net.opt_step),
-            "rng_step": int(net.rng_step),
-            "bn_updates": int(net.bn_updates),
-            "rbf": self._rbf.state_dict(),
-            "frozen_layers": [li for li in range(net.n_layers) if not net.layer_trainable(li)],
+            **engine.counters(),
+            "rbf": None if self._rbf is None else self._rbf.state_dict(),
+            "frozen_layers": engine.frozen_layers(),
             "history": {"history": self.history.history, "epoch": self.history.epoch},
         }
         directory = os.path.dirname(os.path.abspath(path))
@@ -1095,25 +1113,26 @@ class Trainer:
             smoothing=header["smoothing"],
             half_mse=header["half_mse"],
             adversarial_eps=header["adversarial_eps"],
-            **_RBFScheme.init_args(header.get("rbf")),
+            **RBFScheme.init_args(header.get("rbf")),
         )
-        net = model._net
+        engine = model._engine
         for name, dst in (
-            ("params", net.params()),
-            ("buffers", net.buffers()),
-            ("opt_state", net.opt_state()),
+            ("params", engine.params()),
+            ("buffers", engine.buffers()),
+            ("opt_state", engine.opt_state()),
         ):
             src = _read_npy(zf, infos[name], model.dtype, tuple(dst.shape), None)
             if not np.isfinite(src).all():
                 raise _CheckpointError(f"holds invalid state: {name} contains NaN or Inf")
             model._assign(dst, src)
-        net.opt_step = counters["opt_step"]
-        net.rng_step = counters["rng_step"]
-        net.bn_updates = counters["bn_updates"]
-        frozen = set(header.get("frozen_layers", []))
-        for li in range(net.n_layers):
-            net.set_layer_trainable(li, li not in frozen)
-        t._rbf.load_state_dict(header.get("rbf"))
+        engine.set_counters(
+            opt_step=counters["opt_step"],
+            rng_step=counters["rng_step"],
+            bn_updates=counters["bn_updates"],
+        )
+        engine.set_frozen_layers(header.get("frozen_layers", []))
+        if t._rbf is not None:
+            t._rbf.load_state_dict(header.get("rbf"))
         t.step_count, t.epoch = counters["step_count"], counters["epoch"]
         t.lr_scale = counters["lr_scale"]
         t.history.history = {
@@ -1270,18 +1289,6 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-_DECAY_SCOPE = {"weights": 0, "all": 1, "none": 2}  # Network::set_decay_scope
-
-
-def _xp(a):
-    """The array module of ``a``: NumPy, or CuPy for device arrays."""
-    if v.is_device_array(a):
-        from ._cuda_ops import _cupy
-
-        return _cupy()
-    return np
-
-
 def _host(x):
     """A NumPy array of a host or device array (checkpoints and metrics work on the host)."""
     if v.is_device_array(x):
@@ -1330,175 +1337,3 @@ def _report(
         bar.update(1)
     elif verbose:
         print(f"epoch {epoch + 1}/{total}  {text}  ({seconds:.2f} s)")
-
-
-RBF_SCHEMES = ("end-to-end", "2-step", "3-step")
-RBF_SOLVES = ("gradient", "lstsq")
-
-
-class _RBFScheme:
-    """Deck 003's RBF learning schemes for a Trainer. ``stage``: None (no RBF layer), "init"
-    (step 1, the data-driven placement, pending), "output" (step 2: the RBF layers frozen),
-    "all" (everything trains: end-to-end, or step 3)."""
-
-    def __init__(self, trainer: Trainer, scheme: str | None, solve: str, output_epochs: int | None):
-        self.trainer = trainer
-        model = trainer.model
-        self.layers = model.rbf_layers()
-        if scheme is not None and not self.layers:
-            raise ValueError("rbf_scheme: the model has no fm.RBF layer")
-        scheme = "end-to-end" if scheme is None else scheme
-        if scheme not in RBF_SCHEMES:
-            raise ValueError(
-                f"rbf_scheme: expected one of {', '.join(RBF_SCHEMES)}, got {scheme!r}"
-            )
-        if solve not in RBF_SOLVES:
-            raise ValueError(f"rbf_solve: expected one of {', '.join(RBF_SOLVES)}, got {solve!r}")
-        if output_epochs is not None:
-            output_epochs = v.integer("rbf_output_epochs", output_epochs, low=1)
-            if scheme != "3-step" or solve != "gradient":
-                raise ValueError(
-                    "rbf_output_epochs: only the 3-step scheme with "
-                    "rbf_solve='gradient' has a number of step-2 epochs"
-                )
-        if solve == "lstsq":
-            self._check_lstsq(scheme)
-        self.scheme, self.solve, self.output_epochs = scheme, solve, output_epochs
-        self.stage = "init" if self.layers else None
-        self.unfreeze_epoch: int | None = None
-
-    def _check_lstsq(self, scheme: str) -> None:
-        t, model = self.trainer, self.trainer.model
-        layers = model._all_layers()
-        if scheme == "end-to-end":
-            raise ValueError(
-                "rbf_solve: 'lstsq' solves step 2 of the '2-step'/'3-step' schemes; "
-                "set rbf_scheme accordingly"
-            )
-        if len(model.heads) != 1 or t.losses[0] != "mse":
-            raise ValueError("rbf_solve: 'lstsq' needs one output head trained with the mse loss")
-        last = layers[-1]
-        if (
-            len(layers) < 2
-            or not isinstance(layers[-2], L.RBF)
-            or not isinstance(last, L.Dense)
-            or last.activation != "identity"
-        ):
-            raise ValueError(
-                "rbf_solve: 'lstsq' needs the model to end with fm.RBF followed by a "
-                "linear fm.Dense (activation 'identity')"
-            )
-        if t.regularizers:
-            raise ValueError(
-                "rbf_solve: 'lstsq' solves the unregularized least-squares problem; "
-                "remove the regularizers or use rbf_solve='gradient'"
-            )
-
-    def _freeze(self, frozen: bool) -> None:
-        for li in self.layers:
-            self.trainer.model.set_trainable(li, not frozen)
-
-    def prepare(
-        self,
-        X: np.ndarray | None,
-        ys: list[np.ndarray] | None,
-        sw: np.ndarray | None,
-        epochs: int | None,
-    ) -> bool:
-        """Steps 1 and 2's set-up before training on (X, ys); True when step 2 was solved in
-        closed form and nothing is left to train (2-step + lstsq)."""
-        model = self.trainer.model
-        if self.stage is None:
-            return False
-        if self.stage == "init":
-            if not model.rbf_initialized:
-                if X is None:
-                    raise ValueError(
-                        "X: the model's RBF centres are placed on the training "
-                        "inputs; call trainer.fit(X, y) or model.init_rbf(X) before "
-                        "train_step"
-                    )
-                model.init_rbf(X)
-            if self.scheme == "end-to-end":
-                self.stage = "all"
-                return False
-            self._freeze(True)
-            self.stage = "output"
-            if self.scheme == "3-step" and self.solve == "gradient":
-                n = self.output_epochs or (max(1, epochs // 2) if epochs else 1)
-                self.unfreeze_epoch = self.trainer.epoch + n
-        if self.stage == "output" and self.solve == "lstsq":
-            if X is None:
-                raise ValueError(
-                    "X, y: rbf_solve='lstsq' solves the output weights on the "
-                    "training data; call trainer.fit(X, y)"
-                )
-            self._solve_output(X, ys[0], sw)
-            if self.scheme == "2-step":
-                return True
-            self.begin_step3()
-        return False
-
-    def _solve_output(self, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None) -> None:
-        """Least-squares output weights on the RBF features (inference mode), with a column of
-        ones for the bias; singular values below eps(dtype) * max(shape) of the largest are cut
-        (numpy's rule with the model's precision: the weights stay evaluable in float32)."""
-        model = self.trainer.model
-        net, li = model._net, len(model._all_layers()) - 1
-        dense = model._all_layers()[li]
-        parts = []
-        for s in range(0, len(X), 8192):
-            net.forward(np.ascontiguousarray(X[s : s + 8192]), False)
-            parts.append(net.layer_output(li - 1).astype(np.float64))
-        H = np.concatenate(parts)
-        K = H.shape[1]
-        if dense.use_bias:
-            H = np.hstack([H, np.ones((len(H), 1))])
-        Y = np.asarray(Y, dtype=np.float64)
-        if sw is not None:
-            r = np.sqrt(np.asarray(sw, dtype=np.float64))[:, None]
-            H, Y = H * r, Y * r
-        rcond = np.finfo(model.dtype).eps * max(H.shape)
-        sol = np.linalg.lstsq(H, Y, rcond=rcond)[0]
-        model._param_view(li, "W")[:] = sol[:K]
-        if dense.use_bias:
-            model._param_view(li, "b")[:] = sol[K]
-
-    def begin_step3(self) -> None:
-        """Step 3: unfreeze the RBF layers; everything trains from a fresh optimizer state."""
-        self._freeze(False)
-        self.trainer._configure_optimizer()
-        self.stage = "all"
-        self.unfreeze_epoch = None
-
-    def epoch_begin(self, epoch: int) -> None:
-        if self.unfreeze_epoch is not None and epoch >= self.unfreeze_epoch:
-            self.begin_step3()
-
-    def state_dict(self) -> dict | None:
-        if self.stage is None:
-            return None
-        return {
-            "scheme": self.scheme,
-            "solve": self.solve,
-            "output_epochs": self.output_epochs,
-            "stage": self.stage,
-            "unfreeze_epoch": self.unfreeze_epoch,
-            "initialized": self.trainer.model.rbf_initialized,
-        }
-
-    @staticmethod
-    def init_args(state: dict | None) -> dict:
-        if not state:
-            return {}
-        return {
-            "rbf_scheme": state["scheme"],
-            "rbf_solve": state["solve"],
-            "rbf_output_epochs": state["output_epochs"],
-        }
-
-    def load_state_dict(self, state: dict | None) -> None:
-        if not state:
-            return
-        self.stage, self.unfreeze_epoch = state["stage"], state["unfreeze_epoch"]
-        self.trainer.model._rbf_initialized = bool(state["initialized"])
