@@ -344,6 +344,11 @@ class Trainer:
             what = "y" if len(ys) == 1 else f"y[{h}]"
             k = self.model.n_outputs(h)
             t = np.asarray(t)
+            if t.dtype.kind not in "biuf":  # complex, object, strings: no silent cast
+                raise TypeError(
+                    f"{what}: expected real numbers (a float, integer or bool array), "
+                    f"got dtype {t.dtype}"
+                )
             if t.shape[:1] != (n,):
                 raise ValueError(f"{what}: expected {n} rows (the rows of X), got shape {t.shape}")
             if name == "cross_entropy" and t.ndim == 1:
