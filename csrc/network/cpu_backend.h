@@ -155,7 +155,7 @@ struct CpuBackend {
   GradScale grad_scale(const T* grads, index_t n, double clip_norm, const double* /*loss*/) {
     GradScale s;
     if (clip_norm > 0.0)
-      s.host = clip_norm_scale(std::sqrt(cpu::grad_sq_norm(grads, n)), clip_norm);
+      s.host = clip_norm_scale(cpu::grad_norm(grads, n), clip_norm);
     return s;
   }
   template <class T>
