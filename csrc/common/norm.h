@@ -15,10 +15,10 @@ namespace fm {
 
 namespace norm_detail {
 // double: radix 2, 53 digits, exponents [-1021, 1024] (LAPACK's tsml, tbig, ssml, sbig)
-constexpr double kSmall = 0x1p-511;       // 2^ceil((emin - 1) / 2)
-constexpr double kBig = 0x1p486;          // 2^floor((emax - digits + 1) / 2)
-constexpr double kScaleSmall = 0x1p537;   // 2^-floor((emin - digits) / 2)
-constexpr double kScaleBig = 0x1p-538;    // 2^-ceil((emax + digits - 1) / 2)
+constexpr double kSmall = 0x1p-511;      // 2^ceil((emin - 1) / 2)
+constexpr double kBig = 0x1p486;         // 2^floor((emax - digits + 1) / 2)
+constexpr double kScaleSmall = 0x1p537;  // 2^-floor((emin - digits) / 2)
+constexpr double kScaleBig = 0x1p-538;   // 2^-ceil((emax + digits - 1) / 2)
 }  // namespace norm_detail
 
 // s[0] += small squares (scaled up), s[1] += medium squares, s[2] += big squares (scaled down).

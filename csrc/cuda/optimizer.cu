@@ -331,9 +331,8 @@ void launch_max_norm(T* p, const std::vector<Segment>& segs, double c, const dou
       tiles += (g.cols + kColTile - 1) / kColTile;
     }
     t.tile_begin[t.count] = tiles;
-    max_norm_kernel<T>
-        <<<static_cast<unsigned>(tiles), dim3(kColTile, kRowLanes), 0, stream>>>(p, t, c,
-                                                                                 dev_scale);
+    max_norm_kernel<T><<<static_cast<unsigned>(tiles), dim3(kColTile, kRowLanes), 0, stream>>>(
+        p, t, c, dev_scale);
     FM_CUDA_CHECK_LAUNCH("max_norm_kernel");
   }
 }
@@ -672,8 +671,7 @@ __global__ void __launch_bounds__(kNormThreads)
   __shared__ double red[kNormThreads / kWarpSize];
   const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
   double s[3] = {0.0, 0.0, 0.0};
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += stride)
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride)
     sum_sq_add(static_cast<double>(g[e]), s);
   for (int q = 0; q < 3; ++q) {
     const double t = block_reduce<false>(s[q], red);
