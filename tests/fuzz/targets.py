@@ -210,9 +210,13 @@ def gen_rbf_backward(draw):
 
 def _drop(draw, arg, rate_name, good, bad):
     b, n, _, dt = _dims(draw)
-    # elementwise: any shape is valid (1-d, 3-d too); only an empty array is refused
+    # elementwise: any shape is valid (a scalar, 1-d, 3-d too); only an empty array is refused
     shapes_ok = [Arr((n,), dt), Arr((b, n, 1), dt)]
-    bad_x = [x for x in bad_array_specs((b, n), dt) if x not in shapes_ok]
+    bad_x = [
+        x
+        for x in bad_array_specs((b, n), dt)
+        if not (x == 3.0 or (isinstance(x, Arr) and x == Arr(x.shape, dt) and all(x.shape)))
+    ]
     return {
         arg: Param(good_array_specs((b, n), dt) + shapes_ok, bad_x),
         rate_name: Param(good, bad),
