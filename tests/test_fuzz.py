@@ -12,12 +12,6 @@ pytest.importorskip("hypothesis")
 from fuzz.harness import fuzz  # noqa: E402
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open defects found by this fuzz (issue 14 item 5): a sample of weight 0 whose loss "
-    "overflows to inf gives NaN (0 * inf) in the C++ loss; Trainer.fit accepts complex "
-    "cross-entropy targets",
-)
 def test_fuzz_finds_no_defect():
     tally = fuzz(300, seed=1234)
     detail = "\n".join(

@@ -209,6 +209,20 @@ FM_BINDINGS(optimizer) {
       },
       py::arg("grad"), "Sum of squares in double, fixed-order blocked sums (deterministic).");
 
+  m.def(
+      "grad_norm",
+      [](py::array grad) {
+        return dtype_dispatch(grad, "grad", [&](auto tag) -> double {
+          using T = decltype(tag);
+          const T* gp = checked_ptr<T>(grad, "grad", -1);
+          const index_t n = grad.size();
+          py::gil_scoped_release nogil;
+          return cpu::grad_norm(gp, n);
+        });
+      },
+      py::arg("grad"),
+      "L2 norm without overflow or underflow (Blue's scaled sums), fixed-order blocked sums.");
+
   m.def("clip_norm_scale", &clip_norm_scale, py::arg("grad_norm"), py::arg("max_norm"),
         "Global-norm clipping factor min(1, max_norm / (grad_norm + 1e-6)) (torch's).");
   m.attr("CLIP_NORM_EPS") = kClipNormEps;

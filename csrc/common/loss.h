@@ -16,7 +16,9 @@
 //                        dl/dz_j = p_j S - t_j with p = softmax(z), S = sum_j t_j (= 1 for
 //                        probability targets, giving the familiar p - t).
 // Batch reduction (csrc/cpu/loss.cpp): L = (1/N) sum_i w_i l_i, N the batch size (Keras'
-// "sum over batch size"; PyTorch's weighted mean divides by sum_i w_i instead).
+// "sum over batch size"; PyTorch's weighted mean divides by sum_i w_i instead). A sample of
+// weight w_i = 0 is skipped by every backend: it adds exactly 0 to L and its gradient row is
+// 0, even where its l_i overflows to inf (0 * inf would be NaN).
 //
 // Label smoothing (deck 002, "noise at the output targets"): with k classes the hard 0 and 1
 // targets become eps/(k-1) and 1 - eps (deck convention, the default), extended linearly to

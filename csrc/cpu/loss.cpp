@@ -84,6 +84,11 @@ FM_CPU_CLONES void loss_rows(Loss loss, const T* logits, const T* target,
     const T* t = target ? target + i * cols : nullptr;
     T* d = dlogits ? dlogits + i * cols : nullptr;
     const T w = sample_weight ? sample_weight[i] : T(1);
+    if (w == T(0)) {  // skipped, not 0 * l: l may overflow to inf (csrc/common/loss.h)
+      if (d) std::fill(d, d + cols, T(0));
+      rl[i] = 0.0;
+      continue;
+    }
     const T g = static_cast<T>(static_cast<double>(w) * inv_n);
     double l = 0.0;
     switch (loss) {

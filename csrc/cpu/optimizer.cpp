@@ -16,6 +16,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/norm.h"
 #include "cpu/parallel.h"
 
 namespace fm::cpu {
@@ -366,10 +367,34 @@ double grad_sq_norm(const T* grads, index_t n) {
       n, [&](index_t i0, index_t i1, double* acc) { acc[0] += sq_sum(grads, i0, i1); })[0];
 }
 
+namespace {
+template <class T>
+FM_CPU_CLONES void sum_sq_range(const T* __restrict v, index_t i0, index_t i1, double* acc) {
+  double s[3];
+  lane_sums<double, 3>(i0, i1, s, [&](index_t i, double (*a)[kSumLanes], int l) {
+    double t[3] = {a[0][l], a[1][l], a[2][l]};
+    sum_sq_add(double(v[i]), t);
+    a[0][l] = t[0];
+    a[1][l] = t[1];
+    a[2][l] = t[2];
+  });
+  for (int q = 0; q < 3; ++q) acc[q] += s[q];
+}
+}  // namespace
+
+template <class T>
+double grad_norm(const T* grads, index_t n) {
+  FM_CHECK(n >= 0, "n: expected >= 0, got ", n);
+  const auto s = blocked_sum<3>(
+      n, [&](index_t i0, index_t i1, double* acc) { sum_sq_range(grads, i0, i1, acc); });
+  return sum_sq_norm(s.data());
+}
+
 #define FM_INSTANTIATE(T)                                                                  \
   template void optimizer_step<T>(const OptConfig&, T*, const T*, T*, const Segment*, int, \
                                   index_t, std::int64_t, double, double);                  \
-  template double grad_sq_norm<T>(const T*, index_t);
+  template double grad_sq_norm<T>(const T*, index_t);                                      \
+  template double grad_norm<T>(const T*, index_t);
 FM_INSTANTIATE(float)
 FM_INSTANTIATE(double)
 #undef FM_INSTANTIATE

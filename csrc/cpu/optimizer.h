@@ -32,4 +32,10 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
 template <class T>
 double grad_sq_norm(const T* grads, index_t n);
 
+// ||grads||_2 without overflow or underflow (common/norm.h, Blue's three sums), summed like
+// grad_sq_norm: finite for finite gradients whose norm is below DBL_MAX (grad_sq_norm's sum
+// of squares overflows from ~1e154 on).
+template <class T>
+double grad_norm(const T* grads, index_t n);
+
 }  // namespace fm::cpu

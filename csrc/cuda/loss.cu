@@ -115,6 +115,13 @@ __device__ double loss_row(const G& grp, const T* z, const T* t, std::int32_t la
   }
 }
 
+// The gradient row of a skipped (weight-0) sample: d = 0, strided over the group.
+template <class T, class G>
+__device__ void zero_row(const G& grp, T* d, index_t cols) {
+  if (!d) return;
+  for (index_t j = grp.rank(); j < cols; j += grp.size()) d[j] = T(0);
+}
+
 struct LossArgs {
   index_t rows, cols;
   double inv_n;
@@ -137,10 +144,14 @@ __global__ void __launch_bounds__(kWarpBlockThreads)
   for (index_t i = static_cast<index_t>(blockIdx.x) * kRowsPerWarpBlock + warp; i < a.rows;
        i += warps) {
     const T w = sample_weight ? sample_weight[i] : T(1);
+    T* d = dlogits ? dlogits + i * a.cols : nullptr;
+    if (w == T(0)) {  // uniform over the group: skipped, not 0 * l (csrc/common/loss.h)
+      zero_row(grp, d, a.cols);
+      continue;
+    }
     const T g = static_cast<T>(static_cast<double>(w) * a.inv_n);
     const double l = loss_row<L>(grp, logits + i * a.cols, target ? target + i * a.cols : nullptr,
-                                 labels ? labels[i] : 0, dlogits ? dlogits + i * a.cols : nullptr,
-                                 a.cols, g, a.half, sm);
+                                 labels ? labels[i] : 0, d, a.cols, g, a.half, sm);
     acc += static_cast<double>(w) * l;
   }
   if (threadIdx.x % kWarpSize == 0) warp_total[warp] = acc;
@@ -166,10 +177,14 @@ __global__ void __launch_bounds__(kRowBlockThreads)
   double acc = 0.0;
   for (index_t i = blockIdx.x; i < a.rows; i += gridDim.x) {
     const T w = sample_weight ? sample_weight[i] : T(1);
+    T* d = dlogits ? dlogits + i * a.cols : nullptr;
+    if (w == T(0)) {  // uniform over the group: skipped, not 0 * l (csrc/common/loss.h)
+      zero_row(grp, d, a.cols);
+      continue;
+    }
     const T g = static_cast<T>(static_cast<double>(w) * a.inv_n);
     const double l = loss_row<L>(grp, logits + i * a.cols, target ? target + i * a.cols : nullptr,
-                                 labels ? labels[i] : 0, dlogits ? dlogits + i * a.cols : nullptr,
-                                 a.cols, g, a.half, sm);
+                                 labels ? labels[i] : 0, d, a.cols, g, a.half, sm);
     acc += static_cast<double>(w) * l;
   }
   if (threadIdx.x == 0) part[blockIdx.x] = acc;

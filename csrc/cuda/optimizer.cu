@@ -27,6 +27,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/norm.h"
 #include "cuda/common.cuh"
 #include "cuda/optimizer.h"
 
@@ -311,9 +312,8 @@ void launch_max_norm(T* p, const std::vector<Segment>& segs, double c, const dou
       tiles += (g.cols + kColTile - 1) / kColTile;
     }
     t.tile_begin[t.count] = tiles;
-    max_norm_kernel<T>
-        <<<static_cast<unsigned>(tiles), dim3(kColTile, kRowLanes), 0, stream>>>(p, t, c,
-                                                                                 dev_scale);
+    max_norm_kernel<T><<<static_cast<unsigned>(tiles), dim3(kColTile, kRowLanes), 0, stream>>>(
+        p, t, c, dev_scale);
     FM_CUDA_CHECK_LAUNCH("max_norm_kernel");
   }
 }
@@ -644,33 +644,38 @@ void adafactor_step(const OptConfig& c, const OptCoef<T>& k, T* p, const T* g, T
 
 // ------------------------------------------------------------------ gradient norm
 
-// part[blockIdx.x] = sum of g^2 over the block's grid-stride share, in double.
+// part[3 * blockIdx.x + q] = the block's grid-stride share of Blue's three scaled sums of
+// squares (common/norm.h), in double.
 template <class T>
 __global__ void __launch_bounds__(kNormThreads)
     grad_sq_partial_kernel(const T* __restrict__ g, index_t n, double* __restrict__ part) {
   __shared__ double red[kNormThreads / kWarpSize];
   const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
-  double s = 0.0;
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += stride) {
-    const double v = static_cast<double>(g[e]);
-    s += v * v;
+  double s[3] = {0.0, 0.0, 0.0};
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride)
+    sum_sq_add(static_cast<double>(g[e]), s);
+  for (int q = 0; q < 3; ++q) {
+    const double t = block_reduce<false>(s[q], red);
+    if (threadIdx.x == 0) part[3 * blockIdx.x + q] = t;  // block_reduce syncs before reuse
   }
-  s = block_reduce<false>(s, red);
-  if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
-// The partials added by one block in a fixed order; the squared norm and the clipping factor.
+// The partials added by one block in a fixed order; the norm without overflow
+// (sum_sq_norm), its square and the clipping factor.
 __global__ void __launch_bounds__(kNormThreads)
     grad_sq_finish_kernel(const double* __restrict__ part, index_t parts, double max_norm,
                           double* __restrict__ sq_norm, double* __restrict__ clip_scale) {
   __shared__ double red[kNormThreads / kWarpSize];
-  double s = 0.0;
-  for (index_t q = threadIdx.x; q < parts; q += blockDim.x) s += part[q];
-  s = block_reduce<false>(s, red);
+  double total[3];
+  for (int q = 0; q < 3; ++q) {
+    double s = 0.0;
+    for (index_t b = threadIdx.x; b < parts; b += blockDim.x) s += part[3 * b + q];
+    total[q] = block_reduce<false>(s, red);
+  }
   if (threadIdx.x == 0) {
-    if (sq_norm) *sq_norm = s;
-    if (clip_scale) *clip_scale = clip_norm_scale(sqrt(s), max_norm);
+    const double norm = sum_sq_norm(total);
+    if (sq_norm) *sq_norm = norm * norm;
+    if (clip_scale) *clip_scale = clip_norm_scale(norm, max_norm);
   }
 }
 
@@ -730,7 +735,7 @@ void grad_sq_norm(const T* grads, index_t n, double* sq_norm, double* clip_scale
       (n + kNormThreads * kNormItemsPerThread - 1) / (kNormThreads * kNormItemsPerThread);
   if (blocks > kNormMaxBlocks) blocks = kNormMaxBlocks;
   if (blocks < 1) blocks = 1;
-  Scratch part(sizeof(double) * blocks, stream);
+  Scratch part(sizeof(double) * 3 * blocks, stream);
   grad_sq_partial_kernel<T>
       <<<static_cast<unsigned>(blocks), kNormThreads, 0, stream>>>(grads, n, part.as<double>());
   FM_CUDA_CHECK_LAUNCH("grad_sq_partial_kernel");

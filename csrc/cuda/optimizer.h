@@ -40,8 +40,9 @@ void optimizer_step(const OptConfig& c, T* params, const T* grads, T* state, con
 
 // Global gradient norm on the device, in two stages (per-block partial sums in double, then one
 // block adding them in index order; the partition depends only on n, so the result is the same
-// on every device and run). Writes *sq_norm = sum_i grads[i]^2 and
-// *clip_scale = clip_norm_scale(sqrt(sum), max_norm) = min(1, max_norm / (||g|| + 1e-6)),
+// on every device and run); the norm ||g|| by Blue's scaled sums (common/norm.h), finite for
+// any finite gradients below DBL_MAX. Writes *sq_norm = ||g||^2 (inf beyond ~1e154) and
+// *clip_scale = clip_norm_scale(||g||, max_norm) = min(1, max_norm / (||g|| + 1e-6)),
 // each when its pointer (a device double) is not null; max_norm must be > 0 when clip_scale
 // is given.
 template <class T>

@@ -155,8 +155,7 @@ struct CpuBackend {
   template <class T>
   GradScale grad_scale(const T* grads, index_t n, double clip_norm, const double* /*loss*/) {
     GradScale s;
-    if (clip_norm > 0.0)
-      s.host = clip_norm_scale(std::sqrt(cpu::grad_sq_norm(grads, n)), clip_norm);
+    if (clip_norm > 0.0) s.host = clip_norm_scale(cpu::grad_norm(grads, n), clip_norm);
     return s;
   }
   template <class T>

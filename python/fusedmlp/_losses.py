@@ -82,6 +82,9 @@ def _on_device_of(name: str, x: Any, xp) -> Any:
     device's arrays (mixing devices is an error)."""
     if xp is np:
         v.check_host(name, x)
+        if isinstance(x, (str, bytes, bytearray, memoryview)):
+            # a raw buffer has no dtype or shape of its own to check (as v.as_float_array)
+            raise TypeError(f"{name}: expected a NumPy array, got {type(x).__name__}")
         return x if isinstance(x, np.ndarray) else np.asarray(x)
     if not v.is_device_array(x):
         raise TypeError(

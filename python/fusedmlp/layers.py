@@ -183,7 +183,7 @@ class Activation(Layer):
     kind = "activation"
 
     def __post_init__(self):
-        key = acts.canonical(self.name)
+        key = acts.canonical(self.name, "name")
         self.name = key
         if key == "maxout":
             if self.pieces is None:

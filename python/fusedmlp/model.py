@@ -568,11 +568,16 @@ class MLP(Sequential):
         act = acts.canonical(activation)
         if init is None:
             init = "he_normal" if act in RELU_FAMILY else "glorot_uniform"
-        if batchnorm not in (False, True, "post", "pre"):
+        # bools only (as v.flag): 1.0 == True would otherwise slip through the `in` test
+        if not isinstance(batchnorm, (bool, np.bool_)) and batchnorm not in ("post", "pre"):
             raise ValueError(f"batchnorm: expected False, True, 'post' or 'pre', got {batchnorm!r}")
         v.real("dropout", dropout, 0.0, 1.0, high_open=True)
         v.real("bias_init", bias_init)  # checked here too: MLP(n, [], m) has no hidden Dense
         v.real("input_dropout", input_dropout, 0.0, 1.0, high_open=True)
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise TypeError(
+                f"hidden: expected a list of hidden widths (e.g. [64, 32]), got {hidden!r}"
+            )
         hp = dict(activation_params or {})
         layers: list[L.Layer] = []
         if input_dropout > 0:

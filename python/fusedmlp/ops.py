@@ -599,6 +599,8 @@ def _batchnorm_forward_args(
     x = asarray("x", x)
     gamma, beta = _feature_params(x, gamma, beta, asarray)
     eps = v.real("eps", eps, low=0.0, low_open=True)
+    # checked at inference too, where it is unused: a bad value is a caller's bug either way
+    momentum = v.real("momentum", momentum, low=0.0, high=1.0)
     n = x.shape[1]
     if not training:
         if running_mean is None or running_var is None:
@@ -613,7 +615,6 @@ def _batchnorm_forward_args(
         if (rv < 0).any():
             raise ValueError("running_var: expected values >= 0")
         return x, gamma, beta, rm, rv, None, eps
-    momentum = v.real("momentum", momentum, low=0.0, high=1.0)
     if x.shape[0] < 2:
         raise ValueError(
             f"x: batch normalization in training needs a batch of at least 2 samples "

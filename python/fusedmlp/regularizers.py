@@ -240,19 +240,24 @@ def penalty(regs: Any, weights: list) -> float:
 
 
 def global_grad_norm(grads: list) -> float:
-    """The L2 norm of all gradients together, sum of squares in double in a fixed order
-    (deterministic for any thread count).
+    """The L2 norm of all gradients together, in double in a fixed order (deterministic for
+    any thread count) and without overflow: each tensor's norm by Blue's scaled sums
+    (csrc/common/norm.h), the norms combined scaled by the largest, so gradients of ~1e300
+    give their true norm instead of inf.
 
     Example:
         >>> import numpy as np, fusedmlp as fm
         >>> fm.regularizers.global_grad_norm([np.array([3.0]), np.array([[4.0]])])
         5.0
     """
-    total = 0.0
-    for i, g in enumerate(grads):
-        g = v.as_float_array(f"grads[{i}]", g, ndim=None, allow_empty=True)
-        total += _core.grad_sq_norm(g)
-    return math.sqrt(total)
+    norms = [
+        _core.grad_norm(v.as_float_array(f"grads[{i}]", g, ndim=None, allow_empty=True))
+        for i, g in enumerate(grads)
+    ]
+    top = max(norms, default=0.0)
+    if top == 0.0 or math.isinf(top):
+        return top
+    return top * math.sqrt(sum((x / top) ** 2 for x in norms))
 
 
 def clip_grad_norm_scale(total_norm: float, max_norm: float) -> float:

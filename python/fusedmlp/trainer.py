@@ -355,7 +355,9 @@ class Trainer:
                     return [y]  # the label range is checked by the C++ loss (a ValueError)
             elif y.dtype == self.model.dtype and y.shape == (n, self.model.n_outputs(0)):
                 # one vectorized sum finds NaN/Inf; only a non-finite sum pays for the full scan
-                if np.isfinite(y.sum()) or not check:
+                # (and classification targets outside [0, 1] take the slow path's error)
+                in_range = self.losses[0] == "mse" or (y.min() >= 0 and y.max() <= 1)
+                if not check or (np.isfinite(y.sum()) and in_range):
                     return [y]
         ys = [y] if len(self.losses) == 1 else list(y)
         if len(ys) != len(self.losses):
@@ -367,6 +369,11 @@ class Trainer:
             what = "y" if len(ys) == 1 else f"y[{h}]"
             k = self.model.n_outputs(h)
             t = np.asarray(t)
+            if t.dtype.kind not in "biuf":  # complex, object, strings: no silent cast
+                raise TypeError(
+                    f"{what}: expected real numbers (a float, integer or bool array), "
+                    f"got dtype {t.dtype}"
+                )
             if t.shape[:1] != (n,):
                 raise ValueError(f"{what}: expected {n} rows (the rows of X), got shape {t.shape}")
             if name == "cross_entropy" and t.ndim == 1:
@@ -390,6 +397,10 @@ class Trainer:
             t = np.ascontiguousarray(t, dtype=self.model.dtype)
             if check and not np.isfinite(t).all():
                 raise ValueError(f"{what}: contains NaN or Inf")
+            if check and name != "mse" and ((t < 0) | (t > 1)).any():
+                raise ValueError(
+                    f"{what}: {name} targets are probabilities, expected values in [0, 1]"
+                )
             out.append(t)
         return out
 

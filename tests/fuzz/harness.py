@@ -33,7 +33,7 @@ class Arr:
 
     shape: tuple
     dtype: str = "float64"
-    fill: str = "normal"  # normal, huge, tiny, nan, inf, zeros, ones, onehot, labels, prob
+    fill: str = "normal"  # normal, huge, large, tiny, nan, inf, zeros, ones, onehot, labels, prob
     form: str = "array"  # array, noncontig, readonly, fortran, list, bytes, memoryview, str
     seed: int = 0
 
@@ -60,6 +60,8 @@ def _fill(a: Arr, np):
     if a.fill == "huge":
         big = 1e30 if a.dtype in ("float32", "float16") else 1e300
         return base * big
+    if a.fill == "large":  # huge, but its squares (and their sums) stay finite
+        return base * (1e18 if a.dtype in ("float32", "float16") else 1e150)
     if a.fill == "tiny":
         return base * (1e-40 if a.dtype == "float32" else 1e-310)
     if a.fill == "nan":

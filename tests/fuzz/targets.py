@@ -121,7 +121,8 @@ def gen_dense_forward(draw):
     return {
         "X": _arr((b, n), dt),
         "W": _arr((n, m), dt),
-        "b": Param([None, Arr((m,), dt)], bad_array_specs((m,), dt)[:-1]),
+        # b=None is documented (no bias): not among the invalid values
+        "b": Param([None, Arr((m,), dt)], [x for x in bad_array_specs((m,), dt) if x is not None]),
         "activation": Param([draw(st.sampled_from(ELEMENTWISE[:-1]))], BAD_NAME),
     }
 
@@ -172,7 +173,11 @@ def gen_batchnorm_backward(draw):
     return {
         "x": Param([Arr((b, n), dt)]),
         "grad_output": _arr((b, n), dt),
-        "gamma": _arr((n,), dt),
+        # gamma=None is the documented non-affine layer
+        "gamma": Param(
+            [*good_array_specs((n,), dt), None],
+            [x for x in bad_array_specs((n,), dt) if x is not None],
+        ),
         "saved": Param([Obj("bn_saved")], [None, "saved", (1, 2), 3.0]),
     }
 
@@ -205,8 +210,15 @@ def gen_rbf_backward(draw):
 
 def _drop(draw, arg, rate_name, good, bad):
     b, n, _, dt = _dims(draw)
+    # elementwise: any shape is valid (a scalar, 1-d, 3-d too); only an empty array is refused
+    shapes_ok = [Arr((n,), dt), Arr((b, n, 1), dt)]
+    bad_x = [
+        x
+        for x in bad_array_specs((b, n), dt)
+        if not (x == 3.0 or (isinstance(x, Arr) and x == Arr(x.shape, dt) and all(x.shape)))
+    ]
     return {
-        arg: _arr((b, n), dt),
+        arg: Param(good_array_specs((b, n), dt) + shapes_ok, bad_x),
         rate_name: Param(good, bad),
         "training": Param([True, False], BAD_BOOL),
         **_key(),
@@ -486,6 +498,8 @@ def gen_optimizer(draw):
         good, extra = OPT_FIELDS[f]
         if name == "Adafactor" and f == "eps":
             good, extra = [(None, 1e-3)], [(0.0, 1e-3), (None, -1.0), 1e-3, (NAN, 1e-3)]
+        if name == "Adafactor" and f == "lr":
+            good = [*good, None]  # None: Adafactor's relative step size (documented)
         if extra is None:
             bad = BAD_BOOL
         elif f == "betas" or (name == "Adafactor" and f == "eps"):
@@ -495,11 +509,18 @@ def gen_optimizer(draw):
         p[f] = Param(good, bad)
     b, n, _, dt = _dims(draw)
     shape = draw(st.sampled_from([(n,), (b, n)]))
+    # The rules store g^2 in the parameter dtype (as torch.optim does), and Adafactor's RMS and
+    # the max-norm constraint sum squares of the parameters: values whose squares overflow are
+    # outside their domain ("large" keeps the squares finite). Gradients of any finite size are
+    # valid once clip_norm rescales them (its norm is computed without overflow).
+    clip = draw(st.sampled_from(OPT_FIELDS["clip_norm"][0]))
+    p["clip_norm"].good = [clip]
     p["params"] = Param(
-        [Arr(shape, dt), Arr(shape, dt, "huge"), Arr(shape, dt, "zeros")],
+        [Arr(shape, dt), Arr(shape, dt, "large"), Arr(shape, dt, "zeros")],
         [
             Arr(shape, dt, form="readonly"),
-            Arr(shape, dt, form="noncontig"),
+            # a view of one column is contiguous after all: only wider views are invalid
+            *([Arr(shape, dt, form="noncontig")] if shape[-1] > 1 else []),
             Arr(shape, dt, form="list"),
             Arr(shape, "int64"),
             Arr(shape, "float16"),
@@ -511,7 +532,12 @@ def gen_optimizer(draw):
         ],
     )
     p["grads"] = Param(
-        [Arr(shape, dt), Arr(shape, dt, form="noncontig"), Arr(shape, dt, "huge")],
+        [
+            Arr(shape, dt),
+            Arr(shape, dt, form="noncontig"),
+            Arr(shape, dt, "large"),
+            *([Arr(shape, dt, "huge")] if clip is not None else []),
+        ],
         [
             Arr(shape, "uint8"),
             Arr(shape, dt, "nan"),
