@@ -160,13 +160,11 @@ FM_ACT_SIMPLE(bent_identity, (std::sqrt(x * x + T(1)) - T(1)) / T(2) + x,
 // SiLU / swish: x sigma(x); derivative sigma(x) (1 + x (1 - sigma(x))) = f + sigma (1 - f).
 // At x = -inf both are their limits 0, at +inf the derivative is its limit 1: a pre-activation
 // that overflowed to +-inf (a dense layer's huge finite product) would otherwise give
-// inf * 0 = NaN.
-FM_ACT_SIMPLE(silu, fsel(x > T(-HUGE_VAL), x * act_detail::sigmoid(x), T(0)),
-              fsel(x > T(-HUGE_VAL),
-                   fsel(x < T(HUGE_VAL),
-                        act_detail::sigmoid(x) * (T(1) + x * (T(1) - act_detail::sigmoid(x))),
-                        T(1)),
-                   T(0)))
+// inf * 0 = NaN. The tests compare with +-inf, so a NaN input still gives NaN.
+FM_ACT_SIMPLE(silu, fsel(x == T(-HUGE_VAL), T(0), x * act_detail::sigmoid(x)),
+              fsel(x == T(-HUGE_VAL), T(0),
+                   fsel(x == T(HUGE_VAL), T(1),
+                        act_detail::sigmoid(x) * (T(1) + x * (T(1) - act_detail::sigmoid(x))))))
 // Soft clipping(alpha) = (1/alpha) ln((1 + e^{alpha x}) / (1 + e^{alpha (x - 1)}))
 //   = (softplus(alpha x) - softplus(alpha (x - 1))) / alpha, overflow-free;
 // derivative sigma(alpha x) - sigma(alpha (x - 1)) (equal to the deck's sinh/sech form).
@@ -178,14 +176,12 @@ FM_ACT_SIMPLE(gaussian, fexp(-x * x), T(-2) * x * fexp(-x * x))
 // GELU, exact: x Phi(x) = x/2 (1 + erf(x / sqrt 2)); derivative Phi(x) + x phi(x) (deck 003).
 // At x = -inf both are their limits 0, at +inf the derivative is 1 (as for SiLU: no inf * 0).
 FM_ACT_SIMPLE(gelu,
-              fsel(x > T(-HUGE_VAL),
-                   T(0.5) * x * (T(1) + std::erf(x * T(act_detail::kInvSqrt2))), T(0)),
-              fsel(x > T(-HUGE_VAL),
-                   fsel(x < T(HUGE_VAL),
+              fsel(x == T(-HUGE_VAL), T(0),
+                   T(0.5) * x * (T(1) + std::erf(x * T(act_detail::kInvSqrt2)))),
+              fsel(x == T(-HUGE_VAL), T(0),
+                   fsel(x == T(HUGE_VAL), T(1),
                         T(0.5) * (T(1) + std::erf(x * T(act_detail::kInvSqrt2))) +
-                            x * T(act_detail::kInvSqrt2Pi) * fexp(T(-0.5) * x * x),
-                        T(1)),
-                   T(0)))
+                            x * T(act_detail::kInvSqrt2Pi) * fexp(T(-0.5) * x * x))))
 // LeCun's scaled tanh 1.7159 tanh(2x/3) (deck 003, "Efficient BackProp").
 FM_ACT_SIMPLE(lecun_tanh, T(act_detail::kLecunA) * ftanh(T(act_detail::kLecunB) * x),
               T(act_detail::kLecunA * act_detail::kLecunB) *
