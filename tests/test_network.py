@@ -301,8 +301,8 @@ class TestBadInput:
 
 # --- the fused step (forward, loss, backward, regularization, update) vs float64 references ----
 from reference import optimizer as ref_opt  # noqa: E402
-from test_optimizer import CASES as OPT_CASES  # noqa: E402  (the optimizer table, one source)
-from test_optimizer import eps1_for  # noqa: E402
+from reference.optimizer_cases import CASES as OPT_CASES  # noqa: E402
+from reference.optimizer_cases import eps1_for  # noqa: E402
 
 FUSED_STEPS = 12
 LOSSES = ["cross_entropy", "mse", "binary_cross_entropy"]

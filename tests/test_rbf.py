@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import assert_close
 from reference import rbf as ref
+from reference.finite_differences import central_difference_grads
 
 DTYPES = [np.float64, np.float32]
 # (batch, n_in, K): single row/feature/centre, odd sizes, K beyond one 64-column reduction
@@ -25,21 +26,6 @@ def make_inputs(shape, rng):
     # widths of the order of the typical distance, so the features are neither all 0 nor all 1
     widths = rng.uniform(0.5, 1.5, size=K) * np.sqrt(n_in)
     return X, C, widths
-
-
-def central_difference_grads(f, arrays, h=1e-6):
-    """d f / d a for each array a in ``arrays`` (f takes them all), by central differences."""
-    out = []
-    for k, a in enumerate(arrays):
-        g = np.zeros_like(a)
-        for idx in np.ndindex(a.shape):
-            plus = [b.copy() for b in arrays]
-            minus = [b.copy() for b in arrays]
-            plus[k][idx] += h
-            minus[k][idx] -= h
-            g[idx] = (f(*plus) - f(*minus)) / (2 * h)
-        out.append(g)
-    return out
 
 
 # --------------------------------------------------------------------------- reference
