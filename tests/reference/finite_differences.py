@@ -32,3 +32,18 @@ def central_difference_grads(f, arrays, h=1e-6):
             g[idx] = (f(*plus) - f(*minus)) / (2 * h)
         out.append(g)
     return out
+
+
+def central_difference_entries(f, p, indices, h=1e-6):
+    """d f / d p[i] for each i in ``indices``: f takes no argument and reads the flat array p
+    (a Network's parameter view), which is changed in place and restored entry by entry."""
+    out = []
+    for i in indices:
+        old = p[i]
+        p[i] = old + h
+        lp = f()
+        p[i] = old - h
+        lm = f()
+        p[i] = old
+        out.append((lp - lm) / (2 * h))
+    return out
