@@ -12,8 +12,8 @@ from __future__ import annotations
 import fusedmlp as fm
 import numpy as np
 import pytest
-from test_activation import make_inputs, make_params
-from test_optimizer import CASES, SHAPES, grads_at, problem
+from reference.activation_cases import make_inputs, make_params
+from reference.optimizer_cases import CASES, SHAPES, grads_at, problem
 
 DTYPES = [np.float32, np.float64]
 LINE = 64  # bytes: the widest vector (AVX-512) and a cache line

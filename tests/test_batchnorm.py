@@ -9,37 +9,14 @@ import numpy as np
 import pytest
 from conftest import DEVICES, assert_close, to_device
 from reference import batchnorm as ref
+from reference.batchnorm_cases import make_affine, make_batch
+from reference.finite_differences import central_difference_grads
 
 DTYPES = [np.float64, np.float32]
 # (2, 1) the smallest training batch; 130 columns span three 64-column blocks; 300 x 130
 # crosses the OpenMP threshold.
 SHAPES = [(2, 1), (3, 7), (17, 33), (5, 130), (300, 130)]
 EPS = 1e-5
-
-
-def make_batch(shape, rng):
-    # an offset and per-feature scales, so normalization is really exercised
-    scale = rng.uniform(0.5, 3.0, size=shape[1])
-    return rng.normal(size=shape) * scale + rng.normal(size=shape[1]) * 2
-
-
-def make_affine(n, rng):
-    return rng.uniform(0.5, 1.5, size=n), rng.normal(size=n)
-
-
-def central_difference_grads(f, arrays, h=1e-6):
-    """d f / d a for each array a in ``arrays`` (f takes them all), by central differences."""
-    out = []
-    for k, a in enumerate(arrays):
-        g = np.zeros_like(a)
-        for idx in np.ndindex(a.shape):
-            plus = [b.copy() for b in arrays]
-            minus = [b.copy() for b in arrays]
-            plus[k][idx] += h
-            minus[k][idx] -= h
-            g[idx] = (f(*plus) - f(*minus)) / (2 * h)
-        out.append(g)
-    return out
 
 
 def test_reference_backward_matches_central_differences(rng):

@@ -16,16 +16,16 @@ from __future__ import annotations
 import fusedmlp as fm
 import numpy as np
 import pytest
-import test_batchnorm as tbn
-import test_loss as tloss
-import test_optimizer as topt
 from conftest import DEVICES, TOL, assert_close, to_device, to_host
 from fusedmlp._loader import _core
 from reference import batchnorm as bn_ref
+from reference import batchnorm_cases as bn_cases
 from reference import dropout as drop_ref
 from reference import loss as loss_ref
+from reference import loss_cases
 from reference import optimizer as opt_ref
-from test_activation import HYPER, make_inputs, make_params
+from reference import optimizer_cases as opt_cases
+from reference.activation_cases import HYPER, make_inputs, make_params
 
 CUDA = [p for p in DEVICES if p.id == "cuda"]
 ELEMENTWISE = [n for n in fm.ops.activation_names() if n not in ("softmax", "maxout")]
@@ -199,9 +199,9 @@ BN_EPS = 1e-5
 @pytest.mark.parametrize("init_from_batch", [False, True], ids=["ema", "deck001_MA1"])
 def test_batchnorm_matches_cpu_and_reference(init_from_batch, affine, shape, dtype, device, rng):
     cp = cupy()
-    x = tbn.make_batch(shape, rng).astype(dtype)
+    x = bn_cases.make_batch(shape, rng).astype(dtype)
     gamma, beta = (
-        (a.astype(dtype) for a in tbn.make_affine(shape[1], rng)) if affine else (None, None)
+        (a.astype(dtype) for a in bn_cases.make_affine(shape[1], rng)) if affine else (None, None)
     )
     rm0 = rng.normal(size=shape[1]).astype(dtype)
     rv0 = rng.uniform(0.5, 2.0, size=shape[1]).astype(dtype)
@@ -263,8 +263,8 @@ def test_batchnorm_matches_cpu_and_reference(init_from_batch, affine, shape, dty
 @pytest.mark.parametrize("device", CUDA)
 def test_batchnorm_is_deterministic_and_aliasing_safe(device, rng):
     cp = cupy()
-    x = cp.asarray(tbn.make_batch((5000, 70), rng).astype(np.float32))
-    gamma, beta = (cp.asarray(a.astype(np.float32)) for a in tbn.make_affine(70, rng))
+    x = cp.asarray(bn_cases.make_batch((5000, 70), rng).astype(np.float32))
+    gamma, beta = (cp.asarray(a.astype(np.float32)) for a in bn_cases.make_affine(70, rng))
     G = cp.asarray(rng.normal(size=(5000, 70)).astype(np.float32))
     runs = []
     for _ in range(3):
@@ -396,12 +396,12 @@ LOSS_SHAPES = [(1, 1), (1, 5), (7, 1), (17, 10), (300, 130), (5, 1500), (3000, 3
 @pytest.mark.parametrize("device", CUDA)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", LOSS_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name,eps,conv", tloss.LOSS_SMOOTHING)
+@pytest.mark.parametrize("name,eps,conv", loss_cases.LOSS_SMOOTHING)
 @pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "unweighted"])
 def test_loss_matches_cpu_and_reference(weighted, name, eps, conv, shape, dtype, device, rng):
     if name == "cross_entropy" and shape[1] < 2:
         conv = "uniform"  # one class: the deck's eps/(k-1) is undefined
-    z, t, w = tloss.case(name, shape, rng, weighted)
+    z, t, w = loss_cases.case(name, shape, rng, weighted)
     z, t = z.astype(dtype), t.astype(dtype)
     w = None if w is None else w.astype(dtype)
     kw = dict(label_smoothing=eps, smoothing=conv)
@@ -449,7 +449,7 @@ def test_loss_extreme_logits_output_and_determinism(dtype, device, rng):
     assert np.isfinite(L) and bool(cp.isfinite(d).all())
     assert L == pytest.approx((2 * big + np.log(3)) / 2, rel=1e-6)
     zb = rng.normal(scale=3.0, size=(4000, 7)).astype(dtype)
-    for name in tloss.LOSSES:
+    for name in loss_cases.LOSSES:
         assert_close(
             fm.ops.loss_output(name, cp.asarray(zb)), fm.ops.loss_output(name, zb), dtype, what=name
         )
@@ -508,11 +508,11 @@ def run_arena(step_fn, flat0, segs, shapes, curv, noise, dtype):
     """120 steps of g = c theta + noise on an arena; step_fn(grad_arena, t) updates it and
     returns the current host arena."""
     flat = flat0.copy()
-    for t in range(topt.STEPS):
+    for t in range(opt_cases.STEPS):
         g = np.zeros_like(flat)
         for gv, gp in zip(
             views(g, segs, shapes),
-            topt.grads_at(views(flat, segs, shapes), curv, noise[t], dtype),
+            opt_cases.grads_at(views(flat, segs, shapes), curv, noise[t], dtype),
             strict=True,
         ):
             gv[...] = gp
@@ -523,7 +523,7 @@ def run_arena(step_fn, flat0, segs, shapes, curv, noise, dtype):
 def check_arena_step(opt, rkw, name, shapes, dtype, rng, layout, clip_norm=None, scale_fn=None):
     """The GPU arena step against the float64 reference and against the CPU arena step."""
     cp = cupy()
-    theta, curv, noise = topt.problem(shapes, dtype, rng)
+    theta, curv, noise = opt_cases.problem(shapes, dtype, rng)
     if clip_norm is not None:
         noise = [[10.0 * n for n in step] for step in noise]
     decay = opt.decay_mask(theta)
@@ -560,9 +560,9 @@ def check_arena_step(opt, rkw, name, shapes, dtype, rng, layout, clip_norm=None,
 
     got = run_arena(gpu_step, flat0, segs, shapes, curv, noise, dtype)
     cpu = run_arena(cpu_step, flat0, segs, shapes, curv, noise, dtype)
-    r = opt_ref.RefOptimizer(opt.name, **rkw, **topt.eps1_for(name, rkw, dtype))
-    want = topt.run_ref(r, theta, curv, noise, lr, decay, grad_scale_fn=scale_fn)
-    tol = topt.TRAJ_TOL[dtype]
+    r = opt_ref.RefOptimizer(opt.name, **rkw, **opt_cases.eps1_for(name, rkw, dtype))
+    want = opt_cases.run_ref(r, theta, curv, noise, lr, decay, grad_scale_fn=scale_fn)
+    tol = opt_cases.TRAJ_TOL[dtype]
     for i, (g_, c_, w_) in enumerate(
         zip(views(got, segs, shapes), views(cpu, segs, shapes), want, strict=True)
     ):
@@ -581,17 +581,17 @@ def check_arena_step(opt, rkw, name, shapes, dtype, rng, layout, clip_norm=None,
 @pytest.mark.parametrize("device", CUDA)
 @pytest.mark.parametrize("layout", ["aligned", "gaps"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", topt.CASES, ids=[c[0] for c in topt.CASES])
+@pytest.mark.parametrize("case", opt_cases.CASES, ids=[c[0] for c in opt_cases.CASES])
 def test_optimizer_trajectory_matches_reference_and_cpu(case, dtype, layout, device, rng):
     name, cls, kw, rkw = case
-    check_arena_step(cls(**kw), rkw, name, topt.SHAPES, dtype, rng, layout)
+    check_arena_step(cls(**kw), rkw, name, opt_cases.SHAPES, dtype, rng, layout)
 
 
 @pytest.mark.parametrize("device", CUDA)
 @pytest.mark.parametrize("layout", ["aligned", "gaps"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("opt_name", ["sgd", "adam", "rmsprop", "adafactor"])
-@pytest.mark.parametrize("reg", topt.REG_CASES, ids=[r[0] for r in topt.REG_CASES])
+@pytest.mark.parametrize("reg", opt_cases.REG_CASES, ids=[r[0] for r in opt_cases.REG_CASES])
 def test_optimizer_regularization_matches_reference(reg, opt_name, dtype, layout, device, rng):
     rname, kw, rkw = reg
     kw, rkw = dict(kw), dict(rkw)

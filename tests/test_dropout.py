@@ -9,22 +9,13 @@ import numpy as np
 import pytest
 from conftest import DEVICES, assert_close, to_device, to_host
 from reference import dropout as ref
+from reference.finite_differences import central_difference_grad
 
 DTYPES = [np.float64, np.float32]
 # (1, 1) and (3, 7) leave partial Philox blocks; 300 x 130 crosses the OpenMP threshold.
 SHAPES = [(1, 1), (3, 7), (17, 33), (300, 130)]
 KEYS = [(0, 0, 0), (12345, 7, 3), (2**40 + 5, 2**33 + 9, 2**31 + 1)]
 SIGMAS = 6.0  # statistical bounds: a false failure has probability ~1e-9
-
-
-def central_difference_grad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += h
-        xm[idx] -= h
-        g[idx] = (f(xp) - f(xm)) / (2 * h)
-    return g
 
 
 @pytest.mark.parametrize("device", DEVICES)

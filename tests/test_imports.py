@@ -133,3 +133,47 @@ def test_cycle_finder_finds_a_planted_cycle():
 )
 def test_each_public_module_imports_alone(module):
     _run(f"import fusedmlp.{module}")
+
+
+# --- the test suite's own structure (issue 17, item 5): shared case tables and finite-difference
+# helpers live in tests/reference/, so no test module imports another: each family's file stands
+# alone, and a table shared by several families has one home.
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def _imported_test_modules(source: str) -> set[str]:
+    """The test_* modules that ``source`` imports, at any depth (inside functions too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):  # "from . import test_x" names the module last
+            names = [node.module] if node.module else [a.name for a in node.names]
+        else:
+            continue
+        found.update(n.split(".")[0] for n in names if n.split(".")[0].startswith("test_"))
+    return found
+
+
+def test_no_test_module_imports_another():
+    paths = sorted(TESTS_DIR.glob("test_*.py"))
+    assert len(paths) > 10  # the scan found the suite
+    bad = {
+        p.name: sorted(found)
+        for p in paths
+        if (found := _imported_test_modules(p.read_text(encoding="utf-8")))
+    }
+    assert not bad, (
+        f"test modules importing other test modules (move shared code to reference/): {bad}"
+    )
+
+
+def test_test_import_scan_finds_planted_imports():
+    assert _imported_test_modules("import test_loss as t\nfrom test_optimizer import CASES\n") == {
+        "test_loss",
+        "test_optimizer",
+    }
+    assert _imported_test_modules("def f():\n    from test_x.y import z\n") == {"test_x"}
+    assert _imported_test_modules("from . import test_z, conftest\n") == {"test_z"}
+    src = "from reference.optimizer_cases import CASES\nimport pytest\nfrom conftest import TOL\n"
+    assert _imported_test_modules(src) == set()

@@ -10,36 +10,12 @@ import numpy as np
 import pytest
 from conftest import DEVICES, assert_close, to_device
 from reference import loss as ref
+from reference.finite_differences import central_difference_grad
+from reference.loss_cases import LOSS_SMOOTHING, LOSSES, SMOOTHING, case
 
-LOSSES = ["mse", "binary_cross_entropy", "cross_entropy"]
 DTYPES = [np.float64, np.float32]
 # (1, 1) one sample, one output; 300 x 130 crosses the OpenMP threshold.
 SHAPES = [(1, 1), (1, 5), (7, 1), (17, 10), (300, 130)]
-SMOOTHING = [(0.0, "deck"), (0.2, "deck"), (0.2, "uniform")]
-# (loss, eps, convention): mse takes no label smoothing
-LOSS_SMOOTHING = [
-    pytest.param(n, e, c, id=f"{n}-{i}")
-    for n in LOSSES
-    for (e, c), i in zip(SMOOTHING, ("plain", "deck", "uniform"), strict=True)
-    if n != "mse" or e == 0
-]
-
-
-def make_target(name, shape, rng):
-    if name == "mse":
-        return rng.normal(size=shape)
-    if name == "binary_cross_entropy":  # mixed hard labels and probabilities
-        hard = rng.integers(0, 2, shape)
-        return np.where(rng.random(shape) < 0.5, hard, rng.random(shape)).astype(float)
-    p = rng.random(shape) ** 3
-    return p / p.sum(axis=1, keepdims=True)
-
-
-def case(name, shape, rng, weighted):
-    z = rng.normal(scale=2.0, size=shape)
-    t = make_target(name, shape, rng)
-    w = rng.uniform(0.0, 2.0, size=shape[0]) if weighted else None
-    return z, t, w
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
@@ -47,7 +23,7 @@ def case(name, shape, rng, weighted):
 def test_reference_gradient_matches_central_differences(name, eps, conv, weighted, rng):
     z, t, w = case(name, (4, 5), rng, weighted)
     kw = dict(eps=eps, convention=conv)
-    fd = ref.grad_fd(lambda a: ref.loss(name, a, t, w, **kw), z)
+    fd = central_difference_grad(lambda a: ref.loss(name, a, t, w, **kw), z)
     np.testing.assert_allclose(ref.grad(name, z, t, w, **kw), fd, rtol=1e-6, atol=1e-8)
 
 
@@ -59,7 +35,7 @@ def test_kernel_gradient_matches_central_differences(name, half, rng):
     z, t, w = case(name, (3, 4), rng, True)
     eps = 0.0 if name == "mse" else 0.1
     kw = dict(label_smoothing=eps, half=half)
-    fd = ref.grad_fd(lambda a: fm.ops.loss(name, a, t, w, **kw)[0], z)
+    fd = central_difference_grad(lambda a: fm.ops.loss(name, a, t, w, **kw)[0], z)
     np.testing.assert_allclose(fm.ops.loss(name, z, t, w, **kw)[1], fd, rtol=1e-6, atol=1e-8)
 
 

@@ -10,6 +10,7 @@ import pytest
 from fusedmlp import _core
 from fusedmlp import layers as L
 from fusedmlp.model import MLP, Sequential
+from reference.finite_differences import central_difference_entries
 
 LOSS = {"mse": 0, "binary_cross_entropy": 1, "cross_entropy": 2}
 
@@ -137,14 +138,9 @@ def test_whole_network_gradient_matches_finite_differences(layers, rng):
     p = net.params()
     h = 1e-6
     idx = rng.choice(len(p), size=min(len(p), 40), replace=False)
-    for i in idx:
-        old = p[i]
-        p[i] = old + h
-        lp = net.compute_gradients(X, y, None, False)[0]
-        p[i] = old - h
-        lm = net.compute_gradients(X, y, None, False)[0]
-        p[i] = old
-        assert abs((lp - lm) / (2 * h) - g[i]) < 1e-6 * max(1.0, abs(g[i])), f"param {i}"
+    fd = central_difference_entries(lambda: net.compute_gradients(X, y, None, False)[0], p, idx, h)
+    for i, d in zip(idx, fd, strict=True):
+        assert abs(d - g[i]) < 1e-6 * max(1.0, abs(g[i])), f"param {i}"
     for r, c in [(0, 0), (3, 2), (6, 3)]:
         Xp, Xm = X.copy(), X.copy()
         Xp[r, c] += h
@@ -185,15 +181,10 @@ def test_multi_head_loss_is_weighted_sum_and_trunk_gets_both_gradients(rng):
     assert abs(total - (per_head[0] + 0.5 * per_head[1])) < 1e-12
     g = net.grads().copy()
     p = net.params()
-    h = 1e-6
-    for i in range(0, len(p), 3):
-        old = p[i]
-        p[i] = old + h
-        lp = net.compute_gradients(X, y, None, False)[0]
-        p[i] = old - h
-        lm = net.compute_gradients(X, y, None, False)[0]
-        p[i] = old
-        assert abs((lp - lm) / (2 * h) - g[i]) < 1e-6
+    idx = range(0, len(p), 3)
+    fd = central_difference_entries(lambda: net.compute_gradients(X, y, None, False)[0], p, idx)
+    for i, d in zip(idx, fd, strict=True):
+        assert abs(d - g[i]) < 1e-6
     outs = m.predict(X)
     assert [o.shape for o in outs] == [(5, 3), (5, 2)]
 
@@ -301,8 +292,8 @@ class TestBadInput:
 
 # --- the fused step (forward, loss, backward, regularization, update) vs float64 references ----
 from reference import optimizer as ref_opt  # noqa: E402
-from test_optimizer import CASES as OPT_CASES  # noqa: E402  (the optimizer table, one source)
-from test_optimizer import eps1_for  # noqa: E402
+from reference.optimizer_cases import CASES as OPT_CASES  # noqa: E402
+from reference.optimizer_cases import eps1_for  # noqa: E402
 
 FUSED_STEPS = 12
 LOSSES = ["cross_entropy", "mse", "binary_cross_entropy"]

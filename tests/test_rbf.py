@@ -11,6 +11,11 @@ import numpy as np
 import pytest
 from conftest import assert_close
 from reference import rbf as ref
+from reference.finite_differences import (
+    central_difference_entries,
+    central_difference_grad,
+    central_difference_grads,
+)
 
 DTYPES = [np.float64, np.float32]
 # (batch, n_in, K): single row/feature/centre, odd sizes, K beyond one 64-column reduction
@@ -25,21 +30,6 @@ def make_inputs(shape, rng):
     # widths of the order of the typical distance, so the features are neither all 0 nor all 1
     widths = rng.uniform(0.5, 1.5, size=K) * np.sqrt(n_in)
     return X, C, widths
-
-
-def central_difference_grads(f, arrays, h=1e-6):
-    """d f / d a for each array a in ``arrays`` (f takes them all), by central differences."""
-    out = []
-    for k, a in enumerate(arrays):
-        g = np.zeros_like(a)
-        for idx in np.ndindex(a.shape):
-            plus = [b.copy() for b in arrays]
-            minus = [b.copy() for b in arrays]
-            plus[k][idx] += h
-            minus[k][idx] -= h
-            g[idx] = (f(*plus) - f(*minus)) / (2 * h)
-        out.append(g)
-    return out
 
 
 # --------------------------------------------------------------------------- reference
@@ -191,25 +181,14 @@ def network_fd_check(model, X, y, rng, h=1e-6):
     loss, dX, _ = net.compute_gradients(X, [y], None, True)
     grads = net.grads().copy()
     params = net.params()
-    fd = np.zeros_like(grads)
-    for i in range(len(params)):
-        old = params[i]
-        params[i] = old + h
-        lp = net.compute_gradients(X, [y], None, False)[0]
-        params[i] = old - h
-        lm = net.compute_gradients(X, [y], None, False)[0]
-        params[i] = old
-        fd[i] = (lp - lm) / (2 * h)
+    fd = np.array(
+        central_difference_entries(
+            lambda: net.compute_gradients(X, [y], None, False)[0], params, range(len(params)), h
+        ),
+        dtype=grads.dtype,
+    )
     np.testing.assert_allclose(grads, fd, rtol=1e-5, atol=1e-8)
-    fdx = np.zeros_like(X)
-    for idx in np.ndindex(X.shape):
-        Xp, Xm = X.copy(), X.copy()
-        Xp[idx] += h
-        Xm[idx] -= h
-        fdx[idx] = (
-            net.compute_gradients(Xp, [y], None, False)[0]
-            - net.compute_gradients(Xm, [y], None, False)[0]
-        ) / (2 * h)
+    fdx = central_difference_grad(lambda Xv: net.compute_gradients(Xv, [y], None, False)[0], X, h)
     np.testing.assert_allclose(dX, fdx, rtol=1e-5, atol=1e-8)
     return float(np.max(np.abs(grads - fd)))
 

@@ -69,15 +69,3 @@ def grad(name, z, t, w=None, eps=0.0, convention="deck", half=False):
 
 def output(name, z):
     return {"mse": lambda a: a, "binary_cross_entropy": sigmoid, "cross_entropy": softmax}[name](z)
-
-
-def grad_fd(f, z, h=1e-6):
-    """Central differences of the scalar f at every entry of z."""
-    g = np.zeros_like(z)
-    for idx in np.ndindex(z.shape):
-        zp = z.copy()
-        zm = z.copy()
-        zp[idx] += h
-        zm[idx] -= h
-        g[idx] = (f(zp) - f(zm)) / (2 * h)
-    return g

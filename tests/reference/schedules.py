@@ -41,19 +41,21 @@ def warmup(base, t, warmup_steps, start_factor):
     return base * (start_factor + (1 - start_factor) * t / warmup_steps)
 
 
+def _anneal(a, b, pct, anneal):
+    """OneCycle's phase from a to b at fraction pct: cosine or linear."""
+    if anneal == "cos":
+        return b + (a - b) * 0.5 * (1 + math.cos(math.pi * pct))
+    return a + (b - a) * pct
+
+
 def one_cycle(max_lr, t, total, pct_start, div, final_div, anneal="cos"):
     lo = max_lr / div
     end_lr = lo / final_div
     peak = pct_start * total - 1
 
-    def ann(a, b, pct):
-        if anneal == "cos":
-            return b + (a - b) * 0.5 * (1 + math.cos(math.pi * pct))
-        return a + (b - a) * pct
-
     if t <= peak:
-        return ann(lo, max_lr, t / peak)
-    return ann(max_lr, end_lr, min(1.0, (t - peak) / (total - 1 - peak)))
+        return _anneal(lo, max_lr, t / peak, anneal)
+    return _anneal(max_lr, end_lr, min(1.0, (t - peak) / (total - 1 - peak)), anneal)
 
 
 def sgdr(lr0, t, T0, T_mult, lr_min=0.0):
@@ -107,11 +109,6 @@ def one_cycle_momentum(t, total, pct_start, base_m, max_m, anneal="cos"):
     while the lr rises, then back up to max_m."""
     peak = pct_start * total - 1
 
-    def ann(a, b, pct):
-        if anneal == "cos":
-            return b + (a - b) * 0.5 * (1 + math.cos(math.pi * pct))
-        return a + (b - a) * pct
-
     if t <= peak:
-        return ann(max_m, base_m, t / peak)
-    return ann(base_m, max_m, min(1.0, (t - peak) / (total - 1 - peak)))
+        return _anneal(max_m, base_m, t / peak, anneal)
+    return _anneal(base_m, max_m, min(1.0, (t - peak) / (total - 1 - peak)), anneal)
