@@ -55,8 +55,9 @@ def main() -> None:
     grads[:] = saved
     if rank == 0:
         print(
-            f"ranks {size}: {args.steps / dt:.1f} steps/s, {args.steps * args.batch * size / dt:.0f}"
-            f" rows/s, all-reduce {1e3 * ar / args.steps:.3f} ms/step "
+            f"ranks {size}: {args.steps / dt:.1f} steps/s, "
+            f"{args.steps * args.batch * size / dt:.0f} rows/s, "
+            f"all-reduce {1e3 * ar / args.steps:.3f} ms/step "
             f"({100 * ar / dt:.0f}% of a step), {len(grads)} params"
         )
 

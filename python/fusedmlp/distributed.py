@@ -43,6 +43,7 @@ data set at the same path.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -136,6 +137,10 @@ class DistributedTrainer(Trainer):
             r, m = failed[0]
             raise RankError(f"rank {r} failed in {what}: {m}")
         return out
+
+    def _hooks(self, callbacks: list, name: str, *args: Any) -> None:
+        """The callbacks' hook ``name`` on every rank, agreed as :meth:`_agree`."""
+        self._agree(lambda: [getattr(c, name)(*args) for c in callbacks], name)
 
     def _config_hash(self) -> str:
         net = self._engine
@@ -259,8 +264,16 @@ class DistributedTrainer(Trainer):
         ``verbose`` reports on rank 0 only."""
         p = self._agree(
             lambda: self._fit_plan(
-                X, y, epochs, batch_size, validation_split, validation_data, shuffle, verbose,
-                sample_weight, initial_epoch,
+                X,
+                y,
+                epochs,
+                batch_size,
+                validation_split,
+                validation_data,
+                shuffle,
+                verbose,
+                sample_weight,
+                initial_epoch,
             ),
             "fit's arguments",
         )
@@ -274,10 +287,10 @@ class DistributedTrainer(Trainer):
         callbacks = self._callbacks()
         for c in callbacks:
             c.trainer = self
-        self._agree(lambda: [c.on_train_begin() for c in callbacks], "on_train_begin")
+        self._hooks(callbacks, "on_train_begin")
         bar = _progress(verbose, stop - start)
         for epoch in range(start, stop):
-            self._agree(lambda: [c.on_epoch_begin(epoch) for c in callbacks], "on_epoch_begin")
+            self._hooks(callbacks, "on_epoch_begin", epoch)
             t0 = time.perf_counter()
             if shuffle:
                 order = np.random.default_rng([self.model.seed, epoch]).permutation(n)
@@ -292,9 +305,7 @@ class DistributedTrainer(Trainer):
                 loss = self._distributed_step(X, ys, sw, idx)
                 total += loss * len(block)
                 seen += len(block)
-                self._agree(
-                    lambda: [c.on_batch_end(b, {"loss": loss}) for c in callbacks], "on_batch_end"
-                )
+                self._hooks(callbacks, "on_batch_end", b, {"loss": loss})
                 if not math.isfinite(loss):
                     self.diverged = Divergence(epoch, self.step_count, b, "loss", loss)
                     break
@@ -305,27 +316,40 @@ class DistributedTrainer(Trainer):
             logs = {"loss": total / max(seen, 1), "lr": self.current_lr()}
             if self.diverged is None:
                 rows = np.concatenate(mine) if mine else np.zeros(0, np.int64)
-                logs = self._agree(lambda: self._global_logs(epoch, logs, X, ys, rows, val),
-                                   "the epoch's metrics")
+                logs = self._agree(
+                    functools.partial(self._global_logs, epoch, logs, X, ys, rows, val),
+                    "the epoch's metrics",
+                )
             if self.diverged is not None:
                 logs = self._diverged_logs(logs, val)
             self.history.append(epoch, logs)
             if self.schedule is not None and self.diverged is None:
                 self.schedule.epoch_end(logs.get("val_loss", logs["loss"]))
-            self._agree(lambda: [c.on_epoch_end(epoch, logs) for c in callbacks], "on_epoch_end")
+            self._hooks(callbacks, "on_epoch_end", epoch, logs)
             self.stop_training = self.comm.allreduce(bool(self.stop_training), op=_mpi().LOR)
             _report(bar, verbose, epoch, stop, logs, time.perf_counter() - t0, seen)
             if self.stop_training or self.diverged is not None:
                 break
         if bar is not None:
             bar.close()
-        self._agree(lambda: [c.on_train_end() for c in callbacks], "on_train_end")
+        self._hooks(callbacks, "on_train_end")
         if self.diverged is not None and self.rank == 0:
             warnings.warn(str(self.diverged), RuntimeWarning, stacklevel=2)
         return self.history
 
-    def _fit_plan(self, X, y, epochs, batch_size, validation_split, validation_data, shuffle,
-                  verbose, sample_weight, initial_epoch):
+    def _fit_plan(
+        self,
+        X,
+        y,
+        epochs,
+        batch_size,
+        validation_split,
+        validation_data,
+        shuffle,
+        verbose,
+        sample_weight,
+        initial_epoch,
+    ):
         """fit's checked arguments (the same rules as Trainer.fit)."""
         X = self.model.check_X(X)
         n = len(X)
@@ -338,9 +362,13 @@ class DistributedTrainer(Trainer):
             start = v.integer("initial_epoch", initial_epoch, low=0)
             stop = v.integer("epochs", epochs)
             if stop <= start:
-                raise ValueError(f"epochs: with initial_epoch={start} expected > {start}, got {stop}")
+                raise ValueError(
+                    f"epochs: with initial_epoch={start} expected > {start}, got {stop}"
+                )
         shuffle = v.flag("shuffle", shuffle)
-        bs = -(-n // self.size) if batch_size is None else v.integer("batch_size", batch_size, low=1)
+        bs = (
+            -(-n // self.size) if batch_size is None else v.integer("batch_size", batch_size, low=1)
+        )
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
         vs = v.real("validation_split", validation_split, 0.0, 1.0, high_open=True)
@@ -372,8 +400,11 @@ class DistributedTrainer(Trainer):
         loss, lr = logs["loss"], logs["lr"]
         xs = X[rows]
         yh = [_host(t)[_host(rows)] for t in ys]
-        vpart = None if val is None else (val[0][self.rank :: self.size],
-                                          [t[self.rank :: self.size] for t in val[1]])
+        vpart = (
+            None
+            if val is None
+            else (val[0][self.rank :: self.size], [t[self.rank :: self.size] for t in val[1]])
+        )
         local = self._epoch_logs(epoch, {}, xs, yh, vpart) if len(rows) else {}
         diverged = self.diverged is not None
         n_val = 0 if vpart is None else len(vpart[0])
@@ -394,8 +425,9 @@ class DistributedTrainer(Trainer):
     def save(self, path: str | os.PathLike) -> None:
         """Rank 0 writes the checkpoint (every rank holds the same state); every rank must
         call it (an error on rank 0 is raised on every rank)."""
-        self._agree(lambda: super(DistributedTrainer, self).save(path) if self.rank == 0 else None,
-                    "save")
+        self._agree(
+            lambda: super(DistributedTrainer, self).save(path) if self.rank == 0 else None, "save"
+        )
 
 
 def _host(a: Any) -> np.ndarray:
