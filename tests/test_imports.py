@@ -33,6 +33,7 @@ OPTIONAL = (
     "onnxruntime",
     "optuna",
     "polars",
+    "mpi4py",
 )
 
 

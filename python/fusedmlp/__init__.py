@@ -95,7 +95,7 @@ def set_allow_tf32(on: bool) -> None:
 
 # Modules built on scikit-learn are imported on first use (PEP 562), so `import fusedmlp`
 # imports none of the optional packages (tests/test_imports.py checks it).
-_LAZY_MODULES = ("sklearn", "preprocessing")
+_LAZY_MODULES = ("sklearn", "preprocessing", "distributed")
 
 
 def __getattr__(name: str):

@@ -161,6 +161,13 @@ class Engine:
         gradients land in ``grads()``."""
         return self._net.compute_gradients(X, ys, sw, want_dx)
 
+    def apply_gradients(self, lr: float) -> None:
+        """The fused update alone on the gradients in ``grads()`` (after
+        :meth:`compute_gradients`, maybe modified in between: the data-parallel all-reduce):
+        the global-norm clip computed on that arena, the optimizer, max-norm; advances the
+        optimizer and RNG steps."""
+        self._net.apply_gradients(lr)
+
     # -- inference ---------------------------------------------------------------------------
     def forward(self, X: Any, training: bool = False) -> list:
         return self._net.forward(X, training)

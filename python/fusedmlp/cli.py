@@ -109,7 +109,14 @@ def _train(args: argparse.Namespace) -> int:
             args.schedule, lr=args.lr, **({"T": args.epochs} if args.schedule == "cosine" else {})
         )
     )
-    trainer = fm.Trainer(model, loss=loss, optimizer=opt, schedule=sched, metrics=metrics)
+    trainer = fm.Trainer(
+        model,
+        loss=loss,
+        optimizer=opt,
+        schedule=sched,
+        metrics=metrics,
+        distributed=args.distributed,
+    )
     t0 = time.perf_counter()
     trainer.fit(
         Xtr,
@@ -121,13 +128,16 @@ def _train(args: argparse.Namespace) -> int:
     )
     res = trainer.evaluate(Xte, y[te])
     name, value = ("accuracy", res["accuracy"]) if task == "classification" else ("mse", res["mse"])
-    print(
-        f"held-out {name} {value:.4f} on {len(te)} rows ({time.perf_counter() - t0:.2f} s, "
-        f"{trainer.step_count} fused steps)"
-    )
+    lead = getattr(trainer, "rank", 0) == 0  # distributed: rank 0 reports (all hold the same)
+    if lead:
+        print(
+            f"held-out {name} {value:.4f} on {len(te)} rows ({time.perf_counter() - t0:.2f} s, "
+            f"{trainer.step_count} fused steps)"
+        )
     if args.save:
-        trainer.save(args.save)
-        print(f"saved {args.save}")
+        trainer.save(args.save)  # distributed: rank 0 writes
+        if lead:
+            print(f"saved {args.save}")
     return 0
 
 
@@ -176,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=("float32", "bfloat16", "float16"),
         default="float32",
         help="GEMM operand precision on the GPU (mixed precision, fp32 master weights)",
+    )
+    t.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel across the ranks of mpiexec -n N (--batch-size is per rank)",
     )
     t.add_argument("--save", help="write a checkpoint here")
     t.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))

@@ -166,6 +166,8 @@ class Trainer:
             ``callbacks=[fm.callbacks.RBFScheme(rbf_scheme, rbf_solve, rbf_output_epochs)]``
             (see :mod:`fusedmlp.rbf`). A model with RBF layers trains end-to-end by default,
             its centres first placed on the training inputs.
+        distributed: train data-parallel across the ranks of ``mpiexec -n N`` (MPI, or NCCL
+            for CUDA models): the trainer is a :class:`fusedmlp.distributed.DistributedTrainer`.
 
     Example (an RBF network, deck 003):
         >>> import numpy as np, fusedmlp as fm
@@ -175,6 +177,15 @@ class Trainer:
         >>> bool(t.fit(X, y, verbose=0).history["loss"][-1] < 1e-3)
         True
     """
+
+    def __new__(cls, *args: Any, distributed: bool = False, **kwargs: Any):
+        # Trainer(..., distributed=True) is a fusedmlp.distributed.DistributedTrainer (MPI);
+        # imported here so that `import fusedmlp` never imports mpi4py.
+        if v.flag("distributed", distributed) and cls is Trainer:
+            from .distributed import DistributedTrainer
+
+            return super().__new__(DistributedTrainer)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -193,7 +204,10 @@ class Trainer:
         rbf_scheme: str | None = None,
         rbf_solve: str = "gradient",
         rbf_output_epochs: int | None = None,
+        distributed: bool = False,
     ):
+        if distributed and not hasattr(self, "comm"):
+            raise ValueError("distributed: True needs a fusedmlp.distributed.DistributedTrainer")
         if not isinstance(model, Sequential):
             raise TypeError(
                 f"model: expected a fusedmlp model (Sequential/MLP), got {type(model).__name__}"
