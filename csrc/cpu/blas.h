@@ -50,12 +50,12 @@ inline void blas_call(bool ta, bool tb, index_t m, index_t n, index_t k, double 
 // (a 64-512-10 model ended 2.6e-3 apart at 1 and 2 threads, issue 14). k is never split.
 //
 // The block sizes trade the one-thread cost (every block is one more BLAS call re-packing the
-// shared operand) against parallelism on many cores. Measured on 2 cores (1 thread, min of
-// 150 steps, loaded machine): 64-wide / 4 MFLOP blocks cost mnist-mlp +9% and wide +30%
-// against one call per GEMM; 128 / 25 MFLOP keeps mnist-mlp's first layer in two halves (the
-// old 2-thread split) and wide in 8 column blocks of 128.
+// shared operand) against parallelism. Measured on 2 cores, 2 threads, quiet machine (min of
+// 150 steps, ms): the thread-count split before this change gave mnist-mlp 0.86-0.90 and
+// wide 21-22; 128-wide / 25 MFLOP blocks 1.03-1.12 and 24-26 (mnist-mlp's 256x256 layer ran
+// on one thread); 128 / 8 MFLOP 0.90-0.93 and 23-25; 64 / 8 MFLOP 0.94-0.99 and 26-27.
 constexpr double kParallelGemmFlops = 1.0e6;  // below: one call on the calling thread
-constexpr double kGemmBlockFlops = 25.0e6;    // about this much work per block above it
+constexpr double kGemmBlockFlops = 8.0e6;     // about this much work per block above it
 constexpr index_t kGemmMinBlock = 128;        // no block narrower
 constexpr index_t kGemmSplitAlign = 16;       // block edges on 64-byte float boundaries
 
