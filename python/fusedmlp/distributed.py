@@ -54,7 +54,6 @@ from typing import Any
 
 import numpy as np
 
-from . import _validate as v
 from .trainer import Divergence, History, Trainer, _progress, _report, _xp
 
 
@@ -350,43 +349,21 @@ class DistributedTrainer(Trainer):
         sample_weight,
         initial_epoch,
     ):
-        """fit's checked arguments (the same rules as Trainer.fit)."""
-        X = self.model.check_X(X)
-        n = len(X)
-        ys = self._targets(y, n)
-        sw = self._sample_weight(sample_weight, n)
-        if initial_epoch is None:
-            start = self.epoch
-            stop = start + v.integer("epochs", epochs, low=1)
-        else:
-            start = v.integer("initial_epoch", initial_epoch, low=0)
-            stop = v.integer("epochs", epochs)
-            if stop <= start:
-                raise ValueError(
-                    f"epochs: with initial_epoch={start} expected > {start}, got {stop}"
-                )
-        shuffle = v.flag("shuffle", shuffle)
-        bs = (
-            -(-n // self.size) if batch_size is None else v.integer("batch_size", batch_size, low=1)
+        """fit's checked arguments (Trainer's rules; the batch is per rank: by default the
+        rank's share of the whole set)."""
+        X, ys, sw, val, start, stop, bs, shuffle = self._fit_arguments(
+            X,
+            y,
+            epochs,
+            batch_size,
+            validation_split,
+            validation_data,
+            shuffle,
+            verbose,
+            sample_weight,
+            initial_epoch,
+            default_batch=lambda n: -(-n // self.size),
         )
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
-        vs = v.real("validation_split", validation_split, 0.0, 1.0, high_open=True)
-        val = None
-        if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data: expected a tuple (X_val, y_val)")
-            Xv = self.model.check_X(validation_data[0], "validation_data[0]")
-            val = (Xv, self._targets(validation_data[1], len(Xv)))
-        elif vs > 0:
-            n_val = int(round(n * vs))
-            if n_val < 1 or n_val >= n:
-                raise ValueError(
-                    f"validation_split: {vs} leaves no training or no validation rows for n={n}"
-                )
-            val = (X[n - n_val :], [t[n - n_val :] for t in ys])
-            X, ys, n = X[: n - n_val], [t[: n - n_val] for t in ys], n - n_val
-            sw = None if sw is None else sw[:n]
         if self.model.device == "cuda":
             from ._cuda_network import to_device
 

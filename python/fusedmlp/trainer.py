@@ -566,6 +566,60 @@ class Trainer:
     def _has_bn(self) -> bool:
         return any(isinstance(lay, L.BatchNorm) for lay in self.model._all_layers())
 
+    def _fit_arguments(
+        self,
+        X,
+        y,
+        epochs,
+        batch_size,
+        validation_split,
+        validation_data,
+        shuffle,
+        verbose,
+        sample_weight,
+        initial_epoch,
+        default_batch,
+    ):
+        """fit's checked arguments, shared with the distributed trainer: (X, targets, sample
+        weights, validation set or None, first epoch, last epoch + 1, batch size, shuffle).
+        ``default_batch(n)`` is the batch size when ``batch_size`` is None."""
+        X = self.model.check_X(X)
+        n = len(X)
+        ys = self._targets(y, n)
+        sw = self._sample_weight(sample_weight, n)
+        if initial_epoch is None:
+            start = self.epoch
+            stop = start + v.integer("epochs", epochs, low=1)
+        else:
+            start = v.integer("initial_epoch", initial_epoch, low=0)
+            stop = v.integer("epochs", epochs)
+            if stop <= start:
+                raise ValueError(
+                    f"epochs: with initial_epoch={start}, epochs is the index of the last "
+                    f"epoch + 1 (Keras) and must be > {start}, got {stop}"
+                )
+        shuffle = v.flag("shuffle", shuffle)
+        bs = default_batch(n) if batch_size is None else v.integer("batch_size", batch_size, low=1)
+        vs = v.real("validation_split", validation_split, 0.0, 1.0, high_open=True)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+        val = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data: expected a tuple (X_val, y_val)")
+            Xv = self.model.check_X(validation_data[0], "validation_data[0]")
+            val = (Xv, self._targets(validation_data[1], len(Xv)))
+        elif vs > 0:
+            n_val = int(round(n * vs))
+            if n_val < 1 or n_val >= n:
+                raise ValueError(
+                    f"validation_split: {vs} leaves no training or no validation rows for n={n}"
+                )
+            val = (X[n - n_val :], [t[n - n_val :] for t in ys])
+            X, ys, n = X[: n - n_val], [t[: n - n_val] for t in ys], n - n_val
+            sw = None if sw is None else sw[:n]
+        return X, ys, sw, val, start, stop, bs, shuffle
+
     def fit(
         self,
         X: Any,
@@ -637,42 +691,21 @@ class Trainer:
         Returns:
             the :class:`History` (also ``trainer.history``).
         """
-        X = self.model.check_X(X)
+        X, ys, sw, val, start, stop, bs, shuffle = self._fit_arguments(
+            X,
+            y,
+            epochs,
+            batch_size,
+            validation_split,
+            validation_data,
+            shuffle,
+            verbose,
+            sample_weight,
+            initial_epoch,
+            default_batch=lambda n: n,
+        )
         n = len(X)
-        ys = self._targets(y, n)
-        sw = self._sample_weight(sample_weight, n)
-        if initial_epoch is None:
-            start = self.epoch
-            stop = start + v.integer("epochs", epochs, low=1)
-        else:
-            start = v.integer("initial_epoch", initial_epoch, low=0)
-            stop = v.integer("epochs", epochs)
-            if stop <= start:
-                raise ValueError(
-                    f"epochs: with initial_epoch={start}, epochs is the index of the last "
-                    f"epoch + 1 (Keras) and must be > {start}, got {stop}"
-                )
-        shuffle = v.flag("shuffle", shuffle)
-        bs = n if batch_size is None else v.integer("batch_size", batch_size, low=1)
         bs = min(bs, n)
-        vs = v.real("validation_split", validation_split, 0.0, 1.0, high_open=True)
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
-        val = None
-        if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data: expected a tuple (X_val, y_val)")
-            Xv = self.model.check_X(validation_data[0], "validation_data[0]")
-            val = (Xv, self._targets(validation_data[1], len(Xv)))
-        elif vs > 0:
-            n_val = int(round(n * vs))
-            if n_val < 1 or n_val >= n:
-                raise ValueError(
-                    f"validation_split: {vs} leaves no training or no validation rows for n={n}"
-                )
-            val = (X[n - n_val :], [t[n - n_val :] for t in ys])
-            X, ys, n = X[: n - n_val], [t[: n - n_val] for t in ys], n - n_val
-            sw = None if sw is None else sw[:n]
         self.epoch = start
         self.diverged = None
         # 2-step RBF scheme with the closed-form solve: the training is done
