@@ -261,20 +261,9 @@ class DistributedTrainer(Trainer):
         """:meth:`fusedmlp.Trainer.fit` across the ranks: every rank passes the whole data
         set; ``batch_size`` is the per-rank batch (the global batch is ``size`` times it).
         ``verbose`` reports on rank 0 only."""
+        args = (X, y, epochs, batch_size, validation_split, validation_data, shuffle, verbose)
         p = self._agree(
-            lambda: self._fit_plan(
-                X,
-                y,
-                epochs,
-                batch_size,
-                validation_split,
-                validation_data,
-                shuffle,
-                verbose,
-                sample_weight,
-                initial_epoch,
-            ),
-            "fit's arguments",
+            lambda: self._fit_plan(*args, sample_weight, initial_epoch), "fit's arguments"
         )
         X, ys, sw, val, start, stop, bs, shuffle = p
         n = len(X)
@@ -336,33 +325,11 @@ class DistributedTrainer(Trainer):
             warnings.warn(str(self.diverged), RuntimeWarning, stacklevel=2)
         return self.history
 
-    def _fit_plan(
-        self,
-        X,
-        y,
-        epochs,
-        batch_size,
-        validation_split,
-        validation_data,
-        shuffle,
-        verbose,
-        sample_weight,
-        initial_epoch,
-    ):
+    def _fit_plan(self, *args):
         """fit's checked arguments (Trainer's rules; the batch is per rank: by default the
         rank's share of the whole set)."""
         X, ys, sw, val, start, stop, bs, shuffle = self._fit_arguments(
-            X,
-            y,
-            epochs,
-            batch_size,
-            validation_split,
-            validation_data,
-            shuffle,
-            verbose,
-            sample_weight,
-            initial_epoch,
-            default_batch=lambda n: -(-n // self.size),
+            *args, default_batch=lambda n: -(-n // self.size)
         )
         if self.model.device == "cuda":
             from ._cuda_network import to_device
