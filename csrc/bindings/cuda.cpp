@@ -206,6 +206,7 @@ PYBIND11_MODULE(_cuda, m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
+  bind_device_view(m);
 
   m.def(
       "device_count", []() { return probe_devices().first; },

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/arrays.h"
 #include "bindings/common.h"
 #include "cuda/common.cuh"
 
@@ -26,35 +27,7 @@ inline cudaStream_t stream_from_int(std::uintptr_t s) {
   return reinterpret_cast<cudaStream_t>(s);
 }
 
-struct DevArray {
-  const char* name = "";
-  std::uintptr_t ptr = 0;
-  std::vector<index_t> shape;
-  DType dtype = DType::f32;
-  bool int32 = false;  // int32 class labels (read_array with labels = true)
-  bool readonly = false;
-  std::optional<cudaStream_t> stream;  // the producer's stream, when the object names one
-
-  index_t size() const {
-    index_t n = 1;
-    for (index_t s : shape) n *= s;
-    return n;
-  }
-  index_t dim(size_t i) const { return shape.at(i); }
-  index_t itemsize() const { return int32 || dtype == DType::f32 ? 4 : 8; }
-  template <class T>
-  T* data() const {
-    return reinterpret_cast<T*>(ptr);
-  }
-};
-
-inline std::string shape_str(const std::vector<index_t>& s) {
-  std::ostringstream o;
-  o << "(";
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i] << (s.size() == 1 ? "," : "");
-  o << ")";
-  return o.str();
-}
+using DevArray = Arr;
 
 // labels = true: an int32 array of class labels instead of a float32/float64 one.
 inline DevArray read_array(const py::handle& obj, const char* name, bool labels = false) {
@@ -66,39 +39,21 @@ inline DevArray read_array(const py::handle& obj, const char* name, bool labels 
   DevArray a;
   a.name = name;
   for (const auto& s : cai["shape"].cast<py::tuple>()) a.shape.push_back(s.cast<index_t>());
-  const std::string ts = cai["typestr"].cast<std::string>();
-  if (labels) {
-    if (ts != "<i4" && ts != "=i4")
-      throw TypeError(
-          detail::concat(name, ": expected int32 class labels, got typestr '", ts, "'"));
-    a.int32 = true;
-  } else if (ts == "<f4" || ts == "=f4")
-    a.dtype = DType::f32;
-  else if (ts == "<f8" || ts == "=f8")
-    a.dtype = DType::f64;
-  else
-    throw TypeError(
-        detail::concat(name, ": expected dtype float32 or float64, got typestr '", ts, "'"));
+  parse_typestr(a, cai["typestr"].cast<std::string>(), name, labels);
   const py::tuple data = cai["data"].cast<py::tuple>();
   a.ptr = data[0].cast<std::uintptr_t>();
   a.readonly = data[1].cast<bool>();
   if (cai.contains("mask") && !cai["mask"].is_none())
     throw ValueError(detail::concat(name, ": masked arrays are not supported"));
   if (cai.contains("strides") && !cai["strides"].is_none()) {
-    const py::tuple st = cai["strides"].cast<py::tuple>();
-    const index_t item = a.itemsize();
-    index_t expect = item;
-    for (size_t i = a.shape.size(); i-- > 0;) {
-      if (a.shape[i] != 1 && st[i].cast<index_t>() != expect)
-        throw ValueError(
-            detail::concat(name, ": expected a C-contiguous array (use cupy.ascontiguousarray)"));
-      expect *= a.shape[i];
-    }
+    std::vector<index_t> st;
+    for (const auto& x : cai["strides"].cast<py::tuple>()) st.push_back(x.cast<index_t>());
+    expect_c_order(a, st, "use cupy.ascontiguousarray");
   }
   if (cai.contains("stream") && !cai["stream"].is_none()) {
     const auto s = cai["stream"].cast<std::uintptr_t>();
     FM_CHECK(s != 0, name, ": __cuda_array_interface__ stream 0 is disallowed by the protocol");
-    a.stream = stream_from_int(s);
+    a.stream = s;
   }
   FM_CHECK(a.size() == 0 || a.ptr != 0, name, ": null data pointer");
   return a;
@@ -109,28 +64,9 @@ inline std::optional<DevArray> read_optional(const py::object& obj, const char* 
   return read_array(obj, name);
 }
 
-inline void expect_shape(const DevArray& a, const std::vector<index_t>& shape) {
-  if (a.shape != shape)
-    throw ValueError(detail::concat(a.name, ": expected shape ", shape_str(shape), ", got ",
-                                    shape_str(a.shape)));
-}
 
-inline void expect_2d(const DevArray& a) {
-  FM_CHECK(a.shape.size() == 2, a.name, ": expected a 2-d (batch, features) array, got shape ",
-           shape_str(a.shape));
-  FM_CHECK(a.size() > 0, a.name, ": expected a non-empty array, got shape ", shape_str(a.shape));
-}
 
-inline void expect_writable(const DevArray& a) {
-  FM_CHECK(!a.readonly, a.name, ": expected a writeable output array");
-}
 
-inline void expect_dtype(const DevArray& a, const DevArray& like) {
-  if (a.dtype != like.dtype)
-    throw TypeError(detail::concat(
-        a.name, ": expected dtype ", like.dtype == DType::f32 ? "float32" : "float64",
-        " (the dtype of ", like.name, "), got ", a.dtype == DType::f32 ? "float32" : "float64"));
-}
 
 // The stream every launch of one call runs on, with the inputs' producer streams waited for
 // and every pointer checked to be device memory of the current device.
@@ -158,15 +94,15 @@ inline cudaStream_t prepare(const py::object& stream_arg,
   } else {
     for (const DevArray* a : arrays)
       if (a->stream) {
-        stream = *a->stream;
+        stream = stream_from_int(*a->stream);
         break;
       }
   }
   for (const DevArray* a : arrays) {
-    if (!a->stream || *a->stream == stream) continue;
+    if (!a->stream || stream_from_int(*a->stream) == stream) continue;
     cudaEvent_t ev;
     FM_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
-    FM_CUDA_CHECK(cudaEventRecord(ev, *a->stream));
+    FM_CUDA_CHECK(cudaEventRecord(ev, stream_from_int(*a->stream)));
     const cudaError_t e = cudaStreamWaitEvent(stream, ev, 0);
     cudaEventDestroy(ev);
     FM_CUDA_CHECK(e);
@@ -174,10 +110,69 @@ inline cudaStream_t prepare(const py::object& stream_arg,
   return stream;
 }
 
-template <class F>
-decltype(auto) dispatch(DType t, F&& fn) {
-  if (t == DType::f32) return fn(float{});
-  return fn(double{});
+
+// ---------------------------------------------------------------------------- device memory
+
+// An array object over device memory that `owner` keeps alive: what the _cuda bindings hand
+// back (arena views, layer outputs); Python sees it through __cuda_array_interface__ (v3).
+struct DeviceView {
+  std::uintptr_t ptr = 0;
+  std::vector<index_t> shape;
+  const char* typestr = "<f4";
+  py::object owner;
+
+  py::dict interface() const {
+    py::dict d;
+    py::tuple sh(shape.size());
+    for (size_t i = 0; i < shape.size(); ++i) sh[i] = shape[i];
+    d["shape"] = sh;
+    d["typestr"] = typestr;
+    d["data"] = py::make_tuple(ptr, false);
+    d["strides"] = py::none();
+    d["version"] = 3;
+    d["stream"] = py::none();  // the producer synchronizes itself (the Network's stream order)
+    return d;
+  }
+};
+
+// Registers DeviceView in the _cuda module (cuda.cpp calls it once at import).
+inline void bind_device_view(py::module_& m) {
+  py::class_<DeviceView>(m, "DeviceView",
+                         "A device array view (pointer, shape, dtype) that keeps its owner "
+                         "alive; read it through __cuda_array_interface__ (cupy.asarray).")
+      .def_property_readonly("__cuda_array_interface__", &DeviceView::interface)
+      .def_property_readonly("shape", [](const DeviceView& v) {
+        py::tuple sh(v.shape.size());
+        for (size_t i = 0; i < v.shape.size(); ++i) sh[i] = v.shape[i];
+        return sh;
+      });
 }
+
+struct DevMem {
+  static constexpr bool kDevice = true;
+  using Stream = cudaStream_t;
+
+  static bool is_labels(const py::handle& obj) {
+    if (!py::hasattr(obj, "__cuda_array_interface__")) return false;
+    const py::dict cai = obj.attr("__cuda_array_interface__");
+    const std::string ts = cai["typestr"].cast<std::string>();
+    return ts == "<i4" || ts == "=i4" || ts == "|i4";
+  }
+  static Arr read(const py::handle& obj, const char* name, bool labels = false) {
+    return read_array(obj, name, labels);
+  }
+  static Stream prepare(const py::object& stream_arg, const std::vector<const Arr*>& arrays) {
+    return fm::bindings::prepare(stream_arg, arrays);
+  }
+  template <class T>
+  static py::object view(T* ptr, const std::vector<index_t>& shape, py::handle owner) {
+    DeviceView v;
+    v.ptr = reinterpret_cast<std::uintptr_t>(ptr);
+    v.shape = shape;
+    v.typestr = std::is_same_v<T, float> ? "<f4" : std::is_same_v<T, double> ? "<f8" : "<i8";
+    v.owner = py::reinterpret_borrow<py::object>(owner);
+    return py::cast(std::move(v));
+  }
+};
 
 }  // namespace fm::bindings

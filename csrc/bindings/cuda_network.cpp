@@ -20,19 +20,6 @@
 namespace fm::bindings {
 namespace {
 
-template <class T>
-constexpr DType dtype_tag() {
-  return std::is_same_v<T, float> ? DType::f32 : DType::f64;
-}
-
-template <class T>
-void expect_type(const DevArray& a) {
-  if (a.int32 || a.dtype != dtype_tag<T>())
-    throw TypeError(detail::concat(a.name, ": expected dtype ",
-                                   dtype_tag<T>() == DType::f32 ? "float32" : "float64",
-                                   " (the network's dtype)"));
-}
-
 // Everything one data-carrying call reads: X, per-head targets, sample weights, the stream.
 template <class T>
 struct Batch {

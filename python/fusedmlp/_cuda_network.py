@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ._cuda_ops import _cupy, _stream, to_cupy
+from ._backend.cuda import _cupy, to_cupy, to_device, to_host  # noqa: F401
+from ._backend.cuda import stream as _stream
 from ._loader import _cuda
 from ._validate import is_device_array
 
@@ -45,23 +46,6 @@ _FORWARD = {
     "precision",
 }
 _SETTABLE = {"opt_step", "rng_step", "bn_updates", "use_graphs", "record_layer_grads", "precision"}
-
-
-def to_device(x: Any, dtype=None):
-    """``x`` on the current GPU as a C-contiguous CuPy array: device arrays without a copy
-    (unless ``dtype`` or the layout asks for one), host arrays copied once."""
-    cp = _cupy()
-    arr = to_cupy(x) if is_device_array(x) else cp.asarray(np.asarray(x))
-    if dtype is not None and arr.dtype != np.dtype(dtype):
-        arr = arr.astype(dtype)
-    return cp.ascontiguousarray(arr)
-
-
-def to_host(x: Any) -> np.ndarray:
-    """A NumPy copy of a device array (NumPy arrays pass through)."""
-    if is_device_array(x):
-        return _cupy().asnumpy(to_cupy(x))
-    return np.asarray(x)
 
 
 class CudaNet:
