@@ -161,21 +161,31 @@ void bind_network(py::module_& m, const char* name) {
           },
           py::arg("n_rows"), py::arg("mode"), py::arg("threshold"), py::arg("keep_outputs"))
       .def("step_stats",
-           [](Net& n) {
-             // (loss_sum, rows, correct per head, outputs per head: (n_rows, k) or None)
-             typename Net::StepStats copy;
-             locked(n, [&] { copy = n.step_stats(); });
+           [](py::object self) {
+             // (loss_sum, rows, correct per head, kept outputs per head: (n_rows, k) views or None)
+             Net& n = self.cast<Net&>();
+             typename Net::StepStats stats;
+             std::vector<std::int64_t> correct;
+             std::vector<const T*> kept;
+             locked(n, [&] {
+               stats = n.step_stats();
+               correct = n.step_correct();
+               for (int h = 0; h < static_cast<int>(correct.size()); ++h)
+                 kept.push_back(n.step_outputs(h));
+             });
              py::list outs;
-             for (size_t h = 0; h < copy.outputs.size(); ++h) {
-               if (copy.outputs[h].empty()) {
+             for (size_t h = 0; h < kept.size(); ++h) {
+               if (!kept[h]) {
                  outs.append(py::none());
                  continue;
                }
-               py::array_t<T> a({copy.n_rows, n.n_outputs(static_cast<int>(h))});
-               std::copy(copy.outputs[h].begin(), copy.outputs[h].end(), a.mutable_data());
-               outs.append(a);
+               const index_t k = n.n_outputs(static_cast<int>(h));
+               outs.append(py::array_t<T>({stats.n_rows, k},
+                                          {static_cast<py::ssize_t>(k * sizeof(T)),
+                                           static_cast<py::ssize_t>(sizeof(T))},
+                                          kept[h], self));
              }
-             return py::make_tuple(copy.loss_sum, copy.rows, copy.correct, outs);
+             return py::make_tuple(stats.loss_sum, stats.rows, correct, outs);
            })
       .def(
           "evaluate_chunked",

@@ -74,6 +74,57 @@ __global__ void finite_step_kernel(double* loss, const double* grad_sq, bool cli
   }
 }
 
+// Trainer.fit's indexed step (Network::gather_batch / record_step; the CPU loops of
+// network/cpu_backend.h, one thread per element or row).
+__global__ void index_check_kernel(const std::int64_t* idx, index_t batch, index_t n_rows,
+                                   std::int32_t* bad) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < batch;
+       i += stride)
+    if (idx[i] < 0 || idx[i] >= n_rows) *bad = 1;
+}
+
+template <class U>
+__global__ void gather_rows_kernel(U* dst, const U* src, const std::int64_t* idx, index_t batch,
+                                   index_t width) {
+  const index_t n = batch * width, stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += stride)
+    dst[e] = src[idx[e / width] * width + e % width];
+}
+
+template <class U>
+__global__ void scatter_rows_kernel(U* dst, const U* src, const std::int64_t* idx, index_t batch,
+                                    index_t width) {
+  const index_t n = batch * width, stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += stride)
+    dst[idx[e / width] * width + e % width] = src[e];
+}
+
+// mode 1: the first arg-max of the row (std::max_element's rule, as the CPU) equals the label;
+// mode 2 (k = 1): (out >= threshold) equals the 0/1 target.
+template <class T>
+__global__ void count_correct_kernel(int mode, const T* out, const std::int32_t* labels,
+                                     const T* target, T threshold, index_t batch, index_t k,
+                                     unsigned long long* counter) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  unsigned long long correct = 0;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < batch;
+       i += stride) {
+    const T* row = out + i * k;
+    if (mode == 1) {
+      index_t arg = 0;
+      for (index_t j = 1; j < k; ++j)
+        if (row[arg] < row[j]) arg = j;
+      correct += arg == labels[i];
+    } else {
+      correct += T(row[0] >= threshold ? 1 : 0) == target[i];
+    }
+  }
+  if (correct) atomicAdd(counter, correct);
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ DeviceVec
@@ -178,9 +229,53 @@ void CudaBackend::weighted_sum(const double* v, const std::vector<double>& w, do
   }
 }
 
-void CudaBackend::read(const double* src, size_t n, double* dst) {
-  FM_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(double) * n, cudaMemcpyDeviceToHost, stream));
+template <class U>
+void CudaBackend::read(const U* src, size_t n, U* dst) {
+  FM_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(U) * n, cudaMemcpyDeviceToHost, stream));
   FM_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+bool CudaBackend::indices_valid(const std::int64_t* idx, index_t batch, index_t n_rows) {
+  if (batch <= 0) return true;
+  flag_buf.resize(1);
+  FM_CUDA_CHECK(cudaMemsetAsync(flag_buf.data(), 0, sizeof(std::int32_t), stream));
+  index_check_kernel<<<grid_for(batch, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(
+      idx, batch, n_rows, flag_buf.data());
+  FM_CUDA_CHECK_LAUNCH("index_check_kernel");
+  std::int32_t bad = 0;
+  read(flag_buf.data(), 1, &bad);
+  return bad == 0;
+}
+
+template <class U>
+void CudaBackend::gather_rows(U* dst, const U* src, const std::int64_t* idx, index_t batch,
+                              index_t width) {
+  const index_t n = batch * width;
+  if (n <= 0) return;
+  gather_rows_kernel<U><<<grid_for(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(
+      dst, src, idx, batch, width);
+  FM_CUDA_CHECK_LAUNCH("gather_rows_kernel");
+}
+
+template <class U>
+void CudaBackend::scatter_rows(U* dst, const U* src, const std::int64_t* idx, index_t batch,
+                               index_t width) {
+  const index_t n = batch * width;
+  if (n <= 0) return;
+  scatter_rows_kernel<U><<<grid_for(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(
+      dst, src, idx, batch, width);
+  FM_CUDA_CHECK_LAUNCH("scatter_rows_kernel");
+}
+
+template <class T>
+void CudaBackend::count_correct(int mode, const T* out, const std::int32_t* labels,
+                                const T* target, T threshold, index_t batch, index_t k,
+                                std::int64_t* counter) {
+  if (batch <= 0) return;
+  count_correct_kernel<T><<<grid_for(batch, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(
+      mode, out, labels, target, threshold, batch, k,
+      reinterpret_cast<unsigned long long*>(counter));
+  FM_CUDA_CHECK_LAUNCH("count_correct_kernel");
 }
 
 template <class T>
@@ -646,11 +741,18 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
   template void CudaBackend::copy<T>(T*, const T*, index_t); \
   template void CudaBackend::fill<T>(T*, index_t, T);
 FM_INSTANTIATE_BACKEND(std::int32_t)
+FM_INSTANTIATE_BACKEND(std::int64_t)
 #undef FM_INSTANTIATE_BACKEND
+template void CudaBackend::read<double>(const double*, size_t, double*);
+template void CudaBackend::read<std::int64_t>(const std::int64_t*, size_t, std::int64_t*);
+template void CudaBackend::read<std::int32_t>(const std::int32_t*, size_t, std::int32_t*);
+template void CudaBackend::gather_rows<std::int32_t>(std::int32_t*, const std::int32_t*,
+                                                     const std::int64_t*, index_t, index_t);
 
 template class DeviceVec<float>;
 template class DeviceVec<double>;
 template class DeviceVec<std::int32_t>;
+template class DeviceVec<std::int64_t>;
 template class DeviceVec<StepBlock<float>>;
 template class DeviceVec<StepBlock<double>>;
 

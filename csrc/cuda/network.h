@@ -74,6 +74,7 @@ struct CudaBackend {
   const std::uint64_t* dev_step = nullptr;
   const void* dev_coef = nullptr;  // const OptCoef<T>*
   DeviceVec<double> scale_buf;     // the clip / skip factor of the update
+  DeviceVec<std::int32_t> flag_buf;  // indices_valid's answer
   // GEMM operand precision of the float32 dense layers: 0 float32, 1 bfloat16, 2 float16
   // (mixed precision: fp32 master weights, gradients, optimizer state and elementwise math;
   // half-width copies of X, W and dZ feed the tensor cores, accumulating in fp32).
@@ -88,7 +89,18 @@ struct CudaBackend {
   template <class T>
   void add(T* acc, const T* src, index_t n);
   void weighted_sum(const double* v, const std::vector<double>& w, double* out);
-  void read(const double* src, size_t n, double* dst);
+  template <class U>
+  void read(const U* src, size_t n, U* dst);  // synchronizes the stream
+  // Trainer.fit's indexed step (see CpuBackend): index check (synchronizes), row gather /
+  // scatter, running accuracy count (an int64 counter in device memory).
+  bool indices_valid(const std::int64_t* idx, index_t batch, index_t n_rows);
+  template <class U>
+  void gather_rows(U* dst, const U* src, const std::int64_t* idx, index_t batch, index_t width);
+  template <class U>
+  void scatter_rows(U* dst, const U* src, const std::int64_t* idx, index_t batch, index_t width);
+  template <class T>
+  void count_correct(int mode, const T* out, const std::int32_t* labels, const T* target,
+                     T threshold, index_t batch, index_t k, std::int64_t* counter);
 
   template <class T>
   void dense_forward(const T* X, const T* W, const T* b, T* Z, T* A, index_t batch, index_t n_in,
@@ -204,6 +216,18 @@ class CudaNetwork : public Network<T, CudaBackend> {
   double train_step(const T* X, index_t batch, const std::vector<const T*>& target,
                     const std::vector<const std::int32_t*>& labels, const T* sample_weight,
                     double lr, bool sync);
+  // Network::train_step_indexed around this class's (graph-captured) step: the gather and the
+  // statistics run on the caller's stream, the step between them; returns the loss (read back).
+  double train_step_indexed(const T* X, index_t n_rows, const std::int64_t* idx, index_t batch,
+                            const std::vector<const T*>& target,
+                            const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                            double lr) {
+    const auto g = this->gather_batch(X, n_rows, idx, batch, target, labels, sample_weight);
+    const double loss =
+        train_step(this->gather_x_.data(), batch, g.target, g.labels, g.weight, lr, true);
+    this->record_step(loss, idx, batch, g);
+    return loss;
+  }
 
  private:
   using Key = std::tuple<index_t, std::vector<int>, bool, bool>;  // + TF32 (baked into GEMMs)

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -47,7 +48,40 @@ struct CpuBackend {
     for (size_t i = 0; i < w.size(); ++i) total += w[i] * v[i];
     *out = total;
   }
-  void read(const double* src, size_t n, double* dst) { std::copy_n(src, n, dst); }
+  template <class U>
+  void read(const U* src, size_t n, U* dst) {
+    std::copy_n(src, n, dst);
+  }
+  // Trainer.fit's indexed step: row gather / scatter by int64 row indices, the index check,
+  // and the running accuracy count (Network::record_step).
+  bool indices_valid(const std::int64_t* idx, index_t batch, index_t n_rows) {
+    bool ok = true;
+    for (index_t i = 0; i < batch; ++i) ok &= idx[i] >= 0 && idx[i] < n_rows;
+    return ok;
+  }
+  template <class U>
+  void gather_rows(U* dst, const U* src, const std::int64_t* idx, index_t batch, index_t width) {
+    for (index_t i = 0; i < batch; ++i) std::copy_n(src + idx[i] * width, width, dst + i * width);
+  }
+  template <class U>
+  void scatter_rows(U* dst, const U* src, const std::int64_t* idx, index_t batch, index_t width) {
+    for (index_t i = 0; i < batch; ++i) std::copy_n(src + i * width, width, dst + idx[i] * width);
+  }
+  // *counter += the rows of `out` (batch, k) counted correct: mode 1, the first arg-max equals
+  // the label (numpy's argmax); mode 2 (k = 1), (out >= threshold) equals the 0/1 target.
+  template <class T>
+  void count_correct(int mode, const T* out, const std::int32_t* labels, const T* target,
+                     T threshold, index_t batch, index_t k, std::int64_t* counter) {
+    std::int64_t correct = 0;
+    for (index_t i = 0; i < batch; ++i) {
+      const T* row = out + i * k;
+      if (mode == 1)
+        correct += std::max_element(row, row + k) - row == labels[i];
+      else
+        correct += T(row[0] >= threshold ? 1 : 0) == target[i];
+    }
+    *counter += correct;
+  }
   // Whether all n values are finite: x * 0 is 0 for a finite x and NaN for an Inf or a NaN, so
   // one vectorizable sum answers (no early exit, no overflow whatever the magnitudes).
   template <class T>

@@ -165,19 +165,17 @@ class Network {
   // The epoch statistics of Trainer.fit's running metrics (Keras reports training metrics the
   // same way): train_step_indexed adds each step's loss and, per head, what its accuracy needs,
   // from the outputs the step's own (training-mode) forward pass computed; no second pass.
+  // The host keeps the loss sum and the plan; the correct-row counters and the kept outputs
+  // live in the backend's memory (on the GPU nothing crosses to the host until they are read).
   struct StepStats {
     double loss_sum = 0.0;  // sum over the finite steps of (batch loss) * (batch rows)
     std::int64_t rows = 0;  // rows of those steps
     // Per head: how its accuracy is counted (kNoCount, kArgmax: arg-max of the outputs against
     // int32 labels, kThreshold: one output column, prediction (output >= threshold) compared
-    // with the 0/1 target), the threshold, the count of correct rows.
+    // with the 0/1 target) and the threshold.
     std::vector<int> mode;
     std::vector<double> threshold;
-    std::vector<std::int64_t> correct;
-    // Per head: empty, or (n_rows, n_outputs) host values that receive the outputs of each
-    // step's rows at their row index (metrics that cannot be counted use them).
-    index_t n_rows = 0;
-    std::vector<std::vector<T>> outputs;
+    index_t n_rows = 0;  // rows of the training set (the kept outputs' row count)
   };
   static constexpr int kNoCount = 0, kArgmax = 1, kThreshold = 2;
   // Starts an epoch's statistics over a training set of n_rows rows (mode, threshold and
@@ -186,11 +184,18 @@ class Network {
                         const std::vector<double>& threshold,
                         const std::vector<bool>& keep_outputs);
   const StepStats& step_stats() const { return stats_; }
+  // Per head, the rows counted correct since reset_step_stats (reads backend memory: on the GPU
+  // this synchronizes the stream).
+  std::vector<std::int64_t> step_correct();
+  // Head h's kept outputs, (n_rows, n_outputs(h)) in backend memory: the outputs of each step's
+  // rows at their row index; null when reset_step_stats did not ask to keep them.
+  const T* step_outputs(int h) const;
 
   // Trainer.fit's step on rows idx[0..batch) of the full training set: X (n_rows, n_in); the
-  // targets (n_rows, n_outputs(h)) or labels (n_rows) of head h; sample_weight (n_rows) or null.
-  // The rows are gathered into the Network's own workspace (no copy through Python), the fused
-  // train_step runs on them and its outputs feed step_stats(). Host-memory backends only.
+  // targets (n_rows, n_outputs(h)) or labels (n_rows) of head h; sample_weight (n_rows) or null;
+  // idx (batch) int64 row indices. All in backend memory. The rows are gathered into the
+  // Network's own workspace (no copy through Python), the fused train_step runs on them and its
+  // outputs feed the step statistics. An index outside [0, n_rows) is a ValueError.
   double train_step_indexed(const T* X, index_t n_rows, const std::int64_t* idx, index_t batch,
                             const std::vector<const T*>& target,
                             const std::vector<const std::int32_t*>& labels, const T* sample_weight,
@@ -253,6 +258,19 @@ class Network {
     const T* out = nullptr;
   };
 
+  // train_step_indexed in two halves around the step, so that CudaNetwork runs its own
+  // (graph-captured) step between them: the batch gathered into the gather_* workspaces, then
+  // the step's loss and outputs added to the statistics.
+  struct Gathered {
+    std::vector<const T*> target;
+    std::vector<const std::int32_t*> labels;
+    const T* weight = nullptr;
+  };
+  Gathered gather_batch(const T* X, index_t n_rows, const std::int64_t* idx, index_t batch,
+                        const std::vector<const T*>& target,
+                        const std::vector<const std::int32_t*>& labels, const T* sample_weight);
+  void record_step(double loss, const std::int64_t* idx, index_t batch, const Gathered& g);
+
   void ensure_workspace(index_t batch);
   ActParams<T> act_params(const Layer& L, bool training) const;
   const T* forward_chain(const std::vector<int>& chain, const T* x, index_t batch, bool training);
@@ -314,10 +332,12 @@ class Network {
   std::vector<T> bn_backup_;  // CPU: BatchNorm statistics before a step, restored if it is skipped
   std::uint64_t plan_version_ = 0;
   StepStats stats_;
-  // train_step_indexed's gathered batch (host-memory backends): rows, targets, labels, weights.
-  std::vector<T> gather_x_, gather_w_;
-  std::vector<std::vector<T>> gather_t_;
-  std::vector<std::vector<std::int32_t>> gather_l_;
+  typename B::template Vec<std::int64_t> correct_;  // per head: rows counted correct
+  std::vector<Vec> kept_;                            // per head: kept outputs (or empty)
+  // train_step_indexed's gathered batch: rows, targets, labels, weights (backend memory).
+  Vec gather_x_, gather_w_;
+  std::vector<Vec> gather_t_;
+  std::vector<typename B::template Vec<std::int32_t>> gather_l_;
   mutable std::mutex mutex_;
 };
 

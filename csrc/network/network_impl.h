@@ -730,12 +730,95 @@ void Network<T, B>::reset_step_stats(index_t n_rows, const std::vector<int>& mod
   stats_ = StepStats{};
   stats_.mode = mode;
   stats_.threshold = threshold;
-  stats_.correct.assign(nh, 0);
   stats_.n_rows = n_rows;
-  stats_.outputs.resize(nh);
-  for (size_t h = 0; h < nh; ++h)
-    if (keep_outputs[h])
-      stats_.outputs[h].assign(static_cast<size_t>(n_rows * heads_[h].n_out), T(0));
+  correct_.resize(nh);
+  be_.fill(correct_.data(), static_cast<index_t>(nh), std::int64_t(0));
+  kept_.resize(nh);
+  for (size_t h = 0; h < nh; ++h) {
+    const index_t size = keep_outputs[h] ? n_rows * heads_[h].n_out : 0;
+    kept_[h].resize(static_cast<size_t>(size));
+    // rows no step visits (a stopped epoch) read 0, as on every backend
+    if (size > 0) be_.fill(kept_[h].data(), size, T(0));
+  }
+}
+
+template <class T, class B>
+std::vector<std::int64_t> Network<T, B>::step_correct() {
+  std::vector<std::int64_t> out(correct_.size(), 0);
+  if (!out.empty()) be_.read(correct_.data(), out.size(), out.data());
+  return out;
+}
+
+template <class T, class B>
+const T* Network<T, B>::step_outputs(int h) const {
+  FM_CHECK(h >= 0 && h < static_cast<int>(kept_.size()), "head: expected 0 <= head < ",
+           kept_.size(), " (call reset_step_stats first)");
+  return kept_[h].size() ? kept_[h].data() : nullptr;
+}
+
+template <class T, class B>
+typename Network<T, B>::Gathered Network<T, B>::gather_batch(
+    const T* X, index_t n_rows, const std::int64_t* idx, index_t batch,
+    const std::vector<const T*>& target, const std::vector<const std::int32_t*>& labels,
+    const T* sample_weight) {
+  const size_t nh = heads_.size();
+  FM_CHECK(batch >= 1, "idx: expected at least one row index");
+  FM_CHECK(target.size() == nh && labels.size() == nh, "y: expected targets for ", nh,
+           " head(s)");
+  FM_CHECK(stats_.mode.size() == nh, "train_step_indexed: call reset_step_stats first");
+  FM_CHECK(n_rows == stats_.n_rows, "X: expected the ", stats_.n_rows,
+           " rows reset_step_stats was given, got ", n_rows);
+  FM_CHECK(be_.indices_valid(idx, batch, n_rows), "idx: a row index is out of range [0, ", n_rows,
+           ")");
+  // The gather: one contiguous copy of each selected row; the first layer's GEMM then reads
+  // the batch from cache.
+  gather_x_.resize(static_cast<size_t>(batch * n_in_));
+  be_.gather_rows(gather_x_.data(), X, idx, batch, n_in_);
+  gather_t_.resize(nh);
+  gather_l_.resize(nh);
+  Gathered g;
+  g.target.assign(nh, nullptr);
+  g.labels.assign(nh, nullptr);
+  for (size_t h = 0; h < nh; ++h) {
+    const index_t k = heads_[h].n_out;
+    if (labels[h]) {
+      gather_l_[h].resize(batch);
+      be_.gather_rows(gather_l_[h].data(), labels[h], idx, batch, index_t(1));
+      g.labels[h] = gather_l_[h].data();
+    } else {
+      FM_CHECK(target[h] != nullptr, "y: head ", h, " has neither targets nor labels");
+      gather_t_[h].resize(static_cast<size_t>(batch * k));
+      be_.gather_rows(gather_t_[h].data(), target[h], idx, batch, k);
+      g.target[h] = gather_t_[h].data();
+    }
+    FM_CHECK(stats_.mode[h] != kArgmax || g.labels[h] != nullptr,
+             "mode: arg-max counting needs int32 labels");
+    FM_CHECK(stats_.mode[h] != kThreshold || g.target[h] != nullptr,
+             "mode: threshold counting needs dense targets");
+  }
+  if (sample_weight) {
+    gather_w_.resize(batch);
+    be_.gather_rows(gather_w_.data(), sample_weight, idx, batch, index_t(1));
+    g.weight = gather_w_.data();
+  }
+  return g;
+}
+
+template <class T, class B>
+void Network<T, B>::record_step(double loss, const std::int64_t* idx, index_t batch,
+                                const Gathered& g) {
+  if (!std::isfinite(loss)) return;  // skipped: the caller stops the epoch, nothing to count
+  stats_.loss_sum += loss * static_cast<double>(batch);
+  stats_.rows += batch;
+  // The head outputs of the step's forward pass (before its update): the backward pass
+  // writes only the gradient buffers, so they are intact here.
+  for (size_t h = 0; h < heads_.size(); ++h) {
+    const index_t k = heads_[h].n_out;
+    if (kept_[h].size()) be_.scatter_rows(kept_[h].data(), heads_[h].out, idx, batch, k);
+    if (stats_.mode[h] != kNoCount)
+      be_.count_correct(stats_.mode[h], heads_[h].out, g.labels[h], g.target[h],
+                        T(stats_.threshold[h]), batch, k, correct_.data() + h);
+  }
 }
 
 template <class T, class B>
@@ -743,78 +826,10 @@ double Network<T, B>::train_step_indexed(const T* X, index_t n_rows, const std::
                                          index_t batch, const std::vector<const T*>& target,
                                          const std::vector<const std::int32_t*>& labels,
                                          const T* sample_weight, double lr) {
-  if constexpr (B::kHostMemory) {
-    const size_t nh = heads_.size();
-    FM_CHECK(batch >= 1, "idx: expected at least one row index");
-    FM_CHECK(target.size() == nh && labels.size() == nh, "y: expected targets for ", nh,
-             " head(s)");
-    FM_CHECK(stats_.mode.size() == nh, "train_step_indexed: call reset_step_stats first");
-    FM_CHECK(n_rows == stats_.n_rows, "X: expected the ", stats_.n_rows,
-             " rows reset_step_stats was given, got ", n_rows);
-    for (index_t i = 0; i < batch; ++i)
-      FM_CHECK(idx[i] >= 0 && idx[i] < n_rows, "idx: row index ", idx[i], " out of range [0, ",
-               n_rows, ")");
-    // The gather: one contiguous copy of each selected row; the first layer's GEMM then reads
-    // the batch from cache.
-    gather_x_.resize(static_cast<size_t>(batch * n_in_));
-    for (index_t i = 0; i < batch; ++i)
-      std::copy_n(X + idx[i] * n_in_, n_in_, gather_x_.data() + i * n_in_);
-    gather_t_.resize(nh);
-    gather_l_.resize(nh);
-    std::vector<const T*> bt(nh, nullptr);
-    std::vector<const std::int32_t*> bl(nh, nullptr);
-    for (size_t h = 0; h < nh; ++h) {
-      const index_t k = heads_[h].n_out;
-      if (labels[h]) {
-        gather_l_[h].resize(batch);
-        for (index_t i = 0; i < batch; ++i) gather_l_[h][i] = labels[h][idx[i]];
-        bl[h] = gather_l_[h].data();
-      } else {
-        FM_CHECK(target[h] != nullptr, "y: head ", h, " has neither targets nor labels");
-        gather_t_[h].resize(static_cast<size_t>(batch * k));
-        for (index_t i = 0; i < batch; ++i)
-          std::copy_n(target[h] + idx[i] * k, k, gather_t_[h].data() + i * k);
-        bt[h] = gather_t_[h].data();
-      }
-    }
-    const T* w = nullptr;
-    if (sample_weight) {
-      gather_w_.resize(batch);
-      for (index_t i = 0; i < batch; ++i) gather_w_[i] = sample_weight[idx[i]];
-      w = gather_w_.data();
-    }
-    const double loss = train_step(gather_x_.data(), batch, bt, bl, w, lr);
-    if (!std::isfinite(loss)) return loss;  // the caller stops the epoch: nothing to count
-    stats_.loss_sum += loss * static_cast<double>(batch);
-    stats_.rows += batch;
-    // The head outputs of the step's forward pass (before its update): the backward pass
-    // writes only the gradient buffers, so they are intact here.
-    for (size_t h = 0; h < nh; ++h) {
-      const index_t k = heads_[h].n_out;
-      const T* out = heads_[h].out;
-      if (!stats_.outputs[h].empty())
-        for (index_t i = 0; i < batch; ++i)
-          std::copy_n(out + i * k, k, stats_.outputs[h].data() + idx[i] * k);
-      std::int64_t correct = 0;
-      if (stats_.mode[h] == kArgmax) {
-        FM_CHECK(bl[h] != nullptr, "mode: arg-max counting needs int32 labels");
-        for (index_t i = 0; i < batch; ++i) {
-          const T* row = out + i * k;
-          // the first maximum, as numpy's argmax
-          correct += std::max_element(row, row + k) - row == bl[h][i];
-        }
-      } else if (stats_.mode[h] == kThreshold) {
-        FM_CHECK(bt[h] != nullptr, "mode: threshold counting needs dense targets");
-        const T thr = T(stats_.threshold[h]);
-        for (index_t i = 0; i < batch; ++i) correct += T(out[i] >= thr ? 1 : 0) == bt[h][i];
-      }
-      stats_.correct[h] += correct;
-    }
-    return loss;
-  } else {
-    FM_CHECK(false, "train_step_indexed: host-memory backends only");
-    return 0.0;
-  }
+  const Gathered g = gather_batch(X, n_rows, idx, batch, target, labels, sample_weight);
+  const double loss = train_step(gather_x_.data(), batch, g.target, g.labels, g.weight, lr);
+  record_step(loss, idx, batch, g);
+  return loss;
 }
 
 template <class T, class B>
