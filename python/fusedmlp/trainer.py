@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _losses
+from . import _backend, _losses
 from . import _validate as v
 from . import callbacks as cb
 from . import layers as L
@@ -642,14 +642,14 @@ class Trainer:
         ``fit(epochs=2)`` calls, and ``fit(epochs=2)`` + ``save`` + ``Trainer.load`` +
         ``fit(epochs=2)`` give bit-identical weights and history.
 
-        Training metrics (CPU models) are running values, as Keras reports them: ``loss`` and
+        Training metrics are running values, as Keras reports them: ``loss`` and
         each metric of the history average over the epoch's batches the outputs that each
         fused step's own forward pass computed (training mode: dropout on, batch statistics;
         the parameters before that step's update), so ``fit`` never runs a second pass over
         the training set. The step counts the accuracy of labels (arg-max) and of one-column
-        0/1 targets (threshold) itself and keeps the outputs for the other metrics. CUDA
-        models and adversarial training compute the training metrics at the epoch's end with
-        one inference pass. Validation values are always computed at the epoch's end with
+        0/1 targets (threshold) itself and keeps the outputs for the other metrics, on either
+        device. Adversarial training (a callback that sees each batch) computes the training
+        metrics at the epoch's end with one inference pass. Validation values are always computed at the epoch's end with
         the final parameters (one inference pass).
 
         Divergence (Keras' TerminateOnNaN, built in): when a batch loss is NaN or Inf, or at an
@@ -714,22 +714,20 @@ class Trainer:
         # The batches' sources: on a CUDA model the data goes to the device once per fit (X is
         # already there: check_X) and batches are gathered there; host copies of the targets
         # stay for the metrics.
+        be = _backend.get(self.model.device)
         ys_host = ys
-        if self.model.device == "cuda":
-            from ._cuda_network import to_device
-
-            ys = [to_device(t) for t in ys]
-            sw = None if sw is None else to_device(sw)
-        # CPU: each step gathers its rows from the whole training set inside the C++ step
-        # and counts the running metrics from its own outputs (no second pass over the data).
-        # CUDA and adversarial training keep the Python batches and an end-of-epoch pass.
-        indexed = self.model.device == "cpu" and self._plain_steps
+        # Plain steps: each step gathers its rows from the whole training set inside the C++
+        # step (on either device) and counts the running metrics from its own outputs (no
+        # second pass over the data). Callbacks that see each batch (adversarial training) keep
+        # the Python batches and an end-of-epoch pass.
+        indexed = self._plain_steps
         plan = None
-        if indexed:  # the C++ step reads the arrays in place: C order, once per fit
-            X = np.ascontiguousarray(X)
-            ys = [np.ascontiguousarray(t) for t in ys]
-            sw = None if sw is None else np.ascontiguousarray(sw)
-            plan = self._running_plan(ys)
+        if indexed or self.model.device == "cuda":  # the arrays in the kernels' layout, once
+            X = be.to_device(X)
+            ys = [be.to_device(t) for t in ys]
+            sw = None if sw is None else be.to_device(sw)
+        if indexed:
+            plan = self._running_plan(ys_host)
         self.stop_training = False
         callbacks = self._callbacks()
         for c in callbacks:
@@ -740,16 +738,15 @@ class Trainer:
             for c in callbacks:  # the RBF scheme's step 3 may begin here
                 c.on_epoch_begin(epoch)
             t0 = time.perf_counter()
-            order = None
+            host_order = None
             if shuffle:
                 # Seeded by the global epoch index, not by the position within this call.
-                order = np.random.default_rng([self.model.seed, epoch]).permutation(n)
-                if self.model.device == "cuda":
-                    order = to_device(order)
+                host_order = np.random.default_rng([self.model.seed, epoch]).permutation(n)
+            elif indexed:
+                host_order = np.arange(n, dtype=np.int64)
+            order = None if host_order is None else be.to_device(host_order)
             total, seen = 0.0, 0
             if indexed:
-                if order is None:
-                    order = np.arange(n, dtype=np.int64)
                 self._engine.reset_step_stats(n, *plan)
             for b, s in enumerate(range(0, n, bs)):
                 if indexed:
@@ -782,7 +779,9 @@ class Trainer:
                 total, seen = stats[0], max(stats[1], 1)
                 if self.diverged is None:
                     probe = order[max(seen - bs, 0) : seen]  # the epoch's last batch
-                    running = self._running_metrics(X, ys, plan, stats, order[:seen], probe)
+                    running = self._running_metrics(
+                        X, ys_host, plan, stats, host_order[:seen], probe
+                    )
             logs = {"loss": total / max(seen, 1), "lr": self.current_lr()}  # the lr this epoch used
             if self.diverged is None:
                 logs = self._epoch_logs(epoch, logs, X, ys_host, val, running)
@@ -887,9 +886,10 @@ class Trainer:
         modes = plan[0]
         _, n_rows, correct, outputs = stats
         whole = len(rows) == len(X)
+        xp = _xp(X)
 
         def metrics() -> dict:
-            self.predict(np.take(X, probe, axis=0))  # _NonFiniteOutput on diverged parameters
+            self.predict(xp.take(X, probe, axis=0))  # _NonFiniteOutput on diverged parameters
             out = {}
             for name, fn in self.metrics.items():
                 vals = []
@@ -897,7 +897,7 @@ class Trainer:
                     if fn is M.accuracy and modes[h]:
                         vals.append(correct[h] / max(n_rows, 1))
                         continue
-                    t, o = ys[h], outputs[h]
+                    t, o = ys[h], _backend.to_host(outputs[h])
                     if not whole:
                         t, o = t[rows], o[rows]
                     vals.append(fn(t, ops.loss_output(loss, o)))
