@@ -404,3 +404,34 @@ def test_tf32_switch():
             fm.set_allow_tf32(True)
     with pytest.raises(TypeError, match="on: expected a bool"):
         fm.set_allow_tf32(1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("graphs", [True, False])
+def test_skipped_step_keeps_batchnorm_statistics(graphs, device, rng):
+    """The skip rule is one rule on both devices (csrc/network/backend.h): a step whose loss is
+    not finite leaves the parameters, the BatchNorm running statistics, opt_step and
+    bn_updates as they were (the GPU decides on the device, also inside a CUDA graph)."""
+    from fusedmlp import _backend
+
+    layers = [fm.Dense(8, activation="relu"), fm.BatchNorm(), fm.Dense(3)]
+    model = fm.Sequential(layers, n_in=6, device=device, seed=3)
+    t = fm.Trainer(model, loss="cross_entropy", optimizer=fm.optim.Adam(lr=1e-2), metrics=())
+    if device == "cuda":
+        model._net.use_graphs = graphs
+    be = _backend.get(device)
+    X = rng.normal(size=(20, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 20).astype(np.int32)
+    for _ in range(3):  # BatchNorm's first batch, the eager warm-up, the captured graph
+        t.train_step(X, y)
+    net = model._net
+    params = to_host(model.parameters).copy()
+    buffers = be.to_host(net.buffers()).copy()
+    counters = (net.opt_step, net.bn_updates, net.rng_step)
+    bad = X.copy()
+    bad[3, 2] = np.inf
+    loss = t._engine.step(be.to_device(bad), [be.to_device(y)], None, 1e-2)
+    assert not np.isfinite(loss)
+    np.testing.assert_array_equal(to_host(model.parameters), params)
+    np.testing.assert_array_equal(be.to_host(net.buffers()), buffers)
+    assert (net.opt_step, net.bn_updates, net.rng_step) == (*counters[:2], counters[2] + 1)

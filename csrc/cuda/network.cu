@@ -74,6 +74,16 @@ __global__ void finite_step_kernel(double* loss, const double* grad_sq, bool cli
   }
 }
 
+// The BatchNorm statistics of a skipped step back to their value before it (the skip rule of
+// backend.h: the update factor reads NaN).
+template <class T>
+__global__ void restore_if_skipped_kernel(T* dst, const T* backup, index_t n, const double* scale) {
+  if (!isnan(*scale)) return;
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    dst[i] = backup[i];
+}
+
 // Trainer.fit's indexed step (Network::gather_batch / record_step; the CPU loops of
 // network/cpu_backend.h, one thread per element or row).
 __global__ void index_check_kernel(const std::int64_t* idx, index_t batch, index_t n_rows,
@@ -233,6 +243,16 @@ template <class U>
 void CudaBackend::read(const U* src, size_t n, U* dst) {
   FM_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(U) * n, cudaMemcpyDeviceToHost, stream));
   FM_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+template <class T>
+void CudaBackend::restore_if_skipped(T* dst, const T* backup, index_t n, const GradScale& scale) {
+  if (n <= 0) return;
+  FM_CHECK(scale.device != nullptr, "restore_if_skipped: the step has no device skip signal");
+  restore_if_skipped_kernel<T>
+      <<<grid_for(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(dst, backup, n,
+                                                                             scale.device);
+  FM_CUDA_CHECK_LAUNCH("restore_if_skipped_kernel");
 }
 
 bool CudaBackend::indices_valid(const std::int64_t* idx, index_t batch, index_t n_rows) {
@@ -660,7 +680,7 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
     Base::train_step_async(X, batch, target, labels, sample_weight, lr);
     if (!sync) return std::numeric_limits<double>::quiet_NaN();
     const double loss = this->read_losses(nullptr);
-    if (!std::isfinite(loss)) --this->opt_step_;  // the device skipped the update
+    if (!std::isfinite(loss)) this->count_skipped();  // the device skipped the update
     return loss;
   }
   this->ensure_workspace(batch);
@@ -703,9 +723,8 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
     this->be_.dev_coef = &block_.data()->coef;
     cudaGraph_t graph = nullptr;
     try {
-      this->gradients_async(x_stage_.data(), batch, st_target, st_labels,
-                            sample_weight ? w_stage_.data() : nullptr, nullptr);
-      this->apply_update(lr, true);
+      this->device_step(x_stage_.data(), batch, st_target, st_labels,
+                        sample_weight ? w_stage_.data() : nullptr, lr);
     } catch (...) {
       this->be_.dev_step = nullptr;
       this->be_.dev_coef = nullptr;
@@ -731,7 +750,7 @@ double CudaNetwork<T>::train_step(const T* X, index_t batch, const std::vector<c
   this->grad_batch_ = 0;
   if (!sync) return std::numeric_limits<double>::quiet_NaN();
   const double loss = this->read_losses(nullptr);
-  if (!std::isfinite(loss)) --this->opt_step_;  // the device skipped the update
+  if (!std::isfinite(loss)) this->count_skipped();  // the device skipped the update
   return loss;
 }
 

@@ -94,6 +94,9 @@ struct CudaBackend {
   // Trainer.fit's indexed step (see CpuBackend): index check (synchronizes), row gather /
   // scatter, running accuracy count (an int64 counter in device memory).
   bool indices_valid(const std::int64_t* idx, index_t batch, index_t n_rows);
+  // dst <- backup when the step's update factor (grad_scale) says "skipped" (NaN).
+  template <class T>
+  void restore_if_skipped(T* dst, const T* backup, index_t n, const GradScale& scale);
   template <class U>
   void gather_rows(U* dst, const U* src, const std::int64_t* idx, index_t batch, index_t width);
   template <class U>

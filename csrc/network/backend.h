@@ -20,7 +20,7 @@
 // Glue (elementwise, over n elements)
 //   copy(dst, src, n), fill(dst, n, v), scale(x, n, w) x *= w, add(acc, src, n) acc += src
 //   weighted_sum(v, w, out)   *out = sum_h w[h] v[h] in head order (the total loss)
-//   read(src, n, dst)         copies n doubles from backend memory to the host (synchronizes)
+//   read(src, n, dst)         copies n values from backend memory to the host (synchronizes)
 //   all_finite(x, n)          (host-memory backends) whether every value is finite
 //
 // Kernels: the op families of csrc/<backend>/, with the same arguments in the same order as
@@ -43,9 +43,20 @@
 //   optimizer_step(cfg, params, grads, state, segs, nseg, n, step, lr, scale)
 //       One pass over the arenas (csrc/common/optimizer.h holds the update rules).
 //
-// The skip rule (both backends): a step whose loss, gradient (or, on the CPU, BatchNorm
-// statistics) is non-finite leaves the parameters, the optimizer state and opt_step as they
-// were and reports a NaN loss; the RNG step still advances. On the CPU the Network decides it
-// (Network::update_if_finite), on the GPU the device does (grad_scale above) so that a captured
-// CUDA graph needs no host round trip.
+// The skip rule (both backends): a step whose loss or gradient (on the CPU also a BatchNorm
+// statistic) is non-finite leaves the parameters, the optimizer state, the BatchNorm running
+// statistics, opt_step and bn_updates as they were and reports a NaN loss; the RNG step still
+// advances. On the CPU the Network decides it on the host (Network::update_if_finite); on the
+// GPU the device does (grad_scale above, then restore_if_skipped(dst, backup, n, scale) puts the
+// statistics back), so that a captured CUDA graph needs no host round trip; the host lowers the
+// counters when it reads the NaN loss back (Network::count_skipped; sync=False leaves them).
+//
+// Trainer.fit's indexed step (Network::train_step_indexed; int64 row indices in backend memory)
+//   indices_valid(idx, batch, n_rows)          every index in [0, n_rows) (device: synchronizes)
+//   gather_rows(dst, src, idx, batch, width)   dst row i <- src row idx[i]  (T and int32)
+//   scatter_rows(dst, src, idx, batch, width)  dst row idx[i] <- src row i
+//   count_correct(mode, out, labels, target, threshold, batch, k, counter)
+//                                              *counter += the rows counted correct (arg-max
+//                                              against labels, or a threshold against 0/1)
+//   read(src, n, dst)                          n values (double, int32, int64) to the host
 #pragma once

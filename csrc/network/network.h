@@ -290,11 +290,25 @@ class Network {
   T* other_buffer(const T* g);
   // Clipping, the optimizer and max-norm. skip_if_nonfinite: the backend skips the update on
   // the device when the total loss in loss_slot() is not finite (no host read).
-  void apply_update(double lr, bool skip_if_nonfinite = false);
-  // CPU: the update after gradients_async unless the loss, a gradient or a BatchNorm statistic
-  // is not finite; then the BatchNorm statistics and counters saved by save_bn_stats() are put
-  // back. Returns whether the update ran.
+  GradScale apply_update(double lr, bool skip_if_nonfinite = false);
+  // The device step (device backends): forward, losses, backward and the update queued with no
+  // host round trip; the device decides the skip (see backend.h) and then also puts the
+  // BatchNorm statistics back. CudaNetwork captures exactly this into its graph.
+  void device_step(const T* X, index_t batch, const std::vector<const T*>& target,
+                   const std::vector<const std::int32_t*>& labels, const T* sample_weight,
+                   double lr);
+  // A device-decided skip seen on the host (a read-back NaN loss): the counters the step
+  // advanced go back, as the CPU's update_if_finite does.
+  void count_skipped() {
+    --opt_step_;
+    if (has_bn_) --bn_updates_;
+  }
+  // The BatchNorm statistics before a step (bn_backup_), and back with bn_updates_ when the step
+  // is skipped (both backends).
   void save_bn_stats();
+  void restore_bn_stats();
+  // CPU: the update after gradients_async unless the loss, a gradient or a BatchNorm statistic
+  // is not finite; then restore_bn_stats(). Returns whether the update ran.
   bool update_if_finite(double lr, double loss);
   // The optimizer step over the trainable segments (all of them unless a layer is frozen).
   void update_params(double lr, const GradScale& grad_scale);
@@ -329,7 +343,7 @@ class Network {
   Vec gbuf0_, gbuf1_, trunk_grad_, head_dx_;
   const T* trunk_out_ = nullptr;
   bool has_bn_ = false;
-  std::vector<T> bn_backup_;  // CPU: BatchNorm statistics before a step, restored if it is skipped
+  Vec bn_backup_;  // BatchNorm statistics before a step, restored if the step is skipped
   std::uint64_t plan_version_ = 0;
   StepStats stats_;
   typename B::template Vec<std::int64_t> correct_;  // per head: rows counted correct

@@ -553,12 +553,27 @@ void Network<T, B>::gradients_async(const T* X, index_t batch, const std::vector
 }
 
 template <class T, class B>
-void Network<T, B>::apply_update(double lr, bool skip_if_nonfinite) {
+GradScale Network<T, B>::apply_update(double lr, bool skip_if_nonfinite) {
   FM_CHECK(has_opt_, "optimizer: set an optimizer before training");
   const GradScale scale = be_.grad_scale(grads_.data(), n_params(), clip_norm_,
                                          skip_if_nonfinite ? loss_slot() : nullptr);
   ++opt_step_;
   update_params(lr, scale);
+  return scale;
+}
+
+template <class T, class B>
+void Network<T, B>::device_step(const T* X, index_t batch, const std::vector<const T*>& target,
+                                const std::vector<const std::int32_t*>& labels,
+                                const T* sample_weight, double lr) {
+  if constexpr (!B::kHostMemory) {
+    save_bn_stats();
+    gradients_async(X, batch, target, labels, sample_weight, nullptr);
+    const GradScale scale = apply_update(lr, true);
+    if (has_bn_) be_.restore_if_skipped(buffers_.data(), bn_backup_.data(), n_buffers(), scale);
+  } else {
+    FM_CHECK(false, "device_step: device backends only");
+  }
 }
 
 template <class T, class B>
@@ -642,16 +657,27 @@ bool Network<T, B>::layer_trainable(int layer) const {
   return !layers_[layer].frozen;
 }
 
-// Host-memory backends only (the CPU's synchronous step). A device backend decides the skip on
-// the device (CudaBackend::grad_scale's finite_step_kernel) and never calls these; the bodies
-// are compiled out for it because every member of the explicitly instantiated class is built.
+// The BatchNorm statistics before a step, put back when it is skipped (both backends).
 template <class T, class B>
 void Network<T, B>::save_bn_stats() {
-  if constexpr (B::kHostMemory) {
-    if (has_bn_) bn_backup_.assign(buffers_.begin(), buffers_.end());
+  if (has_bn_) {
+    bn_backup_.resize(static_cast<size_t>(n_buffers()));
+    be_.copy(bn_backup_.data(), buffers_.data(), n_buffers());
   }
 }
 
+template <class T, class B>
+void Network<T, B>::restore_bn_stats() {
+  if (has_bn_) {
+    be_.copy(buffers_.data(), bn_backup_.data(), n_buffers());
+    --bn_updates_;  // the forward pass counted this batch
+  }
+}
+
+// Host-memory backends only (the CPU's synchronous step). A device backend decides the skip on
+// the device (CudaBackend::grad_scale's finite_step_kernel, device_step) and never calls it;
+// the body is compiled out for it because every member of the explicitly instantiated class
+// is built.
 template <class T, class B>
 bool Network<T, B>::update_if_finite(double lr, double loss) {
   if constexpr (B::kHostMemory) {
@@ -663,10 +689,7 @@ bool Network<T, B>::update_if_finite(double lr, double loss) {
       apply_update(lr);
       return true;
     }
-    if (has_bn_) {
-      be_.copy(buffers_.data(), bn_backup_.data(), n_buffers());
-      --bn_updates_;  // the forward pass counted this batch
-    }
+    restore_bn_stats();
     return false;
   } else {
     FM_CHECK(false, "update_if_finite: host-memory backends only");
@@ -686,10 +709,14 @@ double Network<T, B>::train_step(const T* X, index_t batch, const std::vector<co
     ++rng_step_;
     return applied || !std::isfinite(loss) ? loss : std::numeric_limits<double>::quiet_NaN();
   } else {
+    save_bn_stats();
     const double loss =
         compute_gradients(X, batch, target, labels, sample_weight, nullptr, nullptr);
-    // A non-finite loss leaves the parameters as they were (the last good weights).
-    if (std::isfinite(loss)) apply_update(lr);
+    // A non-finite loss leaves the parameters and the statistics as they were.
+    if (std::isfinite(loss))
+      apply_update(lr);
+    else
+      restore_bn_stats();
     ++rng_step_;
     return loss;
   }
@@ -706,8 +733,7 @@ void Network<T, B>::train_step_async(const T* X, index_t batch, const std::vecto
     if (!update_if_finite(lr, loss) && std::isfinite(loss))
       loss_[heads_.size()] = std::numeric_limits<double>::quiet_NaN();  // skipped: say so
   } else {
-    gradients_async(X, batch, target, labels, sample_weight, nullptr);
-    apply_update(lr, true);
+    device_step(X, batch, target, labels, sample_weight, lr);
   }
   ++rng_step_;
 }
