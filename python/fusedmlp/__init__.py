@@ -12,10 +12,12 @@ from . import (
     callbacks,
     datasets,
     diagnostics,
+    distributed,
     init,
     metrics,
     ops,
     optim,
+    rbf,
     regularizers,
     schedules,
 )
@@ -23,6 +25,16 @@ from ._loader import _core, _cuda, _cuda_import_error
 from .layers import RBF, Activation, BatchNorm, Dense, Dropout, GaussianNoise
 from .model import MLP, Sequential
 from .trainer import History, Trainer
+
+# fm.callbacks lists every callback. Two are defined above it in the import layers, beside what
+# they build on: DiagnosticsCallback (fusedmlp.diagnostics: the Trainer's training curves) and
+# RBFScheme (fusedmlp.rbf: the RBF solvers). The package, at the top of the layers, attaches
+# them, so no module imports upward (tests/test_imports.py).
+callbacks.DiagnosticsCallback = diagnostics.DiagnosticsCallback
+callbacks.RBFScheme = rbf.RBFScheme
+# Trainer(distributed=True) is a DistributedTrainer (fusedmlp.distributed imports no optional
+# package itself: mpi4py is imported when a rank starts).
+Trainer._distributed_class = distributed.DistributedTrainer
 
 __version__ = "0.1.0"
 
@@ -95,7 +107,7 @@ def set_allow_tf32(on: bool) -> None:
 
 # Modules built on scikit-learn are imported on first use (PEP 562), so `import fusedmlp`
 # imports none of the optional packages (tests/test_imports.py checks it).
-_LAZY_MODULES = ("sklearn", "preprocessing", "distributed")
+_LAZY_MODULES = ("sklearn", "preprocessing")
 
 
 def __getattr__(name: str):

@@ -364,17 +364,3 @@ class OptunaPruning(Callback):
         if self.pruned_epoch is not None:
             raise self._pruned_error(f"trial pruned at epoch {self.pruned_epoch}")
 
-
-def __getattr__(name):
-    # DiagnosticsCallback lives in fusedmlp.diagnostics (which imports this module and the
-    # Trainer); it is re-exported here lazily so fm.callbacks.DiagnosticsCallback works. The
-    # same for RBFScheme (fusedmlp.rbf, whose callback subclasses this module's Callback).
-    if name == "DiagnosticsCallback":
-        from .diagnostics import DiagnosticsCallback
-
-        return DiagnosticsCallback
-    if name == "RBFScheme":  # fusedmlp.rbf imports this module (the Callback base)
-        from .rbf import RBFScheme
-
-        return RBFScheme
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

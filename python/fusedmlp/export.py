@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import _activations as acts
+from . import _backend
 from . import _losses
 from . import _validate as v
 from . import layers as L
@@ -288,12 +289,10 @@ class _Stage:
 def _stages(model: Any, layers: list[L.Layer], first: int, width: int) -> tuple[list, int]:
     """The stages of ``layers`` (global layer indices from ``first``), input width ``width``,
     with BatchNorm folded into a neighbouring Dense where one is adjacent."""
-    from .model import _host_copy
-
     def param(li: int, name: str) -> np.ndarray | None:
         if (li, name) not in model._index:
             return None
-        return _host_copy(model._param_view(li, name)).astype(np.float64)
+        return np.array(_backend.to_host(model._param_view(li, name)), dtype=np.float64)
 
     stages: list[_Stage] = []
     for li, layer in enumerate(layers, start=first):

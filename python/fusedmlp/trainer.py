@@ -178,13 +178,14 @@ class Trainer:
         True
     """
 
-    def __new__(cls, *args: Any, distributed: bool = False, **kwargs: Any):
-        # Trainer(..., distributed=True) is a fusedmlp.distributed.DistributedTrainer (MPI);
-        # imported here so that `import fusedmlp` never imports mpi4py.
-        if v.flag("distributed", distributed) and cls is Trainer:
-            from .distributed import DistributedTrainer
+    # Trainer(..., distributed=True) constructs this class: fusedmlp.distributed's
+    # DistributedTrainer, registered by the package (fusedmlp/__init__.py), which sits above
+    # both modules in the import layers (mpi4py itself is imported when a rank starts).
+    _distributed_class: type | None = None
 
-            return super().__new__(DistributedTrainer)
+    def __new__(cls, *args: Any, distributed: bool = False, **kwargs: Any):
+        if v.flag("distributed", distributed) and cls is Trainer:
+            return super().__new__(Trainer._distributed_class)
         return super().__new__(cls)
 
     def __init__(
