@@ -255,6 +255,18 @@ void CudaBackend::restore_if_skipped(T* dst, const T* backup, index_t n, const G
   FM_CUDA_CHECK_LAUNCH("restore_if_skipped_kernel");
 }
 
+template <class T>
+bool CudaBackend::all_finite(const T* x, index_t n) {
+  if (n <= 0) return true;
+  if (scale_buf.size() < 2) scale_buf.resize(2);
+  // The squared norm by scaled sums (common/norm.h): finite values never overflow it, and a NaN
+  // or an Inf makes it non-finite.
+  cuda::grad_sq_norm(x, n, scale_buf.data() + 1, nullptr, 0.0, stream);
+  double sq = 0.0;
+  read(scale_buf.data() + 1, 1, &sq);
+  return std::isfinite(sq);
+}
+
 bool CudaBackend::indices_valid(const std::int64_t* idx, index_t batch, index_t n_rows) {
   if (batch <= 0) return true;
   flag_buf.resize(1);

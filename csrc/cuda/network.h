@@ -91,6 +91,9 @@ struct CudaBackend {
   void weighted_sum(const double* v, const std::vector<double>& w, double* out);
   template <class U>
   void read(const U* src, size_t n, U* dst);  // synchronizes the stream
+  // Whether all n values are finite (one reduction, read back: synchronizes).
+  template <class T>
+  bool all_finite(const T* x, index_t n);
   // Trainer.fit's indexed step (see CpuBackend): index check (synchronizes), row gather /
   // scatter, running accuracy count (an int64 counter in device memory).
   bool indices_valid(const std::int64_t* idx, index_t batch, index_t n_rows);

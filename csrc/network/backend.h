@@ -21,7 +21,7 @@
 //   copy(dst, src, n), fill(dst, n, v), scale(x, n, w) x *= w, add(acc, src, n) acc += src
 //   weighted_sum(v, w, out)   *out = sum_h w[h] v[h] in head order (the total loss)
 //   read(src, n, dst)         copies n values from backend memory to the host (synchronizes)
-//   all_finite(x, n)          (host-memory backends) whether every value is finite
+//   all_finite(x, n)          whether every value is finite (device: synchronizes)
 //
 // Kernels: the op families of csrc/<backend>/, with the same arguments in the same order as
 // csrc/cpu's functions (see each header there for shapes and formulas):

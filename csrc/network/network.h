@@ -202,10 +202,15 @@ class Network {
                             double lr);
 
   // The update alone (after compute_gradients): clipping, optimizer, max-norm. Used by
-  // callers that inspect or modify the gradients in between (FGSM, gradient checks).
-  void train_step_update_only(double lr) {
-    apply_update(lr);
+  // callers that inspect or modify the gradients in between (FGSM, gradient checks, the
+  // data-parallel all-reduce). The skip rule holds here too: a non-finite gradient leaves the
+  // parameters, the optimizer state and opt_step as they were (the caller checked the loss).
+  // Returns whether the update ran; the RNG step advances either way.
+  bool train_step_update_only(double lr) {
+    const bool finite = be_.all_finite(grads_.data(), n_params());
+    if (finite) apply_update(lr);
     ++rng_step_;
+    return finite;
   }
 
   // Freezing (deck 003's 2-step RBF learning, fine-tuning): a frozen layer's parameters keep
