@@ -117,8 +117,13 @@ SKLEARN_SCHEDULES = ("constant", "invscaling", "adaptive")
 FULL_BATCH_SOLVERS = ("lbfgs", "cg")
 #: scipy.optimize.minimize options a full-batch solver takes through ``solver_params``.
 _SCIPY_OPTIONS = {"lbfgs": ("ftol", "maxcor", "maxls"), "cg": ("norm", "c1", "c2")}
-#: fusedmlp optimizers that take Adam's (beta_1, beta_2, epsilon).
-_ADAM_FAMILY = ("adam", "adamw", "nadam", "adamax", "adabelief", "amsgrad")
+#: fusedmlp optimizers that take Adam's (beta_1, beta_2, epsilon): read from the optimizers'
+#: own hyper-parameter dataclasses (those with ``betas`` and ``eps``), aliases included.
+_ADAM_FAMILY = tuple(
+    name
+    for name in [*_optim.names(), "amsgrad"]
+    if {"betas", "eps"} <= {f.name for f in dataclasses.fields(_optim.get(name))}
+)
 #: Activations drawing random numbers in training (a full-batch objective must not).
 _RANDOM_ACTIVATIONS = ("rrelu",)
 #: Sparse inputs up to this size (bytes once dense) are densified once per fit.
