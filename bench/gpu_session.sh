@@ -9,7 +9,7 @@
 #
 # Stages (each bounded so the whole call ends inside the 10-minute command limit):
 #   1. build _core and _cuda for sm_90 with CMake into build/gpu (16 cores: ~1-2 min);
-#   2. the whole test suite, CUDA cases included (tests/test_cuda_ops.py, test_cuda_network.py);
+#   2. every GPU case of the test suite (pytest -m cuda);
 #   3. compute-sanitizer memcheck and racecheck on a slice of the GPU Network and kernel tests;
 #   4. the GPU benchmark (bench/bench_gpu.py) at two batch sizes, fusedmlp vs PyTorch.
 # STAGES="build tests sanitize bench" selects stages; BENCH_ARGS overrides the bench options.
@@ -63,11 +63,12 @@ if fm.cuda_available():
 PY
 
 if has tests; then
-  # The GPU test modules first, in parallel workers (pytest-xdist is on the device image);
-  # TESTS narrows a rerun to the node ids that failed, e.g. TESTS="tests/test_cuda_ops.py::x".
+  # Every GPU case of the suite (the "cuda" mark: each family test parametrized over the
+  # device, and the GPU Network tests), in parallel workers (pytest-xdist is on the device
+  # image); TESTS narrows a rerun to the node ids that failed, e.g. TESTS="tests/test_x.py::y".
   t0=$SECONDS
   # shellcheck disable=SC2086
-  timeout "${TESTS_TIMEOUT:-200}" python3 -m pytest ${TESTS:-tests/test_cuda_ops.py tests/test_cuda_network.py} \
+  timeout "${TESTS_TIMEOUT:-200}" python3 -m pytest ${TESTS:-tests -m cuda} \
     -q -p no:cacheprovider -n "${TESTS_WORKERS:-8}" --maxfail=80 -rfE --tb=short \
     >"$OUT/tests.log" 2>&1
   echo "tests: exit $? in $((SECONDS - t0)) s"
