@@ -1,5 +1,5 @@
-"""The CUDA kernels (fusedmlp._cuda_ops, CuPy in and out; fusedmlp.ops routes CuPy inputs
-there) against the CPU kernels (fusedmlp.ops on NumPy) and the float64 references
+"""The CUDA kernels (fusedmlp.ops on CuPy arrays: the same bodies as on NumPy, over
+fusedmlp._cuda) against the CPU kernels (fusedmlp.ops on NumPy) and the float64 references
 (tests/reference/) on the same inputs: every activation forward/derivative/backward with the
 learnable-parameter gradients, softmax, maxout, the fused dense layer with every epilogue path
 (bias fused, GELU-tanh fused, elementwise activation, bias gradient reductions over several row
@@ -34,9 +34,8 @@ DTYPES = [np.float64, np.float32]
 
 
 def gpu():
-    from fusedmlp import _cuda_ops
-
-    return _cuda_ops
+    """The ops of CuPy arrays: fusedmlp.ops itself (the device follows the arrays)."""
+    return fm.ops
 
 
 @pytest.mark.parametrize("device", CUDA)
@@ -555,7 +554,7 @@ def check_arena_step(opt, rkw, name, shapes, dtype, rng, layout, clip_norm=None,
 
     def cpu_step(g, t):
         scale = 1.0 if clip_norm is None else opt_ref.clip_grad_norm_scale([g], clip_norm)
-        _core.optimizer_step_arena(cfg, p_c, g, st_c, segs, t, lr, scale)
+        _core.optimizer_step(cfg, p_c, g, st_c, segs, t, lr, scale)
         return p_c
 
     got = run_arena(gpu_step, flat0, segs, shapes, curv, noise, dtype)
@@ -635,7 +634,7 @@ def test_grad_sq_norm_and_clip_scale(n, device, rng):
         got = gpu().grad_sq_norm(cupy().asarray(g))
         assert got.shape == () and got.dtype == np.float64
         assert float(got) == pytest.approx(want, rel=1e-13)
-        assert float(got) == pytest.approx(_core.grad_sq_norm(g), rel=1e-13)
+        assert float(got) == pytest.approx(float(fm.ops.grad_sq_norm(g)), rel=1e-13)
         assert float(gpu().grad_sq_norm(cupy().asarray(g))) == float(got)  # deterministic
         scale = float(gpu().clip_norm_scale(cupy().asarray(g), 0.5))
         assert scale == pytest.approx(opt_ref.clip_grad_norm_scale([g], 0.5), rel=1e-13)

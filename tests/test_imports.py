@@ -4,8 +4,8 @@
   tqdm, CuPy, onnx, optuna, pandas, polars, torch): they are imported where used
   (``fm.sklearn`` and ``fm.preprocessing`` on first attribute access).
 * The module-level imports between fusedmlp's own modules form no cycle. Module-level only:
-  the function-level imports that today break cycles (ops <-> _cuda_ops, callbacks ->
-  diagnostics) are the next step of issue 17.
+  the function-level imports that today break cycles (callbacks -> diagnostics) are the
+  next step of issue 17.
 * Every public module imports on its own in a fresh interpreter.
 """
 
