@@ -217,16 +217,11 @@ struct OpKernels<DevMem> : cuda::CudaBackend {
                   double* out) {
     loss_forward_backward(loss, logits, target, labels, sw, dlogits, rows, cols, p, out);
   }
-  // device_scale (a device float64 scalar, may be null) multiplies the gradients; NaN there
-  // skips the elementwise update (cuda/optimizer.h).
-  template <class T>
-  void opt_step(const OptConfig& c, T* params, const T* grads, T* state, const Segment* segs,
-                int nseg, index_t n, std::int64_t step, double lr, double grad_scale,
-                const double* device_scale) {
-    GradScale s;
-    s.host = grad_scale;
-    s.device = device_scale;
-    optimizer_step(c, params, grads, state, segs, nseg, n, step, lr, s);
+  // A device float64 scalar (may be null) the optimizer kernels read as a gradient factor;
+  // NaN there skips the elementwise update on the device (cuda/optimizer.h).
+  static bool take_device_scale(const double* device_scale, GradScale& scale) {
+    scale.device = device_scale;
+    return true;
   }
 };
 

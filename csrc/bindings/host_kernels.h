@@ -51,19 +51,13 @@ struct OpKernels<HostMem> : CpuBackend {
     loss_forward_backward(loss, logits, target, labels, sw, dlogits, rows, cols, p, &value);
     if (out) *out = value;
   }
-  // device_scale (a caller's float64 scalar, may be null) multiplies the gradients; NaN there
-  // skips the step, as on the device (the Network's non-finite-loss signal).
-  template <class T>
-  void opt_step(const OptConfig& c, T* params, const T* grads, T* state, const Segment* segs,
-                int nseg, index_t n, std::int64_t step, double lr, double grad_scale,
-                const double* device_scale) {
-    GradScale s;
-    s.host = grad_scale;
-    if (device_scale) {
-      if (std::isnan(*device_scale)) return;
-      s.host *= *device_scale;
-    }
-    optimizer_step(c, params, grads, state, segs, nseg, n, step, lr, s);
+  // The gradient factor of a caller's float64 scalar (may be null) folded into scale.host;
+  // false (skip the step, as the device does: the Network's non-finite-loss signal) for NaN.
+  static bool take_device_scale(const double* device_scale, GradScale& scale) {
+    if (!device_scale) return true;
+    if (std::isnan(*device_scale)) return false;
+    scale.host *= *device_scale;
+    return true;
   }
 };
 

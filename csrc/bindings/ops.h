@@ -9,8 +9,8 @@
 // A policy Mem brings a kernel trait `OpKernels<Mem>` (HostMem: bindings/host_kernels.h,
 // DevMem: bindings/cuda_arrays.h): `make(stream)` returns the backend (CpuBackend /
 // CudaBackend with .stream set) extended by the few ops the Network does not use
-// (activation_derivative, loss_output, grad_sq_norm, gemm) and by `opt_step` /
-// `loss_value`, which hand a caller's device scalars to the backend's optimizer and loss.
+// (activation_derivative, loss_output, grad_sq_norm, gemm) and by `take_device_scale` /
+// `loss_value`, which hand a caller's scalars to the backend's optimizer and loss.
 #pragma once
 
 #include <cstdint>
@@ -198,25 +198,49 @@ void launch(const py::object& stream_o, const std::vector<const Arr*>& arrays, D
   });
 }
 
-// out = kernel(in) elementwise under a Philox key (dropout, noise): arrays of any shape.
+// out = kernel(z) elementwise for an activation (f or f'): the ops differ only in the kernel.
 template <class Mem, class Kernel>
-void run_keyed(const py::object& in_o, const char* in_name, const py::object& out_o, double value,
-               std::uint64_t seed, std::uint64_t step, std::uint32_t layer,
-               const py::object& stream_o, Kernel&& kernel) {
-  const Arr in = Mem::read(in_o, in_name), out = Mem::read(out_o, "out");
-  expect_output(out, in.shape, in);
-  const PhiloxKey key{seed, step, layer};
-  launch<Mem>(stream_o, {&in, &out}, in.dtype, [&](auto tag, auto& k) {
-    using T = decltype(tag);
-    kernel(k, in.data<T>(), out.data<T>(), in.size(), T(value), key);
-  });
+void def_elementwise(py::module_& m, const char* name, Kernel kernel, const char* doc) {
+  m.def(
+      name,
+      [kernel](py::object cfg_o, py::object z_o, py::object y_o, py::object unit_o,
+               py::object stream_o) {
+        const ActConfig cfg = read_config(cfg_o);
+        const Arr z = Mem::read(z_o, "z"), y = Mem::read(y_o, "out");
+        expect_2d(z);
+        expect_output(y, z.shape, z);
+        const auto unit = read_optional<Mem>(unit_o, "params");
+        const index_t rows = z.dim(0), cols = z.dim(1);
+        const Arr* u = unit_params(cfg, unit, cols, z);
+        launch<Mem>(stream_o, present({&z, &y, u}), z.dtype, [&](auto tag, auto& k) {
+          using T = decltype(tag);
+          kernel(k, cfg.act(), z.data<T>(), y.data<T>(), rows, cols,
+                 cfg.params<T>(ptr_or_null<T>(u), cols));
+        });
+      },
+      py::arg("config"), py::arg("z"), py::arg("out"), py::arg("params") = py::none(),
+      py::arg("stream") = py::none(), doc);
 }
 
-template <class Names>
-std::vector<std::string> names_of(Names&& add) {
-  std::vector<std::string> names;
-  add(names);
-  return names;
+// out = kernel(in) elementwise under a Philox key (dropout, noise): arrays of any shape; `in`
+// and the kernel's scalar (the rate, the standard deviation) are named in_name / value_name.
+template <class Mem, class Kernel>
+void def_keyed(py::module_& m, const char* name, const char* in_name, const char* value_name,
+               Kernel kernel, const char* doc) {
+  m.def(
+      name,
+      [in_name, kernel](py::object in_o, py::object out_o, double value, std::uint64_t seed,
+                        std::uint64_t step, std::uint32_t layer, py::object stream_o) {
+        const Arr in = Mem::read(in_o, in_name), out = Mem::read(out_o, "out");
+        expect_output(out, in.shape, in);
+        const PhiloxKey key{seed, step, layer};
+        launch<Mem>(stream_o, {&in, &out}, in.dtype, [&](auto tag, auto& k) {
+          using T = decltype(tag);
+          kernel(k, in.data<T>(), out.data<T>(), in.size(), T(value), key);
+        });
+      },
+      py::arg(in_name), py::arg("out"), py::arg(value_name), py::arg("seed"), py::arg("step"),
+      py::arg("layer"), py::arg("stream") = py::none(), doc);
 }
 
 inline py::object flag_name(OptFlag f) {
@@ -334,43 +358,12 @@ void bind_ops(py::module_& m) {
 
   // ------------------------------------------------------------------ activations
 
-  m.def(
-      "activation_forward",
-      [](py::object cfg_o, py::object z_o, py::object y_o, py::object unit_o, py::object stream_o) {
-        const ActConfig cfg = read_config(cfg_o);
-        const Arr z = Mem::read(z_o, "z"), y = Mem::read(y_o, "out");
-        expect_2d(z);
-        expect_output(y, z.shape, z);
-        const auto unit = read_optional<Mem>(unit_o, "params");
-        const index_t rows = z.dim(0), cols = z.dim(1);
-        const Arr* u = unit_params(cfg, unit, cols, z);
-        launch<Mem>(stream_o, present({&z, &y, u}), z.dtype, [&](auto tag, auto& k) {
-          using T = decltype(tag);
-          k.activation_forward(cfg.act(), z.data<T>(), y.data<T>(), rows, cols,
-                               cfg.params<T>(ptr_or_null<T>(u), cols));
-        });
-      },
-      py::arg("config"), py::arg("z"), py::arg("out"), py::arg("params") = py::none(),
-      py::arg("stream") = py::none(), "out = f(z) elementwise.");
-
-  m.def(
-      "activation_derivative",
-      [](py::object cfg_o, py::object z_o, py::object g_o, py::object unit_o, py::object stream_o) {
-        const ActConfig cfg = read_config(cfg_o);
-        const Arr z = Mem::read(z_o, "z"), g = Mem::read(g_o, "out");
-        expect_2d(z);
-        expect_output(g, z.shape, z);
-        const auto unit = read_optional<Mem>(unit_o, "params");
-        const index_t rows = z.dim(0), cols = z.dim(1);
-        const Arr* u = unit_params(cfg, unit, cols, z);
-        launch<Mem>(stream_o, present({&z, &g, u}), z.dtype, [&](auto tag, auto& k) {
-          using T = decltype(tag);
-          k.activation_derivative(cfg.act(), z.data<T>(), g.data<T>(), rows, cols,
-                                  cfg.params<T>(ptr_or_null<T>(u), cols));
-        });
-      },
-      py::arg("config"), py::arg("z"), py::arg("out"), py::arg("params") = py::none(),
-      py::arg("stream") = py::none(), "out = f'(z) elementwise.");
+  def_elementwise<Mem>(
+      m, "activation_forward", [](auto& k, auto... a) { k.activation_forward(a...); },
+      "out = f(z) elementwise.");
+  def_elementwise<Mem>(
+      m, "activation_derivative", [](auto& k, auto... a) { k.activation_derivative(a...); },
+      "out = f'(z) elementwise.");
 
   m.def(
       "activation_backward",
@@ -666,37 +659,18 @@ void bind_ops(py::module_& m) {
 
   // ------------------------------------------------------------------ dropout, noise
 
-  m.def(
-      "dropout_forward",
-      [](py::object x_o, py::object y_o, double rate, std::uint64_t seed, std::uint64_t step,
-         std::uint32_t layer, py::object stream_o) {
-        run_keyed<Mem>(x_o, "x", y_o, rate, seed, step, layer, stream_o,
-                       [](auto& k, auto... a) { k.dropout_forward(a...); });
-      },
-      py::arg("x"), py::arg("out"), py::arg("rate"), py::arg("seed"), py::arg("step"),
-      py::arg("layer"), py::arg("stream") = py::none(),
+  def_keyed<Mem>(
+      m, "dropout_forward", "x", "rate", [](auto& k, auto... a) { k.dropout_forward(a...); },
       "Inverted dropout with the Philox mask of (seed, step, layer): the same bits on both "
       "devices.");
-
-  m.def(
-      "dropout_backward",
-      [](py::object dy_o, py::object dx_o, double rate, std::uint64_t seed, std::uint64_t step,
-         std::uint32_t layer, py::object stream_o) {
-        run_keyed<Mem>(dy_o, "grad_output", dx_o, rate, seed, step, layer, stream_o,
-                       [](auto& k, auto... a) { k.dropout_backward(a...); });
-      },
-      py::arg("grad_output"), py::arg("out"), py::arg("rate"), py::arg("seed"), py::arg("step"),
-      py::arg("layer"), py::arg("stream") = py::none(), "The dropout mask applied to grad_output.");
-
-  m.def(
-      "gaussian_noise_forward",
-      [](py::object x_o, py::object y_o, double stddev, std::uint64_t seed, std::uint64_t step,
-         std::uint32_t layer, py::object stream_o) {
-        run_keyed<Mem>(x_o, "x", y_o, stddev, seed, step, layer, stream_o,
-                       [](auto& k, auto... a) { k.gaussian_noise_forward(a...); });
-      },
-      py::arg("x"), py::arg("out"), py::arg("stddev"), py::arg("seed"), py::arg("step"),
-      py::arg("layer"), py::arg("stream") = py::none(), "out = x + stddev * N(0, 1) (Philox).");
+  def_keyed<Mem>(
+      m, "dropout_backward", "grad_output", "rate",
+      [](auto& k, auto... a) { k.dropout_backward(a...); },
+      "The dropout mask applied to grad_output.");
+  def_keyed<Mem>(
+      m, "gaussian_noise_forward", "x", "stddev",
+      [](auto& k, auto... a) { k.gaussian_noise_forward(a...); },
+      "out = x + stddev * N(0, 1) (Philox).");
 
   // ------------------------------------------------------------------ RBF layers
 
@@ -847,13 +821,15 @@ void bind_ops(py::module_& m) {
         dispatch(p.dtype, [&](auto tag) {
           check_opt_config_for<decltype(tag)>(cfg);  // eps must not round to 0 in T
         });
-        launch<Mem>(stream_o, present({&p, &g, &st, opt(dev_scale)}), p.dtype,
-                    [&](auto tag, auto& k) {
-                      using T = decltype(tag);
-                      k.opt_step(cfg, p.data<T>(), g.data<T>(), want ? st.data<T>() : nullptr,
-                                 segs.data(), static_cast<int>(segs.size()), n, step, lr,
-                                 grad_scale, ptr_or_null<double>(dev_scale));
-                    });
+        launch<Mem>(
+            stream_o, present({&p, &g, &st, opt(dev_scale)}), p.dtype, [&](auto tag, auto& k) {
+              using T = decltype(tag);
+              GradScale scale;
+              scale.host = grad_scale;
+              if (!k.take_device_scale(ptr_or_null<double>(dev_scale), scale)) return;
+              k.optimizer_step(cfg, p.data<T>(), g.data<T>(), want ? st.data<T>() : nullptr,
+                               segs.data(), static_cast<int>(segs.size()), n, step, lr, scale);
+            });
       },
       py::arg("config"), py::arg("params"), py::arg("grads"), py::arg("state"), py::arg("segments"),
       py::arg("step"), py::arg("lr"), py::arg("grad_scale") = 1.0,
