@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bindings/arrays.h"
@@ -243,41 +244,32 @@ void def_keyed(py::module_& m, const char* name, const char* in_name, const char
       py::arg("layer"), py::arg("stream") = py::none(), doc);
 }
 
+// The Python name of an OptRule trait value (csrc/common/optimizer.h), None where it names
+// nothing.
+template <class E>
+py::object trait_name(E value, std::initializer_list<std::pair<E, const char*>> names) {
+  for (const auto& [e, name] : names)
+    if (e == value) return py::str(name);
+  return py::none();
+}
+
 inline py::object flag_name(OptFlag f) {
-  switch (f) {
-    case OptFlag::momentum:
-      return py::str("momentum");
-    case OptFlag::centered:
-      return py::str("centered");
-    case OptFlag::amsgrad:
-      return py::str("amsgrad");
-    default:
-      return py::none();
-  }
+  return trait_name(f, {{OptFlag::momentum, "momentum"},
+                        {OptFlag::centered, "centered"},
+                        {OptFlag::amsgrad, "amsgrad"}});
 }
 
 inline py::object momentum_name(OptMomentum f) {
-  switch (f) {
-    case OptMomentum::momentum:
-      return py::str("momentum");
-    case OptMomentum::beta1:
-      return py::str("beta1");
-    default:
-      return py::none();
-  }
+  return trait_name(f, {{OptMomentum::momentum, "momentum"}, {OptMomentum::beta1, "beta1"}});
 }
+
+// The names of an X-macro list (FM_ACT_LIST, FM_OPT_LIST) in the order of its enum.
+#define FM_NAME_STRING(n) #n,
 
 // The names and tables both modules report (no arrays involved).
 inline void bind_tables(py::module_& m) {
   m.def(
-      "activation_names",
-      []() {
-        std::vector<std::string> names;
-#define FM_ACT_NAME(n) names.push_back(#n);
-        FM_ACT_LIST(FM_ACT_NAME)
-#undef FM_ACT_NAME
-        return names;
-      },
+      "activation_names", []() { return std::vector<std::string>{FM_ACT_LIST(FM_NAME_STRING)}; },
       "Activation names in the order of the C++ enum fm::Act (the code is the index).");
   m.def(
       "activation_num_params",
@@ -292,14 +284,7 @@ inline void bind_tables(py::module_& m) {
       []() { return std::vector<std::string>{"mse", "binary_cross_entropy", "cross_entropy"}; },
       "Loss names in the order of the C++ enum fm::Loss (the code is the index).");
   m.def(
-      "optimizer_names",
-      []() {
-        std::vector<std::string> names;
-#define FM_OPT_NAME(n) names.push_back(#n);
-        FM_OPT_LIST(FM_OPT_NAME)
-#undef FM_OPT_NAME
-        return names;
-      },
+      "optimizer_names", []() { return std::vector<std::string>{FM_OPT_LIST(FM_NAME_STRING)}; },
       "Optimizer names in the order of the C++ enum fm::Opt (the code is the index).");
   // The traits of every rule (csrc/common/optimizer.h, OptRule), in the order of the codes.
   m.def(
@@ -348,6 +333,8 @@ inline void bind_tables(py::module_& m) {
         "Global-norm clipping factor min(1, max_norm / (grad_norm + 1e-6)) (torch's).");
   m.attr("CLIP_NORM_EPS") = kClipNormEps;
 }
+
+#undef FM_NAME_STRING
 
 }  // namespace ops
 
