@@ -445,10 +445,11 @@ class Sgemm:
         rng = np.random.default_rng(seed)
         A = rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32)
         B = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)
+        C = np.empty((m, n), dtype=np.float32)  # preallocated, as the step's own buffers
         gemm = fm._core.gemm
 
-        def call(A=A, B=B, ta=bool(ta), tb=bool(tb)):
-            gemm(A, B, ta, tb)
+        def call(A=A, B=B, C=C, ta=bool(ta), tb=bool(tb)):
+            gemm(A, B, C, ta, tb)
 
         return call
 

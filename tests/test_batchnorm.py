@@ -192,8 +192,19 @@ class TestBadInput:
 
     def test_batch_of_one_checked_in_cpp(self):
         with pytest.raises(ValueError, match="at least 2 rows"):
+            x = np.ones((1, 3))
             fm._core.batchnorm_forward_train(
-                np.ones((1, 3)), None, None, None, None, 0.1, 1e-5, False
+                x,
+                np.empty_like(x),
+                None,
+                None,
+                np.empty(3),
+                np.empty(3),
+                None,
+                None,
+                0.1,
+                1e-5,
+                False,
             )
 
     def test_x_shape_dtype_and_values(self):

@@ -1,5 +1,5 @@
-"""The CUDA kernels (fusedmlp._cuda_ops, CuPy in and out; fusedmlp.ops routes CuPy inputs
-there) against the CPU kernels (fusedmlp.ops on NumPy) and the float64 references
+"""The CUDA kernels (fusedmlp.ops on CuPy arrays: the same bodies as on NumPy, over
+fusedmlp._cuda) against the CPU kernels (fusedmlp.ops on NumPy) and the float64 references
 (tests/reference/) on the same inputs: every activation forward/derivative/backward with the
 learnable-parameter gradients, softmax, maxout, the fused dense layer with every epilogue path
 (bias fused, GELU-tanh fused, elementwise activation, bias gradient reductions over several row
@@ -34,9 +34,8 @@ DTYPES = [np.float64, np.float32]
 
 
 def gpu():
-    from fusedmlp import _cuda_ops
-
-    return _cuda_ops
+    """The ops of CuPy arrays: fusedmlp.ops itself (the device follows the arrays)."""
+    return fm.ops
 
 
 @pytest.mark.parametrize("device", CUDA)
@@ -152,6 +151,56 @@ def test_dense_matches_cpu(act, size, bias, dtype, device, rng):
         else:
             tol = None if dtype == np.float64 else 1e-4
             assert_close(out[k], ref[k], dtype, tol=tol, what=k)
+
+
+@pytest.mark.parametrize("device", CUDA)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [(1, 1, 1), (7, 5, 3), (300, 40, 129)], ids=str)
+def test_rbf_matches_cpu(size, dtype, device, rng):
+    """The RBF layer's kernels on CuPy arrays (the same fm.ops body as on NumPy, the CUDA
+    backend's kernels) against the CPU's, which tests/test_rbf.py checks against float64."""
+    batch, n_in, K = size
+    X = rng.normal(size=(batch, n_in)).astype(dtype)
+    C = rng.normal(size=(K, n_in)).astype(dtype)
+    s = rng.uniform(0.5, 2.0, size=K).astype(dtype)
+    G = rng.normal(size=(batch, K)).astype(dtype)
+    Xd, Cd, sd, Gd = (to_device(a, device) for a in (X, C, s, G))
+    D, Phi = gpu().rbf(Xd, Cd, sd)
+    assert isinstance(D, cupy().ndarray) and isinstance(Phi, cupy().ndarray)
+    Dc, Phic = fm.ops.rbf(X, C, s)
+    tol = None if dtype == np.float64 else 1e-4
+    assert_close(D, Dc, dtype, tol=tol, what="D")
+    assert_close(Phi, Phic, dtype, tol=tol, what="Phi")
+    # the backward from the same forward values on both devices
+    out = gpu().rbf_backward(Xd, Cd, sd, to_device(Dc, device), to_device(Phic, device), Gd)
+    ref = fm.ops.rbf_backward(X, C, s, Dc, Phic, G)
+    for k in ("dX", "dcenters", "dwidths"):
+        assert_close(out[k], ref[k], dtype, tol=tol, what=k)
+    np.testing.assert_array_equal(to_host(Gd), G)  # grad_output is not overwritten
+    part = gpu().rbf_backward(
+        Xd, Cd, sd, to_device(Dc, device), to_device(Phic, device), Gd, need_params=False
+    )
+    assert part["dcenters"] is None and part["dwidths"] is None
+    assert_close(part["dX"], ref["dX"], dtype, tol=tol, what="dX alone")
+
+
+@pytest.mark.parametrize("device", CUDA)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_gemm_matches_cpu(ta, tb, dtype, device, rng):
+    """_cuda.gemm and _core.gemm: the same binding (outputs passed in, stream last)."""
+    from fusedmlp import _cuda
+
+    m, n, k = 33, 17, 65
+    A = rng.normal(size=(k, m) if ta else (m, k)).astype(dtype)
+    B = rng.normal(size=(n, k) if tb else (k, n)).astype(dtype)
+    want = np.empty((m, n), dtype)
+    _core.gemm(A, B, want, ta, tb)
+    got = cupy().empty((m, n), dtype)
+    _cuda.gemm(to_device(A, device), to_device(B, device), got, ta, tb)
+    assert_close(got, want, dtype, tol=TOL[dtype] * np.sqrt(k) * 10, what="gemm")
+    with pytest.raises(TypeError, match="out: expected a GPU array"):
+        _cuda.gemm(to_device(A, device), to_device(B, device), want, ta, tb)
 
 
 @pytest.mark.parametrize("device", CUDA)
@@ -555,7 +604,7 @@ def check_arena_step(opt, rkw, name, shapes, dtype, rng, layout, clip_norm=None,
 
     def cpu_step(g, t):
         scale = 1.0 if clip_norm is None else opt_ref.clip_grad_norm_scale([g], clip_norm)
-        _core.optimizer_step_arena(cfg, p_c, g, st_c, segs, t, lr, scale)
+        _core.optimizer_step(cfg, p_c, g, st_c, segs, t, lr, scale)
         return p_c
 
     got = run_arena(gpu_step, flat0, segs, shapes, curv, noise, dtype)
@@ -635,7 +684,7 @@ def test_grad_sq_norm_and_clip_scale(n, device, rng):
         got = gpu().grad_sq_norm(cupy().asarray(g))
         assert got.shape == () and got.dtype == np.float64
         assert float(got) == pytest.approx(want, rel=1e-13)
-        assert float(got) == pytest.approx(_core.grad_sq_norm(g), rel=1e-13)
+        assert float(got) == pytest.approx(float(fm.ops.grad_sq_norm(g)), rel=1e-13)
         assert float(gpu().grad_sq_norm(cupy().asarray(g))) == float(got)  # deterministic
         scale = float(gpu().clip_norm_scale(cupy().asarray(g), 0.5))
         assert scale == pytest.approx(opt_ref.clip_grad_norm_scale([g], 0.5), rel=1e-13)

@@ -169,7 +169,8 @@ def test_threaded_gemm_blocks_match_reference(ta, tb, m, n, k, rng):
         for nt in (1, 2):
             fm.set_num_threads(nt)
             for dtype in (np.float64, np.float32):
-                got = fm._core.gemm(A.astype(dtype), B.astype(dtype), ta, tb)
+                got = np.empty(want.shape, dtype)
+                fm._core.gemm(A.astype(dtype), B.astype(dtype), got, ta, tb)
                 assert_close(
                     got, want, dtype, tol=TOL[dtype] * np.sqrt(k) * 10, what=f"gemm {nt} threads"
                 )

@@ -153,7 +153,7 @@ class TestBadInput:
 
     def test_rate_checked_in_cpp(self):
         with pytest.raises(ValueError, match=r"rate: expected a drop rate in \[0, 1\)"):
-            fm._core.dropout_forward(np.ones(3), 1.0, 0, 0, 0)
+            fm._core.dropout_forward(np.ones(3), np.empty(3), 1.0, 0, 0, 0)
 
     def test_rate_type(self):
         with pytest.raises(TypeError, match="rate: expected a real number"):

@@ -224,12 +224,14 @@ class TestBadInput:
     def test_labels_out_of_range_checked_in_cpp(self):
         msg = r"target: label 3 of sample 1 is out of range \[0, 3\)"
         with pytest.raises(ValueError, match=msg):
+            labels = np.array([0, 3], dtype=np.int32)
             fm._core.loss_forward_backward(
-                2, np.zeros((2, 3)), np.array([0, 3], dtype=np.int32), None, True, 0.0, False, False
+                2, np.zeros((2, 3)), labels, None, np.empty((2, 3)), None, 0.0, False, False
             )
         with pytest.raises(ValueError, match="cross_entropy only"):
+            labels = np.array([0, 1], dtype=np.int32)
             fm._core.loss_forward_backward(
-                1, np.zeros((2, 1)), np.array([0, 1], dtype=np.int32), None, True, 0.0, False, False
+                1, np.zeros((2, 1)), labels, None, np.empty((2, 1)), None, 0.0, False, False
             )
 
     def test_non_integer_labels(self):

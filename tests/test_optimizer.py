@@ -256,9 +256,10 @@ def test_arena_equals_per_parameter_steps(name, rng):
         grads = [rng.normal(size=sh) for sh in shapes]
         for s, g in zip(segs, grads, strict=True):
             garena[s.offset : s.offset + s.rows * s.cols] = g.ravel()
-        _core.optimizer_step_arena(cfg, arena, garena, state, segs, t, 0.01, 0.9)
+        _core.optimizer_step(cfg, arena, garena, state, segs, t, 0.01, 0.9)
         for p, g, s, st in zip(params, grads, segs, states, strict=True):
-            _core.optimizer_step(cfg, p, g, st, t, 0.01, 0.9, s.decay, s.max_norm)
+            one = [_core.Segment(0, s.rows, s.cols, s.decay, s.max_norm)]
+            _core.optimizer_step(cfg, p.reshape(-1), g.reshape(-1), st, one, t, 0.01, 0.9)
     for p, s in zip(params, segs, strict=True):
         np.testing.assert_array_equal(arena[s.offset : s.offset + s.rows * s.cols], p.ravel())
     np.testing.assert_array_equal(arena[35:38], gap_before)
@@ -295,7 +296,7 @@ def test_thread_count_does_not_change_the_result(name, rng):
             )
             for _ in range(3):
                 opt.step([p], [g])
-            out.append((p, _core.grad_sq_norm(g)))
+            out.append((p, float(fm.ops.grad_sq_norm(g))))
     finally:
         fm.set_num_threads(n_before)
     for p, s in out[1:]:
@@ -308,7 +309,7 @@ def test_grad_sq_norm(n, rng):
     for dtype in DTYPES:
         g = rng.normal(size=n).astype(dtype)
         want = float(np.sum(g.astype(np.float64) ** 2))
-        assert _core.grad_sq_norm(g) == pytest.approx(want, rel=1e-13)
+        assert float(fm.ops.grad_sq_norm(g)) == pytest.approx(want, rel=1e-13)
 
 
 # ---------------------------------------------------------------------- state
@@ -530,17 +531,15 @@ def test_cpp_checks():
     p, g = np.ones(6), np.ones(6)
     s = np.zeros(12)
     with pytest.raises(ValueError, match="step"):
-        _core.optimizer_step(cfg, p, g, s, 0, 0.1)
+        _core.optimizer_step(cfg, p, g, s, None, 0, 0.1)
     with pytest.raises(ValueError, match="state: expected 12 elements"):
-        _core.optimizer_step(cfg, p, g, np.zeros(6), 1, 0.1)
+        _core.optimizer_step(cfg, p, g, np.zeros(6), None, 1, 0.1)
     with pytest.raises(ValueError, match="grad_scale"):
-        _core.optimizer_step(cfg, p, g, s, 1, 0.1, float("inf"))
-    with pytest.raises(ValueError, match="param and state"):
-        _core.optimizer_step_arena(cfg, s[:6], g, s, None, 1, 0.1)
+        _core.optimizer_step(cfg, p, g, s, None, 1, 0.1, float("inf"))
+    with pytest.raises(ValueError, match="params and state"):
+        _core.optimizer_step(cfg, s[:6], g, s, None, 1, 0.1)
     with pytest.raises(ValueError, match=r"segments\[1\]: offset"):
-        _core.optimizer_step_arena(
-            cfg, p, g, s, [_core.Segment(0, 1, 4), _core.Segment(2, 1, 2)], 1, 0.1
-        )
+        _core.optimizer_step(cfg, p, g, s, [_core.Segment(0, 1, 4), _core.Segment(2, 1, 2)], 1, 0.1)
     with pytest.raises(ValueError, match=r"segments\[0\]: ends at 8"):
         _core.optimizer_state_size(cfg, 6, [_core.Segment(2, 2, 3)])
     for field, value in (
@@ -555,5 +554,5 @@ def test_cpp_checks():
         setattr(bad, field, value)
         with pytest.raises(ValueError, match=field):
             bad.validate()
-    with pytest.raises(TypeError, match="grad"):
-        _core.optimizer_step(cfg, p, g.astype(np.float32), s, 1, 0.1)
+    with pytest.raises(TypeError, match="grads"):
+        _core.optimizer_step(cfg, p, g.astype(np.float32), s, None, 1, 0.1)

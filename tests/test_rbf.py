@@ -133,10 +133,11 @@ def test_bad_input():
     with pytest.raises(ValueError, match="Phi: expected shape"):
         fm.ops.rbf_backward(X, C, s, D, Phi[:2], np.ones((3, 4)))
     # the C++ entry point checks too
+    D, Phi = np.empty((3, 4)), np.empty((3, 4))
     with pytest.raises(ValueError, match="widths"):
-        fm._core.rbf_forward(X, C, -s)
+        fm._core.rbf_forward(X, C, -s, D, Phi)
     with pytest.raises(ValueError, match="centers: expected shape"):
-        fm._core.rbf_forward(X, np.zeros((4, 3)), s)
+        fm._core.rbf_forward(X, np.zeros((4, 3)), s, D, Phi)
 
 
 # --------------------------------------------------------------------------- network

@@ -129,9 +129,11 @@ inline void parse_typestr(Arr& a, const std::string& ts, const char* name, bool 
   }
 }
 
-// Checks C-contiguity from element strides given in bytes (dimensions of extent 1 are free).
+// Checks C-contiguity from element strides given in bytes (dimensions of extent 1 are free;
+// an empty array is contiguous whatever its strides, as NumPy reports it).
 inline void expect_c_order(const Arr& a, const std::vector<index_t>& byte_strides,
                            const char* hint) {
+  if (a.size() == 0) return;
   index_t expect = a.itemsize();
   for (size_t i = a.shape.size(); i-- > 0;) {
     if (a.shape[i] != 1 && byte_strides[i] != expect)

@@ -112,17 +112,4 @@ struct ActConfig {
   }
 };
 
-// Per-unit learnable parameters of an activation as a (n_params, cols) array, or null.
-template <class T>
-const T* act_unit_params(const ActConfig& cfg, const py::object& unit, index_t cols) {
-  const int np = act_num_params(cfg.act(), cfg.hinges);
-  if (np == 0) return nullptr;
-  FM_CHECK(!unit.is_none(), "params: this activation has learnable parameters; expected an array of shape (",
-           np, ", ", cols, ")");
-  py::array u = py::cast<py::array>(unit);
-  const T* ptr = checked_ptr<T>(u, "params", 2);
-  check_shape(u, "params", {np, cols});
-  return ptr;
-}
-
 }  // namespace fm::bindings

@@ -1,6 +1,7 @@
 // __cuda_array_interface__ parsing shared by the _cuda bindings (cuda.cpp: the kernels,
 // cuda_network.cpp: the GPU Network): shape, dtype, contiguity, device and stream checks, with
-// errors that name the argument.
+// errors that name the argument; the device memory policy DevMem and its kernel trait
+// (bindings/ops.h).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -13,7 +14,12 @@
 
 #include "bindings/arrays.h"
 #include "bindings/common.h"
+#include "cuda/activation.h"
 #include "cuda/common.cuh"
+#include "cuda/gemm.h"
+#include "cuda/loss.h"
+#include "cuda/network.h"
+#include "cuda/optimizer.h"
 
 namespace fm::bindings {
 
@@ -64,10 +70,6 @@ inline std::optional<DevArray> read_optional(const py::object& obj, const char* 
   return read_array(obj, name);
 }
 
-
-
-
-
 // The stream every launch of one call runs on, with the inputs' producer streams waited for
 // and every pointer checked to be device memory of the current device.
 inline cudaStream_t prepare(const py::object& stream_arg,
@@ -109,7 +111,6 @@ inline cudaStream_t prepare(const py::object& stream_arg,
   }
   return stream;
 }
-
 
 // ---------------------------------------------------------------------------- device memory
 
@@ -172,6 +173,55 @@ struct DevMem {
     v.typestr = std::is_same_v<T, float> ? "<f4" : std::is_same_v<T, double> ? "<f8" : "<i8";
     v.owner = py::reinterpret_borrow<py::object>(owner);
     return py::cast(std::move(v));
+  }
+};
+
+template <class Mem>
+struct OpKernels;
+
+// The kernel trait of the device memory policy (bindings/ops.h): the Network's CUDA backend on
+// the call's stream plus the ops the Network does not call.
+template <>
+struct OpKernels<DevMem> : cuda::CudaBackend {
+  static OpKernels make(DevMem::Stream s) {
+    OpKernels k;
+    k.stream = s;
+    return k;
+  }
+
+  template <class T>
+  void activation_derivative(Act a, const T* z, T* g, index_t rows, index_t cols,
+                             const ActParams<T>& p) {
+    cuda::activation_derivative(a, z, g, rows, cols, p, stream);
+  }
+  template <class T>
+  void loss_output(Loss loss, const T* logits, T* out, index_t rows, index_t cols) {
+    cuda::loss_output(loss, logits, out, rows, cols, stream);
+  }
+  template <class T>
+  void grad_sq_norm(const T* grads, index_t n, double* sq_norm, double* clip_scale,
+                    double max_norm) {
+    cuda::grad_sq_norm(grads, n, sq_norm, clip_scale, max_norm, stream);
+  }
+  template <class T>
+  void gemm(bool ta, bool tb, index_t m, index_t n, index_t k, const T* A, index_t lda, const T* B,
+            index_t ldb, T* C) {
+    cuda::gemm(ta, tb, m, n, k, A, lda, B, ldb, C, n, cuda::Epilogue::none, nullptr, nullptr, 0,
+               stream);
+  }
+  // The loss written to *out (a device float64 scalar) when given; the kernel skips the
+  // reduction when out is null.
+  template <class T>
+  void loss_value(Loss loss, const T* logits, const T* target, const std::int32_t* labels,
+                  const T* sw, T* dlogits, index_t rows, index_t cols, const LossParams<T>& p,
+                  double* out) {
+    loss_forward_backward(loss, logits, target, labels, sw, dlogits, rows, cols, p, out);
+  }
+  // A device float64 scalar (may be null) the optimizer kernels read as a gradient factor;
+  // NaN there skips the elementwise update on the device (cuda/optimizer.h).
+  static bool take_device_scale(const double* device_scale, GradScale& scale) {
+    scale.device = device_scale;
+    return true;
   }
 };
 

@@ -780,6 +780,47 @@ template void CudaBackend::read<std::int32_t>(const std::int32_t*, size_t, std::
 template void CudaBackend::gather_rows<std::int32_t>(std::int32_t*, const std::int32_t*,
                                                      const std::int64_t*, index_t, index_t);
 
+// The methods the op bindings (bindings/ops.h) call directly, outside any Network.
+#define FM_INSTANTIATE_OPS(T)                                                                      \
+  template void CudaBackend::copy<T>(T*, const T*, index_t);                                       \
+  template void CudaBackend::dense_forward<T>(const T*, const T*, const T*, T*, T*, index_t,       \
+                                              index_t, index_t, Act, const ActParams<T>&);         \
+  template void CudaBackend::dense_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, \
+                                               T*, T*, index_t, index_t, index_t, Act,             \
+                                               const ActParams<T>&);                               \
+  template void CudaBackend::batchnorm_forward_train<T>(const T*, T*, const T*, const T*, T*, T*,  \
+                                                        T*, T*, index_t, index_t, T, T, bool);     \
+  template void CudaBackend::batchnorm_forward_infer<T>(const T*, T*, const T*, const T*,          \
+                                                        const T*, const T*, index_t, index_t, T);  \
+  template void CudaBackend::batchnorm_backward<T>(const T*, const T*, const T*, const T*,         \
+                                                   const T*, T*, T*, T*, index_t, index_t);        \
+  template void CudaBackend::dropout_forward<T>(const T*, T*, index_t, T, const PhiloxKey&);       \
+  template void CudaBackend::dropout_backward<T>(const T*, T*, index_t, T, const PhiloxKey&);      \
+  template void CudaBackend::gaussian_noise_forward<T>(const T*, T*, index_t, T,                   \
+                                                       const PhiloxKey&);                          \
+  template void CudaBackend::activation_forward<T>(Act, const T*, T*, index_t, index_t,            \
+                                                   const ActParams<T>&);                           \
+  template void CudaBackend::activation_backward<T>(Act, const T*, const T*, T*, T*, T*, index_t,  \
+                                                    index_t, const ActParams<T>&);                 \
+  template void CudaBackend::softmax_forward<T>(const T*, T*, index_t, index_t);                   \
+  template void CudaBackend::softmax_backward<T>(const T*, const T*, T*, index_t, index_t);        \
+  template void CudaBackend::maxout_forward<T>(const T*, T*, index_t, index_t, index_t);           \
+  template void CudaBackend::maxout_backward<T>(const T*, const T*, T*, index_t, index_t,          \
+                                                index_t);                                          \
+  template void CudaBackend::rbf_forward<T>(const T*, const T*, const T*, T*, T*, T*, index_t,     \
+                                            index_t, index_t);                                     \
+  template void CudaBackend::rbf_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, \
+                                             T*, T*, T*, T*, index_t, index_t, index_t);           \
+  template void CudaBackend::loss_forward_backward<T>(Loss, const T*, const T*,                    \
+                                                      const std::int32_t*, const T*, T*, index_t,  \
+                                                      index_t, const LossParams<T>&, double*);     \
+  template void CudaBackend::optimizer_step<T>(const OptConfig&, T*, const T*, T*, const Segment*, \
+                                               int, index_t, std::int64_t, double,                 \
+                                               const GradScale&);
+FM_INSTANTIATE_OPS(float)
+FM_INSTANTIATE_OPS(double)
+#undef FM_INSTANTIATE_OPS
+
 template class DeviceVec<float>;
 template class DeviceVec<double>;
 template class DeviceVec<std::int32_t>;

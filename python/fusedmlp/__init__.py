@@ -100,9 +100,9 @@ def set_allow_tf32(on: bool) -> None:
     Raises:
         RuntimeError: fusedmlp was built without its CUDA module.
     """
-    from . import _cuda_ops
+    from . import ops
 
-    _cuda_ops.set_allow_tf32(on)
+    ops.set_allow_tf32(on)
 
 
 # Modules built on scikit-learn are imported on first use (PEP 562), so `import fusedmlp`

@@ -34,7 +34,7 @@ DECAY_SCOPES = {"weights": 0, "all": 1, "none": 2}  # Network::set_decay_scope
 def array_module(a: Any):
     """The array module of ``a``: NumPy, or CuPy for device arrays."""
     if is_device_array(a):
-        from ._cuda_ops import _cupy
+        from ._backend.cuda import _cupy
 
         return _cupy()
     return np

@@ -365,11 +365,11 @@ class Sequential:
         models; for CUDA models a CuPy array on the current device (device arrays, PyTorch /
         JAX tensors through DLPack, are used without a copy; host arrays are copied once)."""
         if self.device == "cuda":
-            from . import _cuda_ops
+            from ._backend import cuda as _cuda_backend
             from ._cuda_network import to_device
 
             if v.is_device_array(X):
-                X = _cuda_ops.as_device_array(name, X)
+                X = _cuda_backend.asarray(name, X)
             else:
                 X = to_device(v.as_float_array(name, X))
             if X.shape[1] != self.n_in:
@@ -394,7 +394,7 @@ class Sequential:
         ]
         xp = np
         if self.device == "cuda":
-            from ._cuda_ops import _cupy
+            from ._backend.cuda import _cupy
 
             xp = _cupy()
         outs = [xp.concatenate([p[h] for p in parts]) for h in range(len(self.heads))]

@@ -1,12 +1,14 @@
-"""Thin, validated wrappers over single kernels (NumPy in, NumPy out on the CPU).
+"""Thin, validated wrappers over single kernels, one body for both devices.
 
 Every function checks its inputs (shape, dtype, finiteness, hyper-parameter ranges) and
 raises ``ValueError``/``TypeError`` naming the argument before any C++ runs. Non-contiguous
 inputs are made contiguous. float32 and float64 are supported; outputs have the input dtype.
-The device follows the inputs: the activation, dense, batch-norm, dropout, noise and loss
-functions given CuPy arrays (anything exposing ``__cuda_array_interface__``) run the CUDA
-kernels through :mod:`fusedmlp._cuda_ops` with the same checks, and return CuPy arrays;
-mixing host and device arrays in one call is an error.
+The device follows the inputs (:func:`fusedmlp._backend.of_any`): NumPy arrays run the CPU
+kernels (``fusedmlp._core``) and return NumPy arrays; CuPy arrays (anything exposing
+``__cuda_array_interface__``) run the CUDA kernels (``fusedmlp._cuda``) on CuPy's current
+stream and return CuPy arrays. Both modules take the same arguments (outputs allocated here
+with ``be.empty``), so each op is written once; mixing host and device arrays in one call is
+a TypeError naming the argument.
 
 Example:
     >>> import numpy as np, fusedmlp as fm
@@ -22,32 +24,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _activations as acts
-from . import _losses
+from . import _backend, _losses
 from . import _validate as v
-from ._loader import _core
+from ._loader import _core, _cuda, _cuda_import_error
 
 
-def _gpu():
-    """:mod:`fusedmlp._cuda_ops`, imported on first use: GPU (CuPy) inputs are routed there."""
-    from . import _cuda_ops
-
-    return _cuda_ops
-
-
-def _unit_params(
-    spec_name: str,
-    params: Any,
-    n: int,
-    dtype: np.dtype,
-    hinges: int | None,
-    asarray=v.as_float_array,
-):
-    """Validate the learnable per-unit parameter block for a learnable activation.
-
-    ``asarray`` checks and converts the array: ``v.as_float_array`` (host) or
-    ``fusedmlp._cuda_ops.as_device_array`` (device); it returns C-contiguous arrays.
-    """
-    arr = asarray("params", params, ndim=(1, 2), dtype=dtype)
+def _unit_params(spec_name: str, params: Any, n: int, dtype: np.dtype, hinges: int | None, be):
+    """Validate the learnable per-unit parameter block for a learnable activation (checked
+    and made C-contiguous by the backend ``be`` of the call)."""
+    arr = be.asarray("params", params, ndim=(1, 2), dtype=dtype)
     if arr.ndim == 1:
         arr = arr[None, :]
     if spec_name == "apl":
@@ -66,10 +51,12 @@ def _unit_params(
 
 
 def _prepare(name: Any, z: Any, params: Any, hinges: int | None, hyper: dict):
-    """Validate z (as "z"), then the activation and its parameters for z's units."""
-    z = v.as_float_array("z", z)
-    key, unit, spec = _prepare_act(name, params, hinges, hyper, z.shape[1], z.dtype)
-    return key, z, unit, spec
+    """The backend of the call, z validated (as "z"), then the activation and its parameters
+    for z's units."""
+    be = _backend.of_any(z, params)
+    z = be.asarray("z", z)
+    key, unit, spec = _prepare_act(name, params, hinges, hyper, z.shape[1], z.dtype, be)
+    return be, key, z, unit, spec
 
 
 def _prepare_act(
@@ -79,7 +66,7 @@ def _prepare_act(
     hyper: dict,
     n: int,
     dtype,
-    asarray=v.as_float_array,
+    be,
     what: str = "name",
 ):
     """The activation ``name`` (the argument ``what`` of the caller) for n units of dtype."""
@@ -93,7 +80,7 @@ def _prepare_act(
             raise ValueError(
                 f"params: activation {key!r} has learnable per-unit parameters; pass them"
             )
-        unit, s = _unit_params(key, params, n, dtype, hinges, asarray)
+        unit, s = _unit_params(key, params, n, dtype, hinges, be)
         hinges = s if key == "apl" else hinges
     elif params is not None:
         raise ValueError(f"params: activation {key!r} has no learnable parameters")
@@ -103,6 +90,19 @@ def _prepare_act(
 
 def _rrelu_config(spec, training: bool, seed: int, step: int, layer: int):
     return spec.config(training=training, seed=seed, step=step, layer=layer)
+
+
+def _squeeze_like(dp, params):
+    """A 1-d ``params`` gets a 1-d gradient back."""
+    if dp is not None and params is not None and np.ndim(params) == 1:
+        return dp[0]
+    return dp
+
+
+def _softmax(be, z):
+    y = be.empty(z.shape, z.dtype)
+    be.mod.softmax_forward(z, y, stream=be.stream())
+    return y
 
 
 def activation(
@@ -141,29 +141,22 @@ def activation(
         >>> fm.ops.activation("leaky_relu", np.array([[-2.0, 3.0]]), alpha=0.1)
         array([[-0.2,  3. ]])
     """
-    if v.is_device_array(z):
-        return _gpu().activation(
-            name,
-            z,
-            params,
-            hinges=hinges,
-            pieces=pieces,
-            training=training,
-            seed=seed,
-            step=step,
-            layer=layer,
-            **hyper,
-        )
-    key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
+    be, key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
     if key == "softmax":
         _no_extra(key, hyper, params, pieces=pieces)
-        return _core.softmax_forward(z)
+        return _softmax(be, z)
     if key == "maxout":
         _no_extra(key, hyper, params)
-        return _core.maxout_forward(z, _pieces(pieces, z))
+        k = _pieces(pieces, z)
+        y = be.empty((z.shape[0], z.shape[1] // k), z.dtype)
+        be.mod.maxout_forward(z, y, k, stream=be.stream())
+        return y
     if pieces is not None:
         raise ValueError(f"pieces: only maxout takes pieces, not {key!r}")
-    return _core.activation_forward(_rrelu_config(spec, training, seed, step, layer), z, unit)
+    y = be.empty(z.shape, z.dtype)
+    config = _rrelu_config(spec, training, seed, step, layer)
+    be.mod.activation_forward(config, z, y, unit, stream=be.stream())
+    return y
 
 
 def activation_grad(
@@ -187,25 +180,16 @@ def activation_grad(
         >>> fm.ops.activation_grad("relu", np.array([[-1.0, 0.0, 2.0]]))
         array([[0., 0., 1.]])
     """
-    if v.is_device_array(z):
-        return _gpu().activation_grad(
-            name,
-            z,
-            params,
-            hinges=hinges,
-            training=training,
-            seed=seed,
-            step=step,
-            layer=layer,
-            **hyper,
-        )
-    key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
+    be, key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
     if key in acts.ROW_OPS:
         raise ValueError(
             f"name: {key!r} is row-wise and has a Jacobian, not an elementwise derivative; "
             "use fusedmlp.ops.activation_backward"
         )
-    return _core.activation_derivative(_rrelu_config(spec, training, seed, step, layer), z, unit)
+    g = be.empty(z.shape, z.dtype)
+    config = _rrelu_config(spec, training, seed, step, layer)
+    be.mod.activation_derivative(config, z, g, unit, stream=be.stream())
+    return g
 
 
 def activation_backward(
@@ -241,38 +225,26 @@ def activation_backward(
         >>> dz, da
         (array([[0.25, 1.  ]]), array([[-2.,  0.]]))
     """
-    if v.is_device_array(z):
-        return _gpu().activation_backward(
-            name,
-            z,
-            grad_output,
-            params,
-            hinges=hinges,
-            pieces=pieces,
-            training=training,
-            seed=seed,
-            step=step,
-            layer=layer,
-            **hyper,
-        )
-    key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
+    be, key, z, unit, spec = _prepare(name, z, params, hinges, hyper)
+    row_op = key in acts.ROW_OPS
+    if row_op:
+        _no_extra(key, hyper, params, pieces=pieces if key == "softmax" else None)
+    elif pieces is not None:
+        raise ValueError(f"pieces: only maxout takes pieces, not {key!r}")
+    k = _pieces(pieces, z) if key == "maxout" else 1
+    g = be.asarray("grad_output", grad_output, dtype=z.dtype)
+    v.check_shape("grad_output", g, (z.shape[0], z.shape[1] // k))
+    dz = be.empty(z.shape, z.dtype)
     if key == "softmax":
-        _no_extra(key, hyper, params, pieces=pieces)
-        g = v.as_float_array("grad_output", grad_output, dtype=z.dtype)
-        v.check_shape("grad_output", g, z.shape)
-        return _core.softmax_backward(_core.softmax_forward(z), g), None
+        be.mod.softmax_backward(_softmax(be, z), g, dz, stream=be.stream())
+        return dz, None
     if key == "maxout":
-        _no_extra(key, hyper, params)
-        k = _pieces(pieces, z)
-        g = v.as_float_array("grad_output", grad_output, dtype=z.dtype)
-        v.check_shape("grad_output", g, (z.shape[0], z.shape[1] // k))
-        return _core.maxout_backward(z, g, k), None
-    g = v.as_float_array("grad_output", grad_output, dtype=z.dtype)
-    v.check_shape("grad_output", g, z.shape)
-    dz, dp = _core.activation_backward(_rrelu_config(spec, training, seed, step, layer), z, g, unit)
-    if dp is not None and params is not None and np.ndim(params) == 1:
-        dp = dp[0]
-    return dz, dp
+        be.mod.maxout_backward(z, g, dz, k, stream=be.stream())
+        return dz, None
+    dp = None if unit is None else be.empty(unit.shape, unit.dtype)
+    config = _rrelu_config(spec, training, seed, step, layer)
+    be.mod.activation_backward(config, z, g, dz, dp, unit, stream=be.stream())
+    return dz, _squeeze_like(dp, params)
 
 
 def softmax(z: Any) -> np.ndarray:
@@ -320,10 +292,10 @@ def _no_extra(key: str, hyper: dict, params: Any, pieces: int | None = None) -> 
         raise ValueError(f"pieces: only maxout takes pieces, not {key!r}")
 
 
-def _dense_inputs(X: Any, W: Any, asarray):
-    """X (batch, n_in) and W (n_in, n_out) checked by ``asarray`` (either device)."""
-    X = asarray("X", X)
-    W = asarray("W", W, dtype=X.dtype)
+def _dense_inputs(X: Any, W: Any, be):
+    """X (batch, n_in) and W (n_in, n_out) checked by the backend ``be``."""
+    X = be.asarray("X", X)
+    W = be.asarray("W", W, dtype=X.dtype)
     if W.shape[0] != X.shape[1]:
         raise ValueError(f"W: expected {X.shape[1]} rows (the features of X), got shape {W.shape}")
     return X, W
@@ -360,30 +332,21 @@ def dense_forward(
         >>> A
         array([[2., 2., 2.]])
     """
-    if v.is_device_array(X):
-        return _gpu().dense_forward(
-            X,
-            W,
-            b,
-            activation,
-            params,
-            hinges=hinges,
-            training=training,
-            seed=seed,
-            step=step,
-            layer=layer,
-            **hyper,
-        )
-    X, W = _dense_inputs(X, W, v.as_float_array)
+    be = _backend.of_any(X, W, b, params)
+    X, W = _dense_inputs(X, W, be)
     if b is not None:
-        b = v.as_float_array("b", b, ndim=1, dtype=X.dtype)
+        b = be.asarray("b", b, ndim=1, dtype=X.dtype)
         v.check_shape("b", b, (W.shape[1],))
     key, unit, spec = _prepare_act(
-        activation, params, hinges, hyper, W.shape[1], X.dtype, what="activation"
+        activation, params, hinges, hyper, W.shape[1], X.dtype, be, what="activation"
     )
     if key in acts.ROW_OPS:
         raise ValueError(f"activation: {key!r} is row-wise; apply fusedmlp.ops.{key} to Z instead")
-    return _core.dense_forward(_rrelu_config(spec, training, seed, step, layer), X, W, b, unit)
+    Z = be.empty((X.shape[0], W.shape[1]), X.dtype)
+    A = None if key == "identity" else be.empty(Z.shape, X.dtype)
+    config = _rrelu_config(spec, training, seed, step, layer)
+    be.mod.dense_forward(config, X, W, b, Z, A, unit, stream=be.stream())
+    return Z, (Z if A is None else A)
 
 
 def dense_backward(
@@ -422,46 +385,26 @@ def dense_backward(
     """
     has_bias = v.flag("has_bias", has_bias)
     need_dx = v.flag("need_dx", need_dx)
-    if v.is_device_array(X):
-        return _gpu().dense_backward(
-            X,
-            W,
-            Z,
-            grad_output,
-            activation,
-            params,
-            has_bias=has_bias,
-            need_dx=need_dx,
-            hinges=hinges,
-            training=training,
-            seed=seed,
-            step=step,
-            layer=layer,
-            **hyper,
-        )
-    X, W = _dense_inputs(X, W, v.as_float_array)
-    Z = v.as_float_array("Z", Z, dtype=X.dtype)
+    be = _backend.of_any(X, W, Z, grad_output, params)
+    X, W = _dense_inputs(X, W, be)
+    Z = be.asarray("Z", Z, dtype=X.dtype)
     v.check_shape("Z", Z, (X.shape[0], W.shape[1]))
-    g = v.as_float_array("grad_output", grad_output, dtype=X.dtype)
+    g = be.asarray("grad_output", grad_output, dtype=X.dtype)
     v.check_shape("grad_output", g, Z.shape)
     key, unit, spec = _prepare_act(
-        activation, params, hinges, hyper, Z.shape[1], X.dtype, what="activation"
+        activation, params, hinges, hyper, Z.shape[1], X.dtype, be, what="activation"
     )
     if key in acts.ROW_OPS:
         raise ValueError(f"activation: {key!r} is row-wise; use activation_backward on it first")
-    dX, dW, db, dp = _core.dense_backward(
-        _rrelu_config(spec, training, seed, step, layer),
-        X,
-        W,
-        Z,
-        g,
-        has_bias,
-        need_dx,
-        unit,
-    )
-    if dp is not None and params is not None and np.ndim(params) == 1:
-        dp = dp[0]
-    return {"dX": dX, "dW": dW, "db": db, "dparams": dp}
+    batch, n_in, n_out = X.shape[0], X.shape[1], W.shape[1]
+    dZ = be.empty(Z.shape, X.dtype)
+    dW = be.empty((n_in, n_out), X.dtype)
+    db = be.empty((n_out,), X.dtype) if has_bias else None
+    dX = be.empty((batch, n_in), X.dtype) if need_dx else None
+    dp = None if unit is None else be.empty(unit.shape, unit.dtype)
+    config = _rrelu_config(spec, training, seed, step, layer)
+    be.mod.dense_backward(config, X, W, Z, g, dZ, dW, db, dX, dp, unit, stream=be.stream())
+    return {"dX": dX, "dW": dW, "db": db, "dparams": _squeeze_like(dp, params)}
 
 
 # --------------------------------------------------------------------------- batch norm
@@ -479,36 +422,17 @@ class BatchNormSaved(NamedTuple):
     invstd: np.ndarray
 
 
-def _feature_params(x: np.ndarray, gamma: Any, beta: Any, asarray=v.as_float_array):
+def _feature_params(x: Any, gamma: Any, beta: Any, be):
     if (gamma is None) != (beta is None):
         raise ValueError("gamma, beta: pass both (affine layer) or neither (non-affine)")
     if gamma is None:
         return None, None
     n = x.shape[1]
-    gamma = asarray("gamma", gamma, ndim=1, dtype=x.dtype)
+    gamma = be.asarray("gamma", gamma, ndim=1, dtype=x.dtype)
     v.check_shape("gamma", gamma, (n,))
-    beta = asarray("beta", beta, ndim=1, dtype=x.dtype)
+    beta = be.asarray("beta", beta, ndim=1, dtype=x.dtype)
     v.check_shape("beta", beta, (n,))
     return gamma, beta
-
-
-def _running_stat(name: str, a: Any, n: int, dtype: np.dtype) -> np.ndarray:
-    """A running statistic updated in place: a writeable C-contiguous ndarray, no copy."""
-    v.check_host(name, a)
-    if not isinstance(a, np.ndarray):
-        raise TypeError(
-            f"{name}: expected a NumPy array (it is updated in place), got {type(a).__name__}"
-        )
-    if a.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype} (the dtype of x), got {a.dtype}")
-    v.check_shape(name, a, (n,))
-    if not a.flags.c_contiguous or not a.flags.writeable:
-        raise ValueError(
-            f"{name}: expected a writeable C-contiguous array (it is updated in place)"
-        )
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name}: contains NaN or Inf")
-    return a
 
 
 def batchnorm_forward(
@@ -563,41 +487,28 @@ def batchnorm_forward(
     """
     training = v.flag("training", training)
     init_from_batch = v.flag("init_from_batch", init_from_batch)
-    if v.is_device_array(x):
-        return _gpu().batchnorm_forward(
-            x, gamma, beta, running_mean, running_var, training, momentum, eps, init_from_batch
-        )
+    be = _backend.of_any(x, gamma, beta, running_mean, running_var)
     x, gamma, beta, rm, rv, momentum, eps = _batchnorm_forward_args(
-        x,
-        gamma,
-        beta,
-        running_mean,
-        running_var,
-        training,
-        momentum,
-        eps,
-        v.as_float_array,
-        _running_stat,
+        x, gamma, beta, running_mean, running_var, training, momentum, eps, be
     )
+    y = be.empty(x.shape, x.dtype)
     if not training:
-        return _core.batchnorm_forward_infer(x, gamma, beta, rm, rv, eps), None
-    y, mean, invstd = _core.batchnorm_forward_train(
-        x, gamma, beta, rm, rv, momentum, eps, bool(init_from_batch)
+        be.mod.batchnorm_forward_infer(x, y, gamma, beta, rm, rv, eps, stream=be.stream())
+        return y, None
+    mean, invstd = be.empty((x.shape[1],), x.dtype), be.empty((x.shape[1],), x.dtype)
+    be.mod.batchnorm_forward_train(
+        x, y, gamma, beta, mean, invstd, rm, rv, momentum, eps, init_from_batch, stream=be.stream()
     )
     return y, BatchNormSaved(mean, invstd)
 
 
-def _batchnorm_forward_args(
-    x, gamma, beta, running_mean, running_var, training, momentum, eps, asarray, running_stat
-):
-    """The checks of :func:`batchnorm_forward` on either device.
-
-    ``asarray`` validates an input array (host or device); ``running_stat(name, a, n, dtype)``
-    validates a running statistic that training updates in place. Returns
+def _batchnorm_forward_args(x, gamma, beta, running_mean, running_var, training, momentum, eps, be):
+    """The checks of :func:`batchnorm_forward`: the inputs validated by the backend ``be``,
+    the running statistics training updates in place by ``be.in_place``. Returns
     ``(x, gamma, beta, running_mean, running_var, momentum, eps)``, momentum None at inference.
     """
-    x = asarray("x", x)
-    gamma, beta = _feature_params(x, gamma, beta, asarray)
+    x = be.asarray("x", x)
+    gamma, beta = _feature_params(x, gamma, beta, be)
     eps = v.real("eps", eps, low=0.0, low_open=True)
     # checked at inference too, where it is unused: a bad value is a caller's bug either way
     momentum = v.real("momentum", momentum, low=0.0, high=1.0)
@@ -608,9 +519,9 @@ def _batchnorm_forward_args(
                 "running_mean, running_var: inference normalizes with the running "
                 "statistics; pass both"
             )
-        rm = asarray("running_mean", running_mean, ndim=1, dtype=x.dtype)
+        rm = be.asarray("running_mean", running_mean, ndim=1, dtype=x.dtype)
         v.check_shape("running_mean", rm, (n,))
-        rv = asarray("running_var", running_var, ndim=1, dtype=x.dtype)
+        rv = be.asarray("running_var", running_var, ndim=1, dtype=x.dtype)
         v.check_shape("running_var", rv, (n,))
         if (rv < 0).any():
             raise ValueError("running_var: expected values >= 0")
@@ -624,8 +535,8 @@ def _batchnorm_forward_args(
         raise ValueError("running_mean, running_var: pass both or neither")
     rm = rv = None
     if running_mean is not None:
-        rm = running_stat("running_mean", running_mean, n, x.dtype)
-        rv = running_stat("running_var", running_var, n, x.dtype)
+        rm = be.in_place("running_mean", running_mean, (n,), x.dtype)
+        rv = be.in_place("running_var", running_var, (n,), x.dtype)
         if (rv < 0).any():
             raise ValueError("running_var: expected values >= 0")
     return x, gamma, beta, rm, rv, momentum, eps
@@ -658,37 +569,39 @@ def batchnorm_backward(
         (array([[0.],
                [0.]]), array([2.]))
     """
-    if v.is_device_array(x):
-        return _gpu().batchnorm_backward(x, grad_output, gamma, saved)
-    x, g, gamma, mean, invstd = _batchnorm_backward_args(
-        x, grad_output, gamma, saved, v.as_float_array
-    )
-    return _core.batchnorm_backward(x, g, gamma, mean, invstd)
+    be = _backend.of_any(x, grad_output, gamma)
+    x, g, gamma, mean, invstd = _batchnorm_backward_args(x, grad_output, gamma, saved, be)
+    dx = be.empty(x.shape, x.dtype)
+    dgamma = dbeta = None
+    if gamma is not None:
+        dgamma, dbeta = be.empty(gamma.shape, x.dtype), be.empty(gamma.shape, x.dtype)
+    be.mod.batchnorm_backward(x, g, gamma, mean, invstd, dx, dgamma, dbeta, stream=be.stream())
+    return dx, dgamma, dbeta
 
 
-def _batchnorm_backward_args(x, grad_output, gamma, saved, asarray):
-    """The checks of :func:`batchnorm_backward` on either device (``asarray`` validates an
-    array). Returns ``(x, grad_output, gamma, mean, invstd)``."""
-    x = asarray("x", x)
+def _batchnorm_backward_args(x, grad_output, gamma, saved, be):
+    """The checks of :func:`batchnorm_backward` (arrays validated by the backend ``be``).
+    Returns ``(x, grad_output, gamma, mean, invstd)``."""
+    x = be.asarray("x", x)
     if x.shape[0] < 2:
         raise ValueError(
             f"x: batch normalization in training needs a batch of at least 2 samples, "
             f"got shape {x.shape}"
         )
-    g = asarray("grad_output", grad_output, dtype=x.dtype)
+    g = be.asarray("grad_output", grad_output, dtype=x.dtype)
     v.check_shape("grad_output", g, x.shape)
     n = x.shape[1]
     if gamma is not None:
-        gamma = asarray("gamma", gamma, ndim=1, dtype=x.dtype)
+        gamma = be.asarray("gamma", gamma, ndim=1, dtype=x.dtype)
         v.check_shape("gamma", gamma, (n,))
     if not isinstance(saved, tuple) or len(saved) != 2:
         raise TypeError(
             "saved: expected the BatchNormSaved (mean, invstd) returned by "
             "batchnorm_forward in training"
         )
-    mean = asarray("saved.mean", saved[0], ndim=1, dtype=x.dtype)
+    mean = be.asarray("saved.mean", saved[0], ndim=1, dtype=x.dtype)
     v.check_shape("saved.mean", mean, (n,))
-    invstd = asarray("saved.invstd", saved[1], ndim=1, dtype=x.dtype)
+    invstd = be.asarray("saved.invstd", saved[1], ndim=1, dtype=x.dtype)
     v.check_shape("saved.invstd", invstd, (n,))
     if (invstd <= 0).any():
         raise ValueError("saved.invstd: expected values > 0")
@@ -698,14 +611,14 @@ def _batchnorm_backward_args(x, grad_output, gamma, saved, asarray):
 # --------------------------------------------------------------------------- RBF
 
 
-def _rbf_inputs(X: Any, centers: Any, widths: Any):
-    X = v.as_float_array("X", X)
-    centers = v.as_float_array("centers", centers, dtype=X.dtype)
+def _rbf_inputs(X: Any, centers: Any, widths: Any, be):
+    X = be.asarray("X", X)
+    centers = be.asarray("centers", centers, dtype=X.dtype)
     if centers.shape[1] != X.shape[1]:
         raise ValueError(
             f"centers: expected {X.shape[1]} columns (the features of X), got shape {centers.shape}"
         )
-    widths = v.as_float_array("widths", widths, ndim=1, dtype=X.dtype)
+    widths = be.asarray("widths", widths, ndim=1, dtype=X.dtype)
     v.check_shape("widths", widths, (centers.shape[0],))
     if (widths <= 0).any():
         raise ValueError("widths: expected values > 0 (the Gaussian widths sigma)")
@@ -737,8 +650,12 @@ def rbf(X: Any, centers: Any, widths: Any) -> tuple[np.ndarray, np.ndarray]:
         >>> D, np.round(Phi, 4)
         (array([[0., 2.]]), array([[1.    , 0.3679]]))
     """
-    X, centers, widths = _rbf_inputs(X, centers, widths)
-    return _core.rbf_forward(X, centers, widths)
+    be = _backend.of_any(X, centers, widths)
+    X, centers, widths = _rbf_inputs(X, centers, widths, be)
+    shape = (X.shape[0], centers.shape[0])
+    D, Phi = be.empty(shape, X.dtype), be.empty(shape, X.dtype)
+    be.mod.rbf_forward(X, centers, widths, D, Phi, stream=be.stream())
+    return D, Phi
 
 
 def rbf_backward(
@@ -779,15 +696,19 @@ def rbf_backward(
     """
     need_dx = v.flag("need_dx", need_dx)
     need_params = v.flag("need_params", need_params)
-    X, centers, widths = _rbf_inputs(X, centers, widths)
+    be = _backend.of_any(X, centers, widths, D, Phi, grad_output)
+    X, centers, widths = _rbf_inputs(X, centers, widths, be)
     shape = (X.shape[0], centers.shape[0])
-    D = v.as_float_array("D", D, dtype=X.dtype)
+    D = be.asarray("D", D, dtype=X.dtype)
     v.check_shape("D", D, shape)
-    Phi = v.as_float_array("Phi", Phi, dtype=X.dtype)
+    Phi = be.asarray("Phi", Phi, dtype=X.dtype)
     v.check_shape("Phi", Phi, shape)
-    g = v.as_float_array("grad_output", grad_output, dtype=X.dtype)
+    g = be.asarray("grad_output", grad_output, dtype=X.dtype)
     v.check_shape("grad_output", g, shape)
-    dX, dC, dS = _core.rbf_backward(X, centers, widths, D, Phi, g, need_dx, need_params)
+    dX = be.empty(X.shape, X.dtype) if need_dx else None
+    dC = be.empty(centers.shape, X.dtype) if need_params else None
+    dS = be.empty(widths.shape, X.dtype) if need_params else None
+    be.mod.rbf_backward(X, centers, widths, D, Phi, g, dX, dC, dS, stream=be.stream())
     return {"dX": dX, "dcenters": dC, "dwidths": dS}
 
 
@@ -826,18 +747,16 @@ def dropout(
         True
     """
     training = v.flag("training", training)
-    if v.is_device_array(x):
-        return _gpu().dropout(x, rate, seed, step, layer, training)
-    x, rate, key = _dropout_args("x", x, rate, seed, step, layer, v.as_float_array)
-    if not training:
-        return x.copy()
-    return _core.dropout_forward(x, rate, *key)
+    be = _backend.of_any(x)
+    return _keyed(
+        be, "dropout_forward", _dropout_args("x", x, rate, seed, step, layer, be), training
+    )
 
 
-def _dropout_args(name: str, x: Any, rate: Any, seed: Any, step: Any, layer: Any, asarray):
-    """The checks of :func:`dropout` / :func:`dropout_backward` on either device: the array
-    (any shape), the rate in [0, 1) and the Philox key."""
-    x = asarray(name, x, ndim=None)
+def _dropout_args(name: str, x: Any, rate: Any, seed: Any, step: Any, layer: Any, be):
+    """The checks of :func:`dropout` / :func:`dropout_backward`: the array (any shape), the
+    rate in [0, 1) and the Philox key."""
+    x = be.asarray(name, x, ndim=None)
     rate = v.real("rate", rate, low=0.0, high=1.0, high_open=True)
     return x, rate, _philox_key(seed, step, layer)
 
@@ -869,14 +788,9 @@ def dropout_backward(
         True
     """
     training = v.flag("training", training)
-    if v.is_device_array(grad_output):
-        return _gpu().dropout_backward(grad_output, rate, seed, step, layer, training)
-    g, rate, key = _dropout_args(
-        "grad_output", grad_output, rate, seed, step, layer, v.as_float_array
-    )
-    if not training:
-        return g.copy()
-    return _core.dropout_backward(g, rate, *key)
+    be = _backend.of_any(grad_output)
+    checked = _dropout_args("grad_output", grad_output, rate, seed, step, layer, be)
+    return _keyed(be, "dropout_backward", checked, training)
 
 
 def gaussian_noise(
@@ -904,19 +818,27 @@ def gaussian_noise(
         True
     """
     training = v.flag("training", training)
-    if v.is_device_array(x):
-        return _gpu().gaussian_noise(x, stddev, seed, step, layer, training)
-    x, stddev, key = _noise_args(x, stddev, seed, step, layer, v.as_float_array)
-    if not training:
-        return x.copy()
-    return _core.gaussian_noise_forward(x, stddev, *key)
+    be = _backend.of_any(x)
+    checked = _noise_args(x, stddev, seed, step, layer, be)
+    return _keyed(be, "gaussian_noise_forward", checked, training)
 
 
-def _noise_args(x: Any, stddev: Any, seed: Any, step: Any, layer: Any, asarray):
-    """The checks of :func:`gaussian_noise` on either device."""
-    x = asarray("x", x, ndim=None)
+def _noise_args(x: Any, stddev: Any, seed: Any, step: Any, layer: Any, be):
+    """The checks of :func:`gaussian_noise`."""
+    x = be.asarray("x", x, ndim=None)
     stddev = v.real("stddev", stddev, low=0.0)
     return x, stddev, _philox_key(seed, step, layer)
+
+
+def _keyed(be, kernel: str, checked: tuple, training: bool):
+    """The Philox-keyed elementwise ops (dropout, its backward, noise) on their checked
+    ``(x, value, key)``: a copy at inference, else ``kernel`` into a new array."""
+    x, value, key = checked
+    if not training:
+        return x.copy()
+    y = be.empty(x.shape, x.dtype)
+    getattr(be.mod, kernel)(x, y, value, *key, stream=be.stream())
+    return y
 
 
 # --------------------------------------------------------------------------- losses
@@ -975,24 +897,26 @@ def loss(
     """
     grad = v.flag("grad", grad)
     half = v.flag("half", half)
-    if v.is_device_array(logits):
-        return _gpu().loss(
-            name, logits, target, sample_weight, label_smoothing, smoothing, half, grad=grad
-        )
+    be = _backend.of_any(logits, target, sample_weight)
     key, z, t, w, eps = _loss_args(
-        name, logits, target, sample_weight, label_smoothing, smoothing, half, v.as_float_array, np
+        name, logits, target, sample_weight, label_smoothing, smoothing, half, be
     )
-    return _core.loss_forward_backward(
-        _losses.code(key), z, t, w, grad, eps, smoothing == "uniform", half
+    d = be.empty(z.shape, z.dtype) if grad else None
+    out = be.empty((), np.float64)
+    uniform = smoothing == "uniform"
+    be.mod.loss_forward_backward(
+        _losses.code(key), z, t, w, d, out, eps, uniform, half, stream=be.stream()
     )
+    return float(out), d
 
 
-def _loss_args(name, logits, target, sample_weight, label_smoothing, smoothing, half, asarray, xp):
-    """The checks of :func:`loss` on either device: ``asarray`` validates the logits and ``xp``
-    (numpy or cupy) is the array module of the targets and weights. Returns
+def _loss_args(name, logits, target, sample_weight, label_smoothing, smoothing, half, be):
+    """The checks of :func:`loss`: the logits validated by the backend ``be``, the targets
+    and weights in its array module. Returns
     ``(key, logits, target, sample_weight, label_smoothing)``."""
+    xp = be.xp
     key = _losses.canonical(name, "name")
-    z = asarray("logits", logits)
+    z = be.asarray("logits", logits)
     rows, cols = z.shape
     t = _losses.check_target(key, target, rows, cols, z.dtype, xp)
     w = _losses.check_sample_weight(sample_weight, rows, z.dtype, xp)
@@ -1030,13 +954,191 @@ def loss_output(name: str, logits: Any) -> np.ndarray:
         >>> fm.ops.loss_output("bce", np.array([[0.0, 1000.0]]))
         array([[0.5, 1. ]])
     """
-    if v.is_device_array(logits):
-        return _gpu().loss_output(name, logits)
+    be = _backend.of_any(logits)
     key = _losses.canonical(name, "name")
-    z = v.as_float_array("logits", logits)
-    return _core.loss_output(_losses.code(key), z)
+    z = be.asarray("logits", logits)
+    y = be.empty(z.shape, z.dtype)
+    be.mod.loss_output(_losses.code(key), z, y, stream=be.stream())
+    return y
 
 
 def loss_names() -> list[str]:
     """The canonical loss names accepted by :func:`loss` (aliases excluded)."""
     return _losses.names()
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+def _segments(segments: Any) -> list | None:
+    if segments is None:
+        return None
+    if not isinstance(segments, (list, tuple)):
+        raise TypeError(
+            f"segments: expected a list of fusedmlp._core.Segment or None, got "
+            f"{type(segments).__name__}"
+        )
+    for i, s in enumerate(segments):
+        if not isinstance(s, _core.Segment):
+            raise TypeError(
+                f"segments[{i}]: expected a fusedmlp._core.Segment, got {type(s).__name__}"
+            )
+    return list(segments)
+
+
+def _config(config: Any):
+    if not isinstance(config, _core.OptConfig):
+        raise TypeError(
+            "config: expected a fusedmlp._core.OptConfig (from fusedmlp.optim.<Optimizer>"
+            f".config()), got {type(config).__name__}"
+        )
+    config.validate()
+    return config
+
+
+def optimizer_state_size(config: Any, n: int, segments: Any = None) -> int:
+    """Elements of optimizer state for an arena of ``n`` elements (both devices' layout).
+
+    Args:
+        config: a ``fusedmlp._core.OptConfig`` (``fusedmlp.optim.<Optimizer>(...).config()``).
+        n: the arena's length.
+        segments: list of ``fusedmlp._core.Segment``, or None (one decaying vector).
+
+    Returns:
+        The number of elements the state array of :func:`optimizer_step` must have.
+
+    Example:
+        >>> import fusedmlp as fm
+        >>> fm.ops.optimizer_state_size(fm.optim.Adam().config(), 10)
+        20
+    """
+    n = v.integer("n", n, low=0)
+    return int(_core.optimizer_state_size(_config(config), n, _segments(segments)))
+
+
+def optimizer_step(
+    config: Any,
+    params: Any,
+    grads: Any,
+    state: Any,
+    segments: Any = None,
+    *,
+    step: int,
+    lr: float,
+    grad_scale: float = 1.0,
+    clip_norm: float | None = None,
+) -> None:
+    """One optimizer step over a flat parameter arena, in place (one pass / one launch for the
+    elementwise rules), on the arena's device.
+
+    Segment semantics: decay / max-norm per segment, gaps untouched. With ``clip_norm`` the
+    global gradient norm is reduced on the arena's device into a float64 scalar there, and
+    the clipping factor min(1, clip_norm / (||g|| + 1e-6)) is read by the update from it: on
+    the GPU nothing synchronizes.
+
+    Args:
+        config: a ``fusedmlp._core.OptConfig``.
+        params: the 1-d parameter arena, a float32/float64 NumPy or CuPy array (updated in
+            place).
+        grads: the gradients, the arena's shape and dtype, finite.
+        state: the optimizer state, a 1-d array of ``optimizer_state_size`` elements of
+            the arena's dtype, zero before the first step (updated in place).
+        segments: list of ``fusedmlp._core.Segment`` (sorted, disjoint), or None.
+        step: the 1-based step number t.
+        lr: the learning rate of this step, > 0.
+        grad_scale: a host factor multiplying the gradients first, >= 0.
+        clip_norm: clip the gradients to this global L2 norm (None = off), > 0.
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> cfg = fm.optim.SGD(lr=0.1).config()
+        >>> p = np.ones(3); g = np.full(3, 0.5)
+        >>> fm.ops.optimizer_step(cfg, p, g, np.zeros(0), step=1, lr=0.1); p
+        array([0.95, 0.95, 0.95])
+    """
+    be = _backend.of_any(params, grads, state)
+    config = _config(config)
+    p = be.in_place("params", params, None, None, finite=False)
+    g = be.asarray("grads", grads, ndim=1, dtype=p.dtype, allow_empty=True)
+    v.check_shape("grads", g, p.shape)
+    st = be.in_place("state", state, None, p.dtype, finite=False)
+    step = v.integer("step", step, low=1)
+    lr = v.real("lr", lr, 0.0)
+    grad_scale = v.real("grad_scale", grad_scale, low=0.0)
+    scale_dev = None
+    if clip_norm is not None:
+        clip_norm = v.real("clip_norm", clip_norm, 0.0, low_open=True)
+        scale_dev = be.empty((), np.float64)
+        be.mod.grad_sq_norm(g, None, scale_dev, clip_norm, stream=be.stream())
+    segments = _segments(segments)
+    be.mod.optimizer_step(
+        config, p, g, st, segments, step, lr, grad_scale, scale_dev, stream=be.stream()
+    )
+
+
+def grad_sq_norm(grads: Any):
+    """The squared L2 norm of a gradient array, reduced on its device (without a host sync on
+    the GPU).
+
+    Blocked partial sums in double added in index order; the partition depends only on the
+    size, so the value is the same from run to run (and on every GPU).
+
+    Args:
+        grads: a float32/float64 array of any shape (NumPy or CuPy).
+
+    Returns:
+        A 0-d float64 array of the grads' device holding sum(grads**2).
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> float(fm.ops.grad_sq_norm(np.array([3.0, 4.0])))
+        25.0
+    """
+    be = _backend.of_any(grads)
+    g = be.asarray("grads", grads, ndim=None, allow_empty=True)
+    out = be.empty((), np.float64)
+    be.mod.grad_sq_norm(g, out, None, 0.0, stream=be.stream())
+    return out
+
+
+def clip_norm_scale(grads: Any, max_norm: float):
+    """Global-norm clipping factor min(1, max_norm / (||grads|| + 1e-6)) (torch's
+    ``clip_grad_norm_`` factor) on the grads' device, without a host sync on the GPU.
+
+    Args:
+        grads: a float32/float64 array of any shape (e.g. the gradient arena).
+        max_norm: the norm to clip to, > 0.
+
+    Returns:
+        A 0-d float64 array of the grads' device holding the factor.
+
+    Example:
+        >>> import numpy as np, fusedmlp as fm
+        >>> round(float(fm.ops.clip_norm_scale(np.array([3.0, 4.0]), 1.0)), 6)
+        0.2
+    """
+    be = _backend.of_any(grads)
+    g = be.asarray("grads", grads, ndim=None, allow_empty=True)
+    max_norm = v.real("max_norm", max_norm, 0.0, low_open=True)
+    out = be.empty((), np.float64)
+    be.mod.grad_sq_norm(g, None, out, max_norm, stream=be.stream())
+    return out
+
+
+def set_allow_tf32(on: bool) -> None:
+    """Allow TF32 tensor-core math in float32 GEMMs (faster, ~1e-3 relative error); off by default.
+
+    Args:
+        on: True to allow TF32.
+
+    Raises:
+        RuntimeError: fusedmlp was built without its CUDA module.
+
+    Example:
+        >>> fm.ops.set_allow_tf32(False)                          # doctest: +SKIP
+    """
+    if not isinstance(on, bool):
+        raise TypeError(f"on: expected a bool, got {type(on).__name__}")
+    if _cuda is None:
+        raise RuntimeError(f"fusedmlp's CUDA backend is not available: {_cuda_import_error}")
+    _cuda.set_allow_tf32(on)

@@ -52,13 +52,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from . import _backend
 from . import _validate as v
 from ._loader import _core
 
@@ -324,12 +324,10 @@ class Optimizer:
             >>> opt.step([w], [np.array([0.5, -0.5])]); w
             array([ 0.9, -1.9])
         """
-        if isinstance(params, (list, tuple)) and any(v.is_device_array(p) for p in params):
-            return self._step_device(params, grads, lr, decay)
-        params, grads = _check_pairs(params, grads)
+        params, grads, be = _check_pairs(params, grads)
         step_lr, mask = self._lr_and_mask(params, lr, decay)
         cfg = self.config()
-        buffers = self._buffers(cfg, params)
+        buffers = self._buffers(cfg, params, be)
         scale = 1.0
         if self.clip_norm is not None:
             from .regularizers import clip_grad_norm_scale, global_grad_norm
@@ -337,7 +335,12 @@ class Optimizer:
             scale = clip_grad_norm_scale(global_grad_norm(grads), self.clip_norm)
         t = self.state.step + 1
         for p, g, s, d in zip(params, grads, buffers, mask, strict=True):
-            _core.optimizer_step(cfg, p, g, s, t, step_lr, scale, d, d and p.ndim == 2)
+            # one parameter: an arena of one segment (weight matrices take the max-norm)
+            seg = [_core.Segment(0, *_rows_cols(p), bool(d), bool(d and p.ndim == 2))]
+            flat_p, flat_g = p.reshape(-1), g.reshape(-1)
+            be.mod.optimizer_step(
+                cfg, flat_p, flat_g, s, seg, t, step_lr, scale, stream=be.stream()
+            )
         self.state.step = t
 
     def _lr_and_mask(self, params: list, lr: float | None, decay) -> tuple[float, list[bool]]:
@@ -350,72 +353,10 @@ class Optimizer:
             mask = [_flag(f"decay[{i}]", d) for i, d in enumerate(decay)]
         return step_lr, mask
 
-    def _step_device(self, params: list, grads: list, lr: float | None, decay) -> None:
-        """:meth:`step` for CuPy parameters (fusedmlp._cuda_ops.optimizer_step per tensor)."""
-        from . import _cuda_ops as C
-
-        cp = C._cupy()
-        if not isinstance(grads, (list, tuple)) or len(grads) != len(params):
-            raise ValueError(
-                f"grads: expected a list of {len(params)} gradients (one per parameter)"
-            )
-        for i, p in enumerate(params):
-            if not isinstance(p, cp.ndarray):
-                raise TypeError(
-                    f"params[{i}]: expected a CuPy array like the other parameters, got "
-                    f"{type(p).__name__}; mixing host and device arrays is an error"
-                )
-            if p.ndim not in (1, 2) or p.size == 0:
-                raise ValueError(
-                    f"params[{i}]: expected a non-empty 1-d or 2-d array, got shape {p.shape}"
-                )
-            if not p.flags.c_contiguous:
-                raise ValueError(
-                    f"params[{i}]: expected a C-contiguous array (it is updated in place)"
-                )
-        gs = [
-            C.as_device_array(f"grads[{i}]", g, ndim=(1, 2), dtype=p.dtype)
-            for i, (p, g) in enumerate(zip(params, grads, strict=True))
-        ]
-        for i, (p, g) in enumerate(zip(params, gs, strict=True)):
-            v.check_shape(f"grads[{i}]", g, p.shape)
-        step_lr, mask = self._lr_and_mask(params, lr, decay)
-        cfg = self.config()
-        if self.state.buffers is None:
-            self.state.buffers = [
-                cp.zeros(_core.optimizer_param_state_size(cfg, *_rows_cols(p)), dtype=p.dtype)
-                for p in params
-            ]
-        if len(self.state.buffers) != len(params):
-            raise ValueError(
-                f"params: this optimizer holds state for {len(self.state.buffers)} parameters, "
-                f"got {len(params)}"
-            )
-        for i, (b, p) in enumerate(zip(self.state.buffers, params, strict=True)):
-            n = _core.optimizer_param_state_size(cfg, *_rows_cols(p))
-            if not isinstance(b, cp.ndarray) or b.size != n or b.dtype != p.dtype:
-                raise ValueError(
-                    f"params[{i}]: shape {p.shape} / dtype {p.dtype} on the GPU does not match the "
-                    "optimizer state; call reset() for new parameters"
-                )
-        scale = 1.0
-        if self.clip_norm is not None:  # one global norm over every tensor (one sync)
-            sq = sum(float(C.grad_sq_norm(g)) for g in gs)
-            scale = float(_core.clip_norm_scale(math.sqrt(sq), float(self.clip_norm)))
-        t = self.state.step + 1
-        for p, g, s, d in zip(params, gs, self.state.buffers, mask, strict=True):
-            seg = _core.Segment(0, *_rows_cols(p), bool(d), bool(d and p.ndim == 2))
-            C.optimizer_step(
-                cfg, p.reshape(-1), g.reshape(-1), s, [seg], step=t, lr=step_lr, grad_scale=scale
-            )
-        self.state.step = t
-
-    def _buffers(self, cfg: Any, params: list[np.ndarray]) -> list[np.ndarray]:
+    def _buffers(self, cfg: Any, params: list, be) -> list:
         sizes = [_core.optimizer_param_state_size(cfg, *_rows_cols(p)) for p in params]
         if self.state.buffers is None:
-            self.state.buffers = [
-                np.zeros(n, dtype=p.dtype) for n, p in zip(sizes, params, strict=True)
-            ]
+            self.state.buffers = [be.zeros(n, p.dtype) for n, p in zip(sizes, params, strict=True)]
             return self.state.buffers
         bufs = self.state.buffers
         if len(bufs) != len(params):
@@ -423,7 +364,7 @@ class Optimizer:
                 f"params: this optimizer holds state for {len(bufs)} parameters, got {len(params)}"
             )
         for i, (b, n, p) in enumerate(zip(bufs, sizes, params, strict=True)):
-            if b.size != n or b.dtype != p.dtype:
+            if not isinstance(b, be.xp.ndarray) or b.size != n or b.dtype != p.dtype:
                 raise ValueError(
                     f"params[{i}]: shape {p.shape} / dtype {p.dtype} does not match the optimizer "
                     f"state ({b.size} elements of {b.dtype}); call reset() for new parameters"
@@ -490,9 +431,11 @@ def _rows_cols(p: np.ndarray) -> tuple[int, int]:
     return (1, p.shape[0]) if p.ndim == 1 else (p.shape[0], p.shape[1])
 
 
-def _check_pairs(params: Any, grads: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _check_pairs(params: Any, grads: Any) -> tuple[list, list, Any]:
+    """The parameters (updated in place) and their gradients checked, with the backend of
+    the parameters' device (fusedmlp._backend: NumPy arrays the CPU, CuPy arrays the GPU)."""
     if not isinstance(params, (list, tuple)):
-        raise TypeError(f"params: expected a list of NumPy arrays, got {type(params).__name__}")
+        raise TypeError(f"params: expected a list of arrays, got {type(params).__name__}")
     if not isinstance(grads, (list, tuple)):
         raise TypeError(f"grads: expected a list of arrays, got {type(grads).__name__}")
     if len(params) != len(grads):
@@ -501,13 +444,15 @@ def _check_pairs(params: Any, grads: Any) -> tuple[list[np.ndarray], list[np.nda
         )
     if not params:
         raise ValueError("params: expected at least one parameter")
+    be = _backend.of_any(*params)
+    kind = "a NumPy array" if be.name == "cpu" else "a CuPy array like the other parameters"
     out_p, out_g = [], []
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         name = f"params[{i}]"
-        v.check_host(name, p)
-        if not isinstance(p, np.ndarray):
+        if not isinstance(p, be.xp.ndarray):
             raise TypeError(
-                f"{name}: expected a NumPy array (updated in place), got {type(p).__name__}"
+                f"{name}: expected {kind} (updated in place), got {type(p).__name__}; mixing "
+                "host and device arrays is an error"
             )
         if p.dtype not in v.FLOAT_DTYPES:
             raise TypeError(f"{name}: expected dtype float32 or float64, got {p.dtype}")
@@ -515,15 +460,16 @@ def _check_pairs(params: Any, grads: Any) -> tuple[list[np.ndarray], list[np.nda
             raise ValueError(f"{name}: expected a non-empty 1-d or 2-d array, got shape {p.shape}")
         if not p.flags.c_contiguous:
             raise ValueError(f"{name}: expected a C-contiguous array (it is updated in place)")
-        if not p.flags.writeable:
+        # CuPy arrays have no read-only flag (device memory is always writeable)
+        if not getattr(p.flags, "writeable", True):
             raise ValueError(f"{name}: expected a writeable array")
-        g = v.as_float_array(f"grads[{i}]", g, ndim=(1, 2), dtype=p.dtype)
+        g = be.asarray(f"grads[{i}]", g, ndim=(1, 2), dtype=p.dtype)
         v.check_shape(f"grads[{i}]", g, p.shape)
-        if np.shares_memory(p, g):
+        if be.xp.shares_memory(p, g):
             raise ValueError(f"grads[{i}]: shares memory with {name}")
         out_p.append(p)
         out_g.append(g)
-    return out_p, out_g
+    return out_p, out_g, be
 
 
 # ---------------------------------------------------------------------- the optimizers

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _backend
 from . import _validate as v
 from ._loader import _core
 
@@ -250,10 +251,16 @@ def global_grad_norm(grads: list) -> float:
         >>> fm.regularizers.global_grad_norm([np.array([3.0]), np.array([[4.0]])])
         5.0
     """
-    norms = [
-        _core.grad_norm(v.as_float_array(f"grads[{i}]", g, ndim=None, allow_empty=True))
-        for i, g in enumerate(grads)
+    be = _backend.of_any(*grads)
+    checked = [
+        be.asarray(f"grads[{i}]", g, ndim=None, allow_empty=True) for i, g in enumerate(grads)
     ]
+    if be.name == "cuda":
+        # The device reduces squared norms only (csrc/cuda/optimizer.h): one sync per tensor.
+        from . import ops
+
+        return math.sqrt(sum(float(ops.grad_sq_norm(g)) for g in checked))
+    norms = [_core.grad_norm(g) for g in checked]
     top = max(norms, default=0.0)
     if top == 0.0 or math.isinf(top):
         return top

@@ -39,6 +39,7 @@ Members of a Backend:
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from .._validate import is_device_array
@@ -47,23 +48,24 @@ from . import cpu
 __all__ = ["cpu", "cuda", "get", "of", "of_any", "to_host"]
 
 
-def cuda():
-    """The CUDA backend (:mod:`fusedmlp._backend.cuda`); its functions raise a clear
-    RuntimeError when the _cuda module or CuPy is missing."""
-    from . import cuda as _cuda_backend
+def _cuda():
+    """The CUDA backend (the submodule :mod:`fusedmlp._backend.cuda`, imported on first use;
+    its functions raise a clear RuntimeError when the _cuda module or CuPy is missing).
 
-    return _cuda_backend
+    Imported by name, not with ``from . import cuda``: importing the submodule binds the
+    package attribute ``cuda`` to it, so a function of that name would be shadowed."""
+    return importlib.import_module(".cuda", __name__)
 
 
 def get(device: str):
     """The backend of a model's ``device`` ("cpu" or "cuda")."""
-    return cuda() if device == "cuda" else cpu
+    return _cuda() if device == "cuda" else cpu
 
 
 def of(x: Any):
     """The backend an array lives on: CUDA for GPU arrays (CuPy, ``__cuda_array_interface__``,
     DLPack GPU tensors), else the CPU."""
-    return cuda() if is_device_array(x) else cpu
+    return _cuda() if is_device_array(x) else cpu
 
 
 def of_any(*xs: Any):
@@ -71,7 +73,7 @@ def of_any(*xs: Any):
     a call's device follows its main input; mixed arrays are then rejected by ``asarray``."""
     for x in xs:
         if x is not None and is_device_array(x):
-            return cuda()
+            return _cuda()
     return cpu
 
 
