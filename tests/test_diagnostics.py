@@ -145,7 +145,7 @@ def test_dead_units_on_constructed_relu_layer(rng):
     assert rep["dense_1"].dead_units == 0  # identity output: no exact zeros
     # a dead unit passes no gradient: its column of dL/dW is exactly zero
     fm.Trainer(model, loss="cross_entropy")
-    model._network().compute_gradients(X, [y.astype(np.int32)], None, False)
+    model._engine.compute_gradients(X, [y.astype(np.int32)], None, False)
     off, rows, cols, _ = model._index[(0, "W")]
     dW = model.gradients[off : off + rows * cols].reshape(rows, cols)
     assert np.all(dW[:, [1, 4]] == 0) and np.all(np.any(dW[:, [0, 3, 5]] != 0, axis=0))

@@ -716,8 +716,9 @@ class Trainer:
         # stay for the metrics.
         ys_host = ys
         if self.model.device == "cuda":
-            from ._cuda_network import to_device
+            from ._backend import cuda as _cuda_backend
 
+            to_device = _cuda_backend().to_device
             ys = [to_device(t) for t in ys]
             sw = None if sw is None else to_device(sw)
         # CPU: each step gathers its rows from the whole training set inside the C++ step
@@ -1350,7 +1351,7 @@ def _fsync_directory(directory: str) -> None:
 def _host(x):
     """A NumPy array of a host or device array (checkpoints and metrics work on the host)."""
     if v.is_device_array(x):
-        from ._cuda_network import to_host
+        from ._backend import to_host
 
         return to_host(x)
     return x
