@@ -488,10 +488,12 @@ def _wrong_gradients(monkeypatch, tamper):
     which the central differences use, is unchanged)."""
     orig = _core.Network64.compute_gradients
 
-    def wrong(self, X, y, sample_weight=None, want_dx=False):
-        loss, dX, per_head = orig(self, X, y, sample_weight, want_dx)
-        dX = tamper(self, dX)
-        return loss, dX, per_head
+    def wrong(self, X, y, sample_weight=None, dX=None, stream=None):
+        loss, per_head = orig(self, X, y, sample_weight, dX, stream)
+        tampered = tamper(self, dX)
+        if dX is not None:  # the input gradient is written into the caller's array
+            dX[...] = tampered
+        return loss, per_head
 
     monkeypatch.setattr(_core.Network64, "compute_gradients", wrong)
 

@@ -145,9 +145,10 @@ struct Call {
 
 // A list (or tuple) of one array per head.
 inline py::list as_list(const py::object& obj, const char* name, int n_heads, const char* what) {
-  FM_CHECK(py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj), name,
-           ": expected a list of ", n_heads, " ", what, " array(s) (one per head), got ",
-           std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+  if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj))
+    throw TypeError(detail::concat(
+        name, ": expected a list of ", n_heads, " ", what, " array(s) (one per head), got ",
+        std::string(py::str(py::type::handle_of(obj).attr("__name__")))));
   py::list l(obj);
   FM_CHECK(static_cast<int>(l.size()) == n_heads, name, ": expected a list of ", n_heads, " ",
            what, " array(s) (one per head), got ", l.size());
