@@ -234,7 +234,7 @@ def test_bad_input_on_gpu(device, rng):
         t.model._net.train_step(cp.zeros((5, 6), cp.float64), [cp.zeros(5, cp.int32)], None, 0.1)
     with pytest.raises(ValueError, match="y: expected shape"):
         t.model._net.train_step(cp.zeros((5, 6), cp.float32), [cp.zeros(4, cp.int32)], None, 0.1)
-    # the raw Network takes device arrays only, outputs preallocated (csrc/bindings/network_common.h)
+    # the raw Network: device arrays only, outputs preallocated (bindings/network_common.h)
     net, X = t.model._net, cp.zeros((5, 6), cp.float32)
     with pytest.raises(TypeError, match="X: expected a GPU array"):
         net.forward(np.zeros((5, 6), np.float32), [cp.empty((5, 3), cp.float32)])

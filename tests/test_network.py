@@ -138,7 +138,9 @@ def test_whole_network_gradient_matches_finite_differences(layers, rng):
     p = net.params()
     h = 1e-6
     idx = rng.choice(len(p), size=min(len(p), 40), replace=False)
-    fd = central_difference_entries(lambda: m._engine.compute_gradients(X, y, None, False)[0], p, idx, h)
+    fd = central_difference_entries(
+        lambda: m._engine.compute_gradients(X, y, None, False)[0], p, idx, h
+    )
     for i, d in zip(idx, fd, strict=True):
         assert abs(d - g[i]) < 1e-6 * max(1.0, abs(g[i])), f"param {i}"
     for r, c in [(0, 0), (3, 2), (6, 3)]:
@@ -182,7 +184,9 @@ def test_multi_head_loss_is_weighted_sum_and_trunk_gets_both_gradients(rng):
     g = net.grads().copy()
     p = net.params()
     idx = range(0, len(p), 3)
-    fd = central_difference_entries(lambda: m._engine.compute_gradients(X, y, None, False)[0], p, idx)
+    fd = central_difference_entries(
+        lambda: m._engine.compute_gradients(X, y, None, False)[0], p, idx
+    )
     for i, d in zip(idx, fd, strict=True):
         assert abs(d - g[i]) < 1e-6
     outs = m.predict(X)
@@ -414,9 +418,23 @@ def test_cpu_and_gpu_network_classes_expose_the_same_methods():
     """Both classes come from one binding body (csrc/bindings/network_common.h)."""
     names = _public_names(_core.Network32)
     assert names == _public_names(_core.Network64)
-    for method in ("forward", "predict", "train_step", "train_step_indexed", "step_stats",
-                   "evaluate", "evaluate_chunked", "compute_gradients", "apply_gradients",
-                   "loss_slot", "layer_output", "layer_grad", "device", "use_graphs", "precision"):
+    for method in (
+        "forward",
+        "predict",
+        "train_step",
+        "train_step_indexed",
+        "step_stats",
+        "evaluate",
+        "evaluate_chunked",
+        "compute_gradients",
+        "apply_gradients",
+        "loss_slot",
+        "layer_output",
+        "layer_grad",
+        "device",
+        "use_graphs",
+        "precision",
+    ):
         assert method in names
     from fusedmlp._loader import _cuda
 

@@ -183,12 +183,17 @@ def network_fd_check(model, X, y, rng, h=1e-6):
     params = net.params()
     fd = np.array(
         central_difference_entries(
-            lambda: model._engine.compute_gradients(X, [y], None, False)[0], params, range(len(params)), h
+            lambda: model._engine.compute_gradients(X, [y], None, False)[0],
+            params,
+            range(len(params)),
+            h,
         ),
         dtype=grads.dtype,
     )
     np.testing.assert_allclose(grads, fd, rtol=1e-5, atol=1e-8)
-    fdx = central_difference_grad(lambda Xv: model._engine.compute_gradients(Xv, [y], None, False)[0], X, h)
+    fdx = central_difference_grad(
+        lambda Xv: model._engine.compute_gradients(Xv, [y], None, False)[0], X, h
+    )
     np.testing.assert_allclose(dX, fdx, rtol=1e-5, atol=1e-8)
     return float(np.max(np.abs(grads - fd)))
 

@@ -128,7 +128,8 @@ inline void parse_typestr(Arr& a, const std::string& ts, const char* name, bool 
     a.int64 = true;
   } else if (labels) {
     if (!native || kind != "i4")
-      throw TypeError(detail::concat(name, ": expected int32 class labels, got typestr '", ts, "'"));
+      throw TypeError(
+          detail::concat(name, ": expected int32 class labels, got typestr '", ts, "'"));
     a.int32 = true;
   } else if (native && kind == "f4") {
     a.dtype = DType::f32;
@@ -170,8 +171,9 @@ struct HostMem {
   }
   static Arr read_as(const py::handle& obj, const char* name, bool labels, bool index) {
     if (!py::isinstance<py::array>(obj))
-      throw TypeError(detail::concat(name, ": expected a NumPy array, got ",
-                                     std::string(py::str(py::type::handle_of(obj).attr("__name__")))));
+      throw TypeError(
+          detail::concat(name, ": expected a NumPy array, got ",
+                         std::string(py::str(py::type::handle_of(obj).attr("__name__")))));
     const auto a = py::reinterpret_borrow<py::array>(obj);
     Arr r;
     r.name = name;
@@ -220,7 +222,7 @@ struct HostMem {
 };
 
 inline std::optional<Arr> read_optional_with(Arr (*read)(const py::handle&, const char*, bool),
-                                              const py::object& obj, const char* name) {
+                                             const py::object& obj, const char* name) {
   if (obj.is_none()) return std::nullopt;
   return read(obj, name, false);
 }

@@ -66,10 +66,6 @@ inline std::optional<DevArray> read_optional(const py::object& obj, const char* 
   return read_array(obj, name);
 }
 
-
-
-
-
 // The stream every launch of one call runs on, with the inputs' producer streams waited for
 // and every pointer checked to be device memory of the current device.
 inline cudaStream_t prepare(const py::object& stream_arg,
@@ -111,7 +107,6 @@ inline cudaStream_t prepare(const py::object& stream_arg,
   }
   return stream;
 }
-
 
 // ---------------------------------------------------------------------------- device memory
 

@@ -143,6 +143,13 @@ struct Call {
   }
 };
 
+// Memory of the Network: where, and its shape.
+template <class U>
+struct Located {
+  const U* ptr;
+  std::vector<index_t> shape;
+};
+
 // A list (or tuple) of one array per head.
 inline py::list as_list(const py::object& obj, const char* name, int n_heads, const char* what) {
   if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj))
@@ -150,8 +157,8 @@ inline py::list as_list(const py::object& obj, const char* name, int n_heads, co
         name, ": expected a list of ", n_heads, " ", what, " array(s) (one per head), got ",
         std::string(py::str(py::type::handle_of(obj).attr("__name__")))));
   py::list l(obj);
-  FM_CHECK(static_cast<int>(l.size()) == n_heads, name, ": expected a list of ", n_heads, " ",
-           what, " array(s) (one per head), got ", l.size());
+  FM_CHECK(static_cast<int>(l.size()) == n_heads, name, ": expected a list of ", n_heads, " ", what,
+           " array(s) (one per head), got ", l.size());
   return l;
 }
 
@@ -167,17 +174,22 @@ struct NetworkCall {
     FM_CHECK(c.X.dim(1) == n.n_in(), "X: expected ", n.n_in(), " features, got ", c.X.dim(1));
   }
 
+  // One entry of a per-head list, read into `into` and kept alive; may_be_labels: int32 class
+  // labels are read as such.
+  static const Arr& read_entry(Call<T>& c, std::vector<Arr>& into, const py::object& obj,
+                               const char* name, bool may_be_labels) {
+    c.keep.push_back(obj);
+    into.push_back(Mem::read(obj, name, may_be_labels && Mem::is_labels(obj)));
+    return into.back();
+  }
+
   // Head h's targets: int32 class labels (rows,) or dense targets (rows, n_outputs(h)).
   static void read_targets(Call<T>& c, const Net& n, const py::object& y_list) {
     const py::list ys = as_list(y_list, "y", n.n_heads(), "target");
     c.ys.reserve(ys.size());
     for (int h = 0; h < n.n_heads(); ++h) {
-      const py::object y = ys[h];
-      c.keep.push_back(y);
-      const bool labels = Mem::is_labels(y);
-      c.ys.push_back(Mem::read(y, "y", labels));
-      const Arr& a = c.ys.back();
-      if (labels) {
+      const Arr& a = read_entry(c, c.ys, ys[h], "y", true);
+      if (a.int32) {
         expect_shape(a, {c.rows()});
         c.labels.push_back(a.data<std::int32_t>());
         c.dense.push_back(nullptr);
@@ -212,13 +224,11 @@ struct NetworkCall {
     const py::list outs = as_list(out_list, "out", n.n_heads(), "output");
     c.outs.reserve(outs.size());
     for (int h = 0; h < n.n_heads(); ++h) {
-      const py::object o = outs[h];
-      c.keep.push_back(o);
-      c.outs.push_back(Mem::read(o, "out"));
-      expect_type<T>(c.outs.back());
-      expect_shape(c.outs.back(), {c.rows(), n.n_outputs(h)});
-      expect_writable(c.outs.back());
-      c.out.push_back(c.outs.back().template data<T>());
+      const Arr& a = read_entry(c, c.outs, outs[h], "out", false);
+      expect_type<T>(a);
+      expect_shape(a, {c.rows(), n.n_outputs(h)});
+      expect_writable(a);
+      c.out.push_back(a.template data<T>());
     }
   }
 
@@ -232,10 +242,34 @@ struct NetworkCall {
     });
   }
 
+  // A view of memory the Network owns: locate(n) -> Located, read under the mutex
+  // (set_optimizer reallocates the optimizer state; the workspaces move with the batch size).
+  template <class U, class F>
+  static py::object owned_view(const py::object& self, F&& locate) {
+    Net& n = self.cast<Net&>();
+    const Located<U> at = locked(n, [&] { return locate(n); });
+    return Mem::template view<U>(const_cast<U*>(at.ptr), at.shape, self);
+  }
+
+  // An arena: (n.*ptr)() of length (n.*size)().
+  template <class P, class S>
+  static py::object arena(const py::object& self, P ptr, S size) {
+    return owned_view<T>(self, [&](Net& n) { return Located<T>{(n.*ptr)(), {(n.*size)()}}; });
+  }
+
+  // Layer `layer`'s (rows, width) matrix of the workspace: locate(n) -> (pointer, rows).
+  template <class F>
+  static py::object workspace_view(const py::object& self, int layer, F&& locate) {
+    return owned_view<T>(self, [&](Net& n) {
+      const auto [p, rows] = locate(n);
+      return Located<T>{p, {rows, n.layer_width(layer)}};
+    });
+  }
+
   // Inference-mode forward (or loss, with targets) over X in chunks of `chunk` rows: the loss
   // is the row-weighted mean of the chunks' losses; outputs (when given) written at their rows.
   static std::pair<double, std::vector<double>> chunked(Net& n, const Call<T>& c, index_t chunk,
-                                                       bool with_loss) {
+                                                        bool with_loss) {
     const int nh = n.n_heads();
     const index_t rows = c.rows();
     double total = 0.0;
@@ -280,44 +314,22 @@ void bind_network(py::module_& m, const char* name) {
       .def_property(
           "use_graphs", [](const Net& n) { return locked(n, [&] { return Tr::use_graphs(n); }); },
           [](Net& n, bool on) { locked(n, [&] { Tr::set_use_graphs(n, on); }); })
-      .def_property_readonly("n_graphs",
-                             [](const Net& n) { return locked(n, [&] { return Tr::n_graphs(n); }); })
+      .def_property_readonly(
+          "n_graphs", [](const Net& n) { return locked(n, [&] { return Tr::n_graphs(n); }); })
       .def_property(
           "precision", [](const Net& n) { return locked(n, [&] { return Tr::precision(n); }); },
           [](Net& n, int p) { locked(n, [&] { Tr::set_precision(n, p); }); });
 
-  // The arenas: 1-d views. params, grads and buffers are allocated once by the constructor;
-  // set_optimizer reallocates the optimizer state, so its address is read under the mutex.
-  cls.def("params",
-          [](py::object self) {
-            Net& n = self.cast<Net&>();
-            return Mem::template view<T>(n.params(), {n.n_params()}, self);
-          })
-      .def("grads",
-           [](py::object self) {
-             Net& n = self.cast<Net&>();
-             return Mem::template view<T>(n.grads(), {n.n_params()}, self);
-           })
+  // The arenas (1-d views) and the last step's total loss (float64, overwritten by the next step).
+  cls.def("params", [](py::object self) { return C::arena(self, &Net::params, &Net::n_params); })
+      .def("grads", [](py::object self) { return C::arena(self, &Net::grads, &Net::n_params); })
       .def("buffers",
-           [](py::object self) {
-             Net& n = self.cast<Net&>();
-             return Mem::template view<T>(n.buffers(), {n.n_buffers()}, self);
-           })
+           [](py::object self) { return C::arena(self, &Net::buffers, &Net::n_buffers); })
       .def("opt_state",
-           [](py::object self) {
-             Net& n = self.cast<Net&>();
-             T* p = nullptr;
-             index_t size = 0;
-             locked(n, [&] {
-               p = n.opt_state();
-               size = n.n_opt_state();
-             });
-             return Mem::template view<T>(p, {size}, self);
-           })
+           [](py::object self) { return C::arena(self, &Net::opt_state, &Net::n_opt_state); })
       .def("loss_slot", [](py::object self) {
-        // the last step's total loss (float64), overwritten by the next step
-        Net& n = self.cast<Net&>();
-        return Mem::template view<double>(const_cast<double*>(n.loss_slot()), {1}, self);
+        return C::template owned_view<double>(
+            self, [](Net& n) { return Located<double>{n.loss_slot(), {1}}; });
       });
 
   cls.def(
@@ -456,34 +468,24 @@ void bind_network(py::module_& m, const char* name) {
           },
           py::arg("lr"), py::arg("stream") = none);
 
-  // Layer l's output of the last forward pass / its recorded gradient: (rows, width) views,
-  // valid until the next call that runs the network. A pass-through layer's output is its input
-  // (the caller keeps that array alive while it reads the view).
+  // Layer l's output of the last forward pass / its recorded gradient (dL/d(output), from the
+  // last compute_gradients with record_layer_grads on): (rows, width) views, valid until the
+  // next call that runs the network. A pass-through layer's output is its input (the caller
+  // keeps that array alive while it reads the view).
   cls.def(
          "layer_output",
          [](py::object self, int layer) {
-           Net& n = self.cast<Net&>();
-           const T* p = nullptr;
-           index_t rows = 0;
-           locked(n, [&] {
-             p = n.layer_output(layer);
-             rows = n.last_batch();
+           return C::workspace_view(self, layer, [&](const Net& n) {
+             return std::make_pair(n.layer_output(layer), n.last_batch());
            });
-           return Mem::template view<T>(const_cast<T*>(p), {rows, n.layer_width(layer)}, self);
          },
          py::arg("layer"))
       .def(
           "layer_grad",
           [](py::object self, int layer) {
-            // dL/d(output of layer) from the last compute_gradients with record_layer_grads on
-            Net& n = self.cast<Net&>();
-            const T* p = nullptr;
-            index_t rows = 0;
-            locked(n, [&] {
-              p = n.layer_grad(layer);
-              rows = n.grad_batch();
+            return C::workspace_view(self, layer, [&](const Net& n) {
+              return std::make_pair(n.layer_grad(layer), n.grad_batch());
             });
-            return Mem::template view<T>(const_cast<T*>(p), {rows, n.layer_width(layer)}, self);
           },
           py::arg("layer"));
 }

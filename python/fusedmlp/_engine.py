@@ -249,9 +249,7 @@ class Engine:
 
     def evaluate(self, X: Any, ys: list, sw: Any = None):
         """(loss, per-head losses) in inference mode."""
-        return self._net.evaluate(
-            self._x(X), self._ys(ys), self._sw(sw), stream=self._be.stream()
-        )
+        return self._net.evaluate(self._x(X), self._ys(ys), self._sw(sw), stream=self._be.stream())
 
     def evaluate_chunked(self, X: Any, ys: list, sw: Any, chunk: int, keep_outputs: bool):
         """(loss, per-head losses, outputs per head or None) over ``X`` in chunks of ``chunk``
