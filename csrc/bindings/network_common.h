@@ -134,7 +134,8 @@ struct Call {
   const T* x() const { return X.template data<T>(); }
   const T* weight() const { return sw ? sw->template data<T>() : nullptr; }
   std::vector<const Arr*> all() const {
-    std::vector<const Arr*> a{&X};
+    std::vector<const Arr*> a;
+    if (!X.shape.empty()) a.push_back(&X);  // calls without data (apply_gradients) read no X
     for (const Arr& y : ys) a.push_back(&y);
     for (const Arr& o : outs) a.push_back(&o);
     for (const auto* o : {&sw, &dx, &idx})
@@ -167,7 +168,6 @@ struct NetworkCall {
   using T = scalar_t<Net>;
 
   static void read_x(Call<T>& c, const Net& n, const py::object& X) {
-    NetTraits<Net>::check_device(n);
     c.X = Mem::read(X, "X");
     expect_2d(c.X);
     expect_type<T>(c.X);
@@ -232,9 +232,11 @@ struct NetworkCall {
     }
   }
 
-  // fn(n) with the GIL released, the mutex held and the call's stream set.
+  // fn() with the GIL released, the mutex held and the call's stream set (the network on the
+  // current device, the arrays checked by Mem::prepare).
   template <class F>
   static decltype(auto) run(Net& n, const Call<T>& c, const py::object& stream, F&& fn) {
+    NetTraits<Net>::check_device(n);
     const auto s = Mem::prepare(stream, c.all());
     return locked(n, [&] {
       NetTraits<Net>::set_stream(n, s);
@@ -463,7 +465,6 @@ void bind_network(py::module_& m, const char* name) {
       .def(
           "apply_gradients",
           [](Net& n, double lr, const py::object& stream) {
-            NetTraits<Net>::check_device(n);
             C::run(n, Call<T>{}, stream, [&] { n.train_step_update_only(lr); });
           },
           py::arg("lr"), py::arg("stream") = none);
