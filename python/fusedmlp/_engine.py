@@ -56,6 +56,8 @@ class Engine:
         self.device = device
         self.dtype = np.dtype(dtype)
         self._be = _backend.get(device)
+        # The heads' output widths, fixed at construction (outputs are preallocated per call).
+        self._widths = [net.n_outputs(h) for h in range(net.n_heads)]
         # A pass-through layer's output (dropout, noise at inference) is the forward pass's
         # input itself: layer_output() reads it, so the engine keeps that array alive.
         self._last_x = None
@@ -82,10 +84,7 @@ class Engine:
 
     def _outputs(self, rows: int) -> list:
         """One preallocated (rows, n_outputs(h)) output per head."""
-        return [
-            self._be.empty((rows, self._net.n_outputs(h)), self.dtype)
-            for h in range(self._net.n_heads)
-        ]
+        return [self._be.empty((rows, k), self.dtype) for k in self._widths]
 
     def _host_matrix(self, view: Any) -> np.ndarray:
         # A NumPy copy of a (rows, width) view of the Network's workspace (the next call
