@@ -58,6 +58,7 @@ class Engine:
         self._be = _backend.get(device)
         # The heads' output widths, fixed at construction (outputs are preallocated per call).
         self._widths = [net.n_outputs(h) for h in range(net.n_heads)]
+        self._array_type = self._be.xp.ndarray  # what the binding reads in place
         # A pass-through layer's output (dropout, noise at inference) is the forward pass's
         # input itself: layer_output() reads it, so the engine keeps that array alive.
         self._last_x = None
@@ -67,20 +68,27 @@ class Engine:
         """X on the Network's device. An array already there is passed as it is (a silent
         cast would hide a copy per call: the binding rejects another dtype, naming X); an array
         of the other device is copied anyway, and cast to the network's dtype then."""
+        if type(X) is self._array_type and X.flags.c_contiguous:  # the per-step fast path
+            return X
         native = is_device_array(X) == (self.device == "cuda")
         return self._be.to_device(X, None if native else self.dtype)
 
     def _ys(self, ys: Sequence[Any]) -> list:
         """Per-head targets on the device: class labels as int32, dense targets in the
         network's dtype (no copy when they already are)."""
-        out = []
-        for t in ys:
+        return [self._target(t, None) for t in ys]
+
+    def _target(self, t: Any, dtype: Any) -> Any:
+        """``t`` on the device in ``dtype`` (None: int32 for integer labels, else the network's
+        dtype), not copied when it already is."""
+        if type(t) is not self._array_type or not t.flags.c_contiguous:
             t = self._be.to_device(t)
-            out.append(t.astype(np.int32 if t.dtype.kind in "iu" else self.dtype, copy=False))
-        return out
+        if dtype is None:
+            dtype = np.int32 if t.dtype.kind in "iu" else self.dtype
+        return t if t.dtype == dtype else t.astype(dtype)
 
     def _sw(self, sw: Any) -> Any:
-        return None if sw is None else self._be.to_device(sw, self.dtype)
+        return None if sw is None else self._target(sw, self.dtype)
 
     def _outputs(self, rows: int) -> list:
         """One preallocated (rows, n_outputs(h)) output per head."""
