@@ -79,7 +79,7 @@ def pieces(cfg: C.Config, repeats: int) -> dict:
     steps = {
         "Trainer.train_step": lambda i: trainer.train_step(X[i], y[i]),
         "Network.train_step": lambda i: net.train_step(X[i], ys[i], None, lr),
-        "compute_gradients": lambda i: net2.compute_gradients(X[i], ys[i], None, False),
+        "compute_gradients": lambda i: net2.compute_gradients(X[i], ys[i], None),
         "apply_gradients": lambda i: net2.apply_gradients(lr),
         "evaluate (inference fwd + loss)": lambda i: net2.evaluate(X[i], ys[i], None),
         "Trainer input checks": lambda i: (

@@ -1,4 +1,4 @@
-"""The GPU Network (device="cuda": csrc/cuda/network.cu through fusedmlp._cuda_network) against
+"""The GPU Network (device="cuda": csrc/cuda/network.cu, bound as _cuda.CudaNetwork32/64) against
 the CPU Network on the same weights and batches: the fused step's loss curve and final
 parameters for many layer stacks (dense with every fused-epilogue path, batch norm, dropout
 with the shared Philox masks, noise, RReLU, maxout, softmax, RBF, two heads) and optimizers
@@ -156,7 +156,9 @@ def test_async_step_equals_sync(device, rng):
         want = a.model._net.train_step(X, [y], None, 0.05, True)
         got = b.model._net.train_step(X, [y], None, 0.05, False)
         assert np.isnan(got)
-        assert float(b.model._net.loss_slot()[0]) == pytest.approx(want, rel=1e-6)
+        slot = cp.asarray(b.model._net.loss_slot())  # a device view of the loss slot
+        assert slot.shape == (1,) and slot.dtype == np.float64
+        assert float(slot[0]) == pytest.approx(want, rel=1e-6)
     assert_close(b.model.parameters, to_host(a.model.parameters), np.float32, tol=1e-6)
 
 
@@ -172,7 +174,7 @@ def test_non_finite_loss_skips_update(graphs, device, rng):
     step = t.model._net.opt_step
     bad = X.copy()
     bad[3, 2] = np.inf
-    loss = t.model._net.train_step(bad, [y], None, 1e-2)  # the raw step: no input check
+    loss = t.model._engine.step(bad, [y], None, 1e-2)  # the engine's step: no input check
     assert not np.isfinite(loss)
     np.testing.assert_array_equal(to_host(t.model.parameters), before)
     assert t.model._net.opt_step == step
@@ -232,6 +234,19 @@ def test_bad_input_on_gpu(device, rng):
         t.model._net.train_step(cp.zeros((5, 6), cp.float64), [cp.zeros(5, cp.int32)], None, 0.1)
     with pytest.raises(ValueError, match="y: expected shape"):
         t.model._net.train_step(cp.zeros((5, 6), cp.float32), [cp.zeros(4, cp.int32)], None, 0.1)
+    # the raw Network: device arrays only, outputs preallocated (bindings/network_common.h)
+    net, X = t.model._net, cp.zeros((5, 6), cp.float32)
+    with pytest.raises(TypeError, match="X: expected a GPU array"):
+        net.forward(np.zeros((5, 6), np.float32), [cp.empty((5, 3), cp.float32)])
+    with pytest.raises(TypeError, match="out: expected a GPU array"):
+        net.forward(X, [np.empty((5, 3), np.float32)])
+    with pytest.raises(ValueError, match=r"out: expected shape \(5, 3\)"):
+        net.predict(X, [cp.empty((5, 2), cp.float32)], 2)
+    with pytest.raises(TypeError, match="out: expected dtype float32"):
+        net.predict(X, [cp.empty((5, 3), cp.float64)], 2)
+    out = [cp.full((5, 3), np.nan, cp.float32)]
+    net.predict(X, out, 2)
+    np.testing.assert_array_equal(to_host(out[0]), t.model.predict(np.zeros((5, 6), np.float32)))
 
 
 @pytest.mark.parametrize("device", CUDA)

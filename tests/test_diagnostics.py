@@ -145,7 +145,7 @@ def test_dead_units_on_constructed_relu_layer(rng):
     assert rep["dense_1"].dead_units == 0  # identity output: no exact zeros
     # a dead unit passes no gradient: its column of dL/dW is exactly zero
     fm.Trainer(model, loss="cross_entropy")
-    model._network().compute_gradients(X, [y.astype(np.int32)], None, False)
+    model._engine.compute_gradients(X, [y.astype(np.int32)], None, False)
     off, rows, cols, _ = model._index[(0, "W")]
     dW = model.gradients[off : off + rows * cols].reshape(rows, cols)
     assert np.all(dW[:, [1, 4]] == 0) and np.all(np.any(dW[:, [0, 3, 5]] != 0, axis=0))
@@ -488,10 +488,12 @@ def _wrong_gradients(monkeypatch, tamper):
     which the central differences use, is unchanged)."""
     orig = _core.Network64.compute_gradients
 
-    def wrong(self, X, y, sample_weight=None, want_dx=False):
-        loss, dX, per_head = orig(self, X, y, sample_weight, want_dx)
-        dX = tamper(self, dX)
-        return loss, dX, per_head
+    def wrong(self, X, y, sample_weight=None, dX=None, stream=None):
+        loss, per_head = orig(self, X, y, sample_weight, dX, stream)
+        tampered = tamper(self, dX)
+        if dX is not None:  # the input gradient is written into the caller's array
+            dX[...] = tampered
+        return loss, per_head
 
     monkeypatch.setattr(_core.Network64, "compute_gradients", wrong)
 

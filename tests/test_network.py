@@ -72,7 +72,7 @@ def test_fused_gradients_match_numpy_backprop(loss, rng):
         y = [T]
     w = m.get_weights()
     value, gW, gb = reference_grads(w[0::2], w[1::2], ["tanh", "tanh", "identity"], X, T, loss)
-    got, _, _ = m._net.compute_gradients(X, y, None, False)
+    got, _, _ = m._engine.compute_gradients(X, y, None, False)
     assert abs(got - value) < 1e-12 * max(1, abs(value))
     grads = m._net.grads()
     offs = [(li, n) for li, n in m._weight_names()]
@@ -92,7 +92,7 @@ def test_sgd_step_is_theta_minus_lr_grad(rng):
     X = rng.normal(size=(6, 4))
     y = [rng.integers(0, 2, 6).astype(np.int32)]
     before = m.parameters.copy()
-    m._net.compute_gradients(X, y, None, False)
+    m._engine.compute_gradients(X, y, None, False)
     g = m.gradients.copy()
     m._net.train_step(X, y, None, 0.1)
     np.testing.assert_allclose(m.parameters, before - 0.1 * g, rtol=1e-14, atol=1e-15)
@@ -133,12 +133,14 @@ def test_whole_network_gradient_matches_finite_differences(layers, rng):
     X = rng.normal(size=(7, 4))
     y = [rng.integers(0, 3, 7).astype(np.int32)]
     net.rng_step = 11
-    _, dX, _ = net.compute_gradients(X, y, None, True)
+    _, dX, _ = m._engine.compute_gradients(X, y, None, True)
     g = net.grads().copy()
     p = net.params()
     h = 1e-6
     idx = rng.choice(len(p), size=min(len(p), 40), replace=False)
-    fd = central_difference_entries(lambda: net.compute_gradients(X, y, None, False)[0], p, idx, h)
+    fd = central_difference_entries(
+        lambda: m._engine.compute_gradients(X, y, None, False)[0], p, idx, h
+    )
     for i, d in zip(idx, fd, strict=True):
         assert abs(d - g[i]) < 1e-6 * max(1.0, abs(g[i])), f"param {i}"
     for r, c in [(0, 0), (3, 2), (6, 3)]:
@@ -146,8 +148,8 @@ def test_whole_network_gradient_matches_finite_differences(layers, rng):
         Xp[r, c] += h
         Xm[r, c] -= h
         fd = (
-            net.compute_gradients(Xp, y, None, False)[0]
-            - net.compute_gradients(Xm, y, None, False)[0]
+            m._engine.compute_gradients(Xp, y, None, False)[0]
+            - m._engine.compute_gradients(Xm, y, None, False)[0]
         ) / (2 * h)
         assert abs(fd - dX[r, c]) < 1e-6 * max(1.0, abs(fd))
 
@@ -177,12 +179,14 @@ def test_multi_head_loss_is_weighted_sum_and_trunk_gets_both_gradients(rng):
     net.set_head_loss(1, LOSS["mse"], 0.5, 0.0, False, False)
     X = rng.normal(size=(5, 4))
     y = [rng.integers(0, 3, 5).astype(np.int32), rng.normal(size=(5, 2))]
-    total, _, per_head = net.compute_gradients(X, y, None, False)
+    total, _, per_head = m._engine.compute_gradients(X, y, None, False)
     assert abs(total - (per_head[0] + 0.5 * per_head[1])) < 1e-12
     g = net.grads().copy()
     p = net.params()
     idx = range(0, len(p), 3)
-    fd = central_difference_entries(lambda: net.compute_gradients(X, y, None, False)[0], p, idx)
+    fd = central_difference_entries(
+        lambda: m._engine.compute_gradients(X, y, None, False)[0], p, idx
+    )
     for i, d in zip(idx, fd, strict=True):
         assert abs(d - g[i]) < 1e-6
     outs = m.predict(X)
@@ -279,7 +283,7 @@ class TestBadInput:
         m = MLP(n_in=3, hidden=[4], n_out=2, batchnorm=True)
         m._net.set_head_loss(0, LOSS["cross_entropy"], 1.0, 0.0, False, False)
         with pytest.raises(ValueError, match="batch"):
-            m._net.compute_gradients(
+            m._engine.compute_gradients(
                 np.zeros((1, 3), np.float32), [np.zeros(1, np.int32)], None, False
             )
 
@@ -373,9 +377,9 @@ def test_equal_but_distinct_dtype_objects_are_accepted(tmp_path, rng):
     np.save(tmp_path / "x.npy", X)
     Xm = np.load(tmp_path / "x.npy", mmap_mode="r")
     for arr in (Xp, Xm):
-        np.testing.assert_array_equal(m._net.forward(arr, False)[0], want)
+        np.testing.assert_array_equal(m._engine.forward(arr, False)[0], want)
     with pytest.raises((TypeError, ValueError), match="float32"):
-        m._net.forward(X.astype(">f4"), False)
+        m._engine.forward(X.astype(">f4"), False)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -403,3 +407,91 @@ def test_fused_step_equals_composition_of_single_op_kernels(loss, dtype, rng):
         assert abs(got - value) <= tol * max(1.0, abs(value))
         for a, b in zip(m.get_weights(), [W0, b0, W1, b1], strict=True):
             np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+# --- the binding: one calling convention for _core.Network* and _cuda.CudaNetwork* -----------
+def _public_names(cls) -> set[str]:
+    return {n for n in dir(cls) if not n.startswith("_")}
+
+
+def test_cpu_and_gpu_network_classes_expose_the_same_methods():
+    """Both classes come from one binding body (csrc/bindings/network_common.h)."""
+    names = _public_names(_core.Network32)
+    assert names == _public_names(_core.Network64)
+    for method in (
+        "forward",
+        "predict",
+        "train_step",
+        "train_step_indexed",
+        "step_stats",
+        "evaluate",
+        "evaluate_chunked",
+        "compute_gradients",
+        "apply_gradients",
+        "loss_slot",
+        "layer_output",
+        "layer_grad",
+        "device",
+        "use_graphs",
+        "precision",
+    ):
+        assert method in names
+    from fusedmlp._loader import _cuda
+
+    if _cuda is None or not hasattr(_cuda, "CudaNetwork32"):
+        pytest.skip("fusedmlp was built without the CUDA Network")
+    assert _public_names(_cuda.CudaNetwork32) == names
+    assert _public_names(_cuda.CudaNetwork64) == names
+
+
+def test_cpu_network_views_and_device_settings():
+    m = MLP(n_in=3, hidden=[4], n_out=2, seed=1)
+    net = m._net
+    params = net.params()
+    assert params.ndim == 1 and params.base is not None  # a view of the arena, no copy
+    params[0] = 0.25  # a view: writes reach the model
+    assert m.parameters[0] == np.float32(0.25)
+    slot = net.loss_slot()
+    assert slot.shape == (1,) and slot.dtype == np.float64
+    m._net.set_head_loss(0, LOSS["cross_entropy"], 1.0, 0.0, False, False)
+    m._net.set_optimizer(_sgd(0.1))
+    X, y = np.ones((4, 3), np.float32), np.zeros(4, np.int32)
+    loss = net.train_step(X, [y], None, 0.1, sync=False)  # the CPU step always answers
+    assert np.isfinite(loss) and slot[0] == pytest.approx(loss)
+    assert (net.device, net.use_graphs, net.n_graphs, net.precision) == (-1, False, 0, 0)
+    net.precision, net.use_graphs = 0, False  # the only valid values
+    with pytest.raises(ValueError, match="precision: expected 0"):
+        net.precision = 1
+    with pytest.raises(ValueError, match="use_graphs: expected False"):
+        net.use_graphs = True
+
+
+@pytest.mark.parametrize("method", ["forward", "predict"])
+def test_cpu_network_rejects_bad_out(method):
+    m = MLP(n_in=3, hidden=[4], n_out=2, seed=1)
+    X = np.ones((5, 3), np.float32)
+
+    def call(out):
+        if method == "forward":
+            return m._net.forward(X, out)
+        return m._net.predict(X, out, 2)
+
+    with pytest.raises(ValueError, match=r"out: expected shape \(5, 2\), got \(5, 3\)"):
+        call([np.empty((5, 3), np.float32)])
+    with pytest.raises(TypeError, match="out: expected dtype float32.*got float64"):
+        call([np.empty((5, 2))])
+    read_only = np.empty((5, 2), np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="out: expected a writeable output array"):
+        call([read_only])
+    with pytest.raises(ValueError, match="out: expected a C-contiguous array"):
+        call([np.empty((2, 5), np.float32).T])
+    with pytest.raises(TypeError, match="out: expected a list of 1 output array"):
+        call(np.empty((5, 2), np.float32))
+    with pytest.raises(ValueError, match="out: expected a list of 1 output array.*got 2"):
+        call([np.empty((5, 2), np.float32)] * 2)
+    with pytest.raises(TypeError, match="X: expected dtype float32"):
+        m._net.forward(X.astype(np.float64), [np.empty((5, 2), np.float32)])
+    out = [np.full((5, 2), np.nan, np.float32)]
+    assert call(out) is None  # written in place
+    np.testing.assert_array_equal(out[0], m.predict(X))

@@ -179,17 +179,22 @@ def network_fd_check(model, X, y, rng, h=1e-6):
     """compute_gradients of a float64 Network against central differences of its loss over
     every parameter and over the inputs."""
     net = model._network()
-    loss, dX, _ = net.compute_gradients(X, [y], None, True)
+    loss, dX, _ = model._engine.compute_gradients(X, [y], None, True)
     grads = net.grads().copy()
     params = net.params()
     fd = np.array(
         central_difference_entries(
-            lambda: net.compute_gradients(X, [y], None, False)[0], params, range(len(params)), h
+            lambda: model._engine.compute_gradients(X, [y], None, False)[0],
+            params,
+            range(len(params)),
+            h,
         ),
         dtype=grads.dtype,
     )
     np.testing.assert_allclose(grads, fd, rtol=1e-5, atol=1e-8)
-    fdx = central_difference_grad(lambda Xv: net.compute_gradients(Xv, [y], None, False)[0], X, h)
+    fdx = central_difference_grad(
+        lambda Xv: model._engine.compute_gradients(Xv, [y], None, False)[0], X, h
+    )
     np.testing.assert_allclose(dX, fdx, rtol=1e-5, atol=1e-8)
     return float(np.max(np.abs(grads - fd)))
 
@@ -340,7 +345,7 @@ def test_frozen_layer_is_skipped_by_the_optimizer(make_opt, rng):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
     # the frozen layer's gradient segment is held at zero
     net = a._network()
-    net.compute_gradients(X, [y], None, False)
+    a._engine.compute_gradients(X, [y], None, False)
     info = {(li, n): (off, r * c) for li, n, off, r, c, _ in net.param_info()}
     off, size = info[(0, "centers")]
     assert not net.grads()[off : off + size].any()

@@ -916,9 +916,9 @@ def test_initializers(init):
     elif init == "orthogonal":  # (40, 64): orthonormal rows
         np.testing.assert_allclose(W @ W.T, np.eye(40), atol=1e-10)
     else:
-        h = est.model_._net.forward(np.ascontiguousarray(X), False)  # runs the layers
+        h = est.model_._engine.forward(np.ascontiguousarray(X), False)  # runs the layers
         assert h[0].shape == (300, 3)
-        hidden = est.model_._net.layer_output(0)
+        hidden = est.model_._engine.layer_output(0)
         assert abs(np.var(hidden) - 1) < 0.1
     np.testing.assert_allclose(est.intercepts_[0], 0.0, atol=1e-250)  # a 1e-300 step moved them
 

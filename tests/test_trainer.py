@@ -325,7 +325,7 @@ def test_train_step_indexed_rejects_bad_rows():
     net.reset_step_stats(4, [1], [0.0], [False])
     with pytest.raises(ValueError, match=r"idx: a row index is out of range \[0, 4\)"):
         net.train_step_indexed(X, [y], None, np.array([0, 4]), 1e-3)
-    with pytest.raises(ValueError, match="idx: expected an int64"):
+    with pytest.raises(TypeError, match="idx: expected an int64"):
         net.train_step_indexed(X, [y], None, np.array([0, 1], np.int32), 1e-3)
     with pytest.raises(ValueError, match="rows reset_step_stats was given"):
         net.train_step_indexed(X[:3], [y[:3]], None, np.array([0]), 1e-3)

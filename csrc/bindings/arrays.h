@@ -12,6 +12,7 @@
 //   using Backend                      CpuBackend / CudaBackend (network/backend.h)
 //   static constexpr bool kDevice
 //   static Arr read(obj, name, labels = false)   checked record; labels: int32 class labels
+//   static Arr read_index(obj, name)              checked record of int64 row indices
 //   static bool is_labels(obj)                    whether obj holds int32 labels
 //   static Backend::Stream-ish prepare(stream_arg, arrays)  the stream of one call (device:
 //                                    inputs' producer streams waited for, every pointer checked
@@ -41,6 +42,7 @@ struct Arr {
   std::vector<index_t> shape;
   DType dtype = DType::f32;
   bool int32 = false;  // int32 class labels (read with labels = true)
+  bool int64 = false;  // int64 row indices (read with index = true)
   bool readonly = false;
   // The producer's stream as the __cuda_array_interface__ names it (device arrays only).
   std::optional<std::uintptr_t> stream;
@@ -51,7 +53,7 @@ struct Arr {
     return n;
   }
   index_t dim(size_t i) const { return shape.at(i); }
-  index_t itemsize() const { return int32 || dtype == DType::f32 ? 4 : 8; }
+  index_t itemsize() const { return !int64 && (int32 || dtype == DType::f32) ? 4 : 8; }
   template <class T>
   T* data() const {
     return reinterpret_cast<T*>(ptr);
@@ -100,9 +102,12 @@ inline void expect_dtype(const Arr& a, const Arr& like) {
 // A float array of dtype T (the network's dtype).
 template <class T>
 void expect_type(const Arr& a, const char* whose = "the network's dtype") {
-  if (a.int32 || a.dtype != dtype_tag<T>())
+  if (a.int32 || a.int64 || a.dtype != dtype_tag<T>())
     throw TypeError(detail::concat(a.name, ": expected dtype ", dtype_name(dtype_tag<T>()), " (",
-                                   whose, "), got ", a.int32 ? "int32" : dtype_name(a.dtype)));
+                                   whose, "), got ",
+                                   a.int32   ? "int32"
+                                   : a.int64 ? "int64"
+                                             : dtype_name(a.dtype)));
 }
 
 template <class F>
@@ -112,12 +117,19 @@ decltype(auto) dispatch(DType t, F&& fn) {
 }
 
 // Parses a dtype string of the array interfaces ("<f4", "=f8", "<i4", ...) into `a`.
-inline void parse_typestr(Arr& a, const std::string& ts, const char* name, bool labels) {
+inline void parse_typestr(Arr& a, const std::string& ts, const char* name, bool labels,
+                          bool index = false) {
   const bool native = !ts.empty() && (ts[0] == '<' || ts[0] == '=' || ts[0] == '|');
   const std::string kind = native ? ts.substr(1) : ts;
-  if (labels) {
+  if (index) {
+    if (!native || kind != "i8")
+      throw TypeError(
+          detail::concat(name, ": expected an int64 array of row indices, got typestr '", ts, "'"));
+    a.int64 = true;
+  } else if (labels) {
     if (!native || kind != "i4")
-      throw TypeError(detail::concat(name, ": expected int32 class labels, got typestr '", ts, "'"));
+      throw TypeError(
+          detail::concat(name, ": expected int32 class labels, got typestr '", ts, "'"));
     a.int32 = true;
   } else if (native && kind == "f4") {
     a.dtype = DType::f32;
@@ -154,14 +166,26 @@ struct HostMem {
   }
 
   static Arr read(const py::handle& obj, const char* name, bool labels = false) {
+    return read_as(obj, name, labels, false);
+  }
+  static Arr read_index(const py::handle& obj, const char* name) {
+    return read_as(obj, name, false, true);
+  }
+  static Arr read_as(const py::handle& obj, const char* name, bool labels, bool index) {
     if (!py::isinstance<py::array>(obj))
-      throw TypeError(detail::concat(name, ": expected a NumPy array, got ",
-                                     std::string(py::str(py::type::handle_of(obj).attr("__name__")))));
+      throw TypeError(
+          detail::concat(name, ": expected a NumPy array, got ",
+                         std::string(py::str(py::type::handle_of(obj).attr("__name__")))));
     const auto a = py::reinterpret_borrow<py::array>(obj);
     Arr r;
     r.name = name;
     for (py::ssize_t i = 0; i < a.ndim(); ++i) r.shape.push_back(a.shape(i));
-    if (labels) {
+    if (index) {
+      if (!a.dtype().equal(py::dtype::of<std::int64_t>()))
+        throw TypeError(detail::concat(name, ": expected an int64 array of row indices, got dtype ",
+                                       std::string(py::str(a.dtype()))));
+      r.int64 = true;
+    } else if (labels) {
       if (!a.dtype().equal(py::dtype::of<std::int32_t>()))
         throw TypeError(detail::concat(name, ": expected int32 class labels, got dtype ",
                                        std::string(py::str(a.dtype()))));
@@ -200,7 +224,7 @@ struct HostMem {
 };
 
 inline std::optional<Arr> read_optional_with(Arr (*read)(const py::handle&, const char*, bool),
-                                              const py::object& obj, const char* name) {
+                                             const py::object& obj, const char* name) {
   if (obj.is_none()) return std::nullopt;
   return read(obj, name, false);
 }

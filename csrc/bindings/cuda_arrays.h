@@ -35,8 +35,10 @@ inline cudaStream_t stream_from_int(std::uintptr_t s) {
 
 using DevArray = Arr;
 
-// labels = true: an int32 array of class labels instead of a float32/float64 one.
-inline DevArray read_array(const py::handle& obj, const char* name, bool labels = false) {
+// labels = true: an int32 array of class labels instead of a float32/float64 one; index = true:
+// an int64 array of row indices.
+inline DevArray read_array(const py::handle& obj, const char* name, bool labels = false,
+                           bool index = false) {
   if (!py::hasattr(obj, "__cuda_array_interface__"))
     throw TypeError(detail::concat(
         name, ": expected a GPU array exposing __cuda_array_interface__ (e.g. CuPy), got ",
@@ -45,7 +47,7 @@ inline DevArray read_array(const py::handle& obj, const char* name, bool labels 
   DevArray a;
   a.name = name;
   for (const auto& s : cai["shape"].cast<py::tuple>()) a.shape.push_back(s.cast<index_t>());
-  parse_typestr(a, cai["typestr"].cast<std::string>(), name, labels);
+  parse_typestr(a, cai["typestr"].cast<std::string>(), name, labels, index);
   const py::tuple data = cai["data"].cast<py::tuple>();
   a.ptr = data[0].cast<std::uintptr_t>();
   a.readonly = data[1].cast<bool>();
@@ -161,6 +163,9 @@ struct DevMem {
   }
   static Arr read(const py::handle& obj, const char* name, bool labels = false) {
     return read_array(obj, name, labels);
+  }
+  static Arr read_index(const py::handle& obj, const char* name) {
+    return read_array(obj, name, false, true);
   }
   static Stream prepare(const py::object& stream_arg, const std::vector<const Arr*>& arrays) {
     return fm::bindings::prepare(stream_arg, arrays);

@@ -12,6 +12,13 @@ backends; nothing here repairs a counter after a skipped step.
 Snapshots name the parts they hold: the arenas ``params``, ``grads``, ``buffers`` (BatchNorm
 running statistics, frozen layers' parameters) and ``opt_state``, the counters ``opt_step``,
 ``rng_step`` and ``bn_updates``, and the flag ``record_layer_grads``.
+
+Devices: the Network is the raw binding object on both, ``_core.Network32/64`` or
+``_cuda.CudaNetwork32/64``, with one calling convention (csrc/bindings/network_common.h):
+outputs preallocated, arenas handed back as views, ``stream=`` last. The engine calls it the same
+way on both through the model's backend (``fusedmlp._backend``): inputs moved with
+``be.to_device``, outputs allocated with ``be.empty``, views wrapped with ``be.wrap``, every call
+queued on ``be.stream()``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _backend
 from . import regularizers as R
 from ._validate import is_device_array
 
@@ -41,11 +49,55 @@ def array_module(a: Any):
 
 
 class Engine:
-    """Drives one Network (CPU ``_core.Network32/64`` or the GPU adapter ``CudaNet``)."""
+    """Drives one Network (``_core.Network32/64`` or ``_cuda.CudaNetwork32/64``)."""
 
-    def __init__(self, net: Any, device: str):
+    def __init__(self, net: Any, device: str, dtype: Any):
         self._net = net
         self.device = device
+        self.dtype = np.dtype(dtype)
+        self._be = _backend.get(device)
+        # The heads' output widths, fixed at construction (outputs are preallocated per call).
+        self._widths = [net.n_outputs(h) for h in range(net.n_heads)]
+        self._array_type = self._be.xp.ndarray  # what the binding reads in place
+        # A pass-through layer's output (dropout, noise at inference) is the forward pass's
+        # input itself: layer_output() reads it, so the engine keeps that array alive.
+        self._last_x = None
+
+    # -- arrays ------------------------------------------------------------------------------
+    def _x(self, X: Any) -> Any:
+        """X on the Network's device. An array already there is passed as it is (a silent
+        cast would hide a copy per call: the binding rejects another dtype, naming X); an array
+        of the other device is copied anyway, and cast to the network's dtype then."""
+        if type(X) is self._array_type and X.flags.c_contiguous:  # the per-step fast path
+            return X
+        native = is_device_array(X) == (self.device == "cuda")
+        return self._be.to_device(X, None if native else self.dtype)
+
+    def _ys(self, ys: Sequence[Any]) -> list:
+        """Per-head targets on the device: class labels as int32, dense targets in the
+        network's dtype (no copy when they already are)."""
+        return [self._target(t, None) for t in ys]
+
+    def _target(self, t: Any, dtype: Any) -> Any:
+        """``t`` on the device in ``dtype`` (None: int32 for integer labels, else the network's
+        dtype), not copied when it already is."""
+        if type(t) is not self._array_type or not t.flags.c_contiguous:
+            t = self._be.to_device(t)
+        if dtype is None:
+            dtype = np.int32 if t.dtype.kind in "iu" else self.dtype
+        return t if t.dtype == dtype else t.astype(dtype)
+
+    def _sw(self, sw: Any) -> Any:
+        return None if sw is None else self._target(sw, self.dtype)
+
+    def _outputs(self, rows: int) -> list:
+        """One preallocated (rows, n_outputs(h)) output per head."""
+        return [self._be.empty((rows, k), self.dtype) for k in self._widths]
+
+    def _host_matrix(self, view: Any) -> np.ndarray:
+        # A NumPy copy of a (rows, width) view of the Network's workspace (the next call
+        # overwrites it): layer outputs and gradients leave the engine on the host.
+        return np.array(self._be.to_host(self._be.wrap(view)), copy=True)
 
     # -- configuration -----------------------------------------------------------------------
     def set_losses(
@@ -139,63 +191,104 @@ class Engine:
         """One fused step (forward, loss, backward, regularization, update); the batch loss
         before the update, NaN when the step was skipped. ``sync=False`` (CUDA): nothing waits
         for the device; the loss is a 0-d device copy of the Network's loss slot."""
-        if sync or self.device != "cuda":
-            return float(self._net.train_step(X, ys, sw, lr))
-        self._net.train_step(X, ys, sw, lr, False)
-        return self._net.loss_slot().copy().reshape(())
+        be = self._be
+        loss = self._net.train_step(
+            self._x(X), self._ys(ys), self._sw(sw), lr, sync, stream=be.stream()
+        )
+        if sync or self.device != "cuda":  # the host step always answers with its loss
+            return float(loss)
+        return be.wrap(self._net.loss_slot()).copy().reshape(())
 
     def step_indexed(self, X: Any, ys: list, sw: Any, idx: Any, lr: float) -> float:
-        """The CPU step on rows ``idx`` of the whole training set (gathered in C++)."""
-        return float(self._net.train_step_indexed(X, ys, sw, idx, lr))
+        """The step on rows ``idx`` (int64) of the whole training set (gathered in C++)."""
+        be = self._be
+        idx = be.to_device(idx, np.int64)
+        return float(
+            self._net.train_step_indexed(
+                self._x(X), self._ys(ys), self._sw(sw), idx, lr, stream=be.stream()
+            )
+        )
 
     def reset_step_stats(self, n: int, modes: list, thresholds: list, keep: list) -> None:
         """Start counting the running metrics of ``step_indexed`` (Network::StepStats)."""
-        self._net.reset_step_stats(n, modes, thresholds, keep)
+        self._net.reset_step_stats(n, modes, thresholds, keep, stream=self._be.stream())
 
     def step_stats(self) -> tuple:
-        """(loss sum, rows, correct per head, outputs per head) since ``reset_step_stats``."""
-        return self._net.step_stats()
+        """(loss sum, rows, correct per head, outputs per head: views of the kept outputs or
+        None) since ``reset_step_stats``."""
+        loss_sum, rows, correct, outs = self._net.step_stats(stream=self._be.stream())
+        return loss_sum, rows, correct, [None if o is None else self._be.wrap(o) for o in outs]
 
     def compute_gradients(self, X: Any, ys: list, sw: Any = None, want_dx: bool = False):
         """Forward + backward without an update: (loss, dL/dX or None, per-head losses); the
         gradients land in ``grads()``."""
-        return self._net.compute_gradients(X, ys, sw, want_dx)
+        X = self._x(X)
+        dX = self._be.empty(X.shape, self.dtype) if want_dx else None
+        loss, per_head = self._net.compute_gradients(
+            X, self._ys(ys), self._sw(sw), dX, stream=self._be.stream()
+        )
+        return loss, dX, per_head
 
     def apply_gradients(self, lr: float) -> None:
         """The fused update alone on the gradients in ``grads()`` (after
         :meth:`compute_gradients`, maybe modified in between: the data-parallel all-reduce):
         the global-norm clip computed on that arena, the optimizer, max-norm; advances the
         optimizer and RNG steps."""
-        self._net.apply_gradients(lr)
+        self._net.apply_gradients(lr, stream=self._be.stream())
 
     # -- inference ---------------------------------------------------------------------------
     def forward(self, X: Any, training: bool = False) -> list:
-        return self._net.forward(X, training)
+        """Every head's output on ``X`` (one call; inference mode unless ``training``)."""
+        X = self._x(X)
+        outs = self._outputs(X.shape[0])
+        self._net.forward(X, outs, training, stream=self._be.stream())
+        self._last_x = X
+        return outs
+
+    def predict(self, X: Any, batch_size: int) -> list:
+        """Every head's inference-mode output on ``X``, computed in chunks of ``batch_size``
+        rows written straight into the outputs (one call)."""
+        X = self._x(X)
+        outs = self._outputs(X.shape[0])
+        self._net.predict(X, outs, batch_size, stream=self._be.stream())
+        self._last_x = None  # the last chunk's input is a view into X: not kept
+        return outs
 
     def evaluate(self, X: Any, ys: list, sw: Any = None):
-        return self._net.evaluate(X, ys, sw)
+        """(loss, per-head losses) in inference mode."""
+        return self._net.evaluate(self._x(X), self._ys(ys), self._sw(sw), stream=self._be.stream())
 
     def evaluate_chunked(self, X: Any, ys: list, sw: Any, chunk: int, keep_outputs: bool):
-        return self._net.evaluate_chunked(X, ys, sw, chunk, keep_outputs)
+        """(loss, per-head losses, outputs per head or None) over ``X`` in chunks of ``chunk``
+        rows, in one call."""
+        X = self._x(X)
+        outs = self._outputs(X.shape[0]) if keep_outputs else None
+        loss, per_head = self._net.evaluate_chunked(
+            X, self._ys(ys), self._sw(sw), chunk, outs, stream=self._be.stream()
+        )
+        return loss, per_head, outs
 
-    def layer_output(self, layer: int):
-        return self._net.layer_output(layer)
+    def layer_output(self, layer: int) -> np.ndarray:
+        """A host copy of layer ``layer``'s output in the last forward pass."""
+        return self._host_matrix(self._net.layer_output(layer))
 
-    def layer_grad(self, layer: int):
-        return self._net.layer_grad(layer)
+    def layer_grad(self, layer: int) -> np.ndarray:
+        """A host copy of the recorded gradient w.r.t. layer ``layer``'s output."""
+        return self._host_matrix(self._net.layer_grad(layer))
 
     # -- state -------------------------------------------------------------------------------
     def params(self):
-        return self._net.params()
+        """The parameter arena: a view (NumPy on the CPU, CuPy on the GPU)."""
+        return self._be.wrap(self._net.params())
 
     def grads(self):
-        return self._net.grads()
+        return self._be.wrap(self._net.grads())
 
     def buffers(self):
-        return self._net.buffers()
+        return self._be.wrap(self._net.buffers())
 
     def opt_state(self):
-        return self._net.opt_state()
+        return self._be.wrap(self._net.opt_state())
 
     def counters(self) -> dict[str, int]:
         return {name: int(getattr(self._net, name)) for name in COUNTERS}
@@ -212,7 +305,7 @@ class Engine:
         out: dict[str, Any] = {}
         for name in parts or ARENAS + COUNTERS:
             if name in ARENAS:
-                out[name] = getattr(self._net, name)().copy()
+                out[name] = getattr(self, name)().copy()
             elif name in COUNTERS or name in _FLAGS:
                 out[name] = getattr(self._net, name)
             else:
@@ -225,7 +318,7 @@ class Engine:
         """Put back what :meth:`snapshot` took (arenas copied in place)."""
         for name, value in snap.items():
             if name in ARENAS:
-                getattr(self._net, name)()[:] = value
+                getattr(self, name)()[:] = value
             else:
                 setattr(self._net, name, value)
 

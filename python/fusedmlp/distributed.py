@@ -332,8 +332,9 @@ class DistributedTrainer(Trainer):
             *args, default_batch=lambda n: -(-n // self.size)
         )
         if self.model.device == "cuda":
-            from ._cuda_network import to_device
+            from ._backend import cuda as _cuda_backend
 
+            to_device = _cuda_backend().to_device
             ys = [to_device(t) for t in ys]
             sw = None if sw is None else to_device(sw)
         return X, ys, sw, val, start, stop, bs, shuffle

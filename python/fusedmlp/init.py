@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from . import _backend
 from . import _validate as v
 
 ALIASES = {
@@ -127,18 +128,16 @@ def lsuv_init(model, X, tol: float = 0.1, max_iter: int = 10) -> None:
         max_iter: rescaling passes per layer.
     """
     if v.is_device_array(X):  # the layer statistics are read on the host
-        from ._cuda_network import to_host
-
-        X = to_host(X)
+        X = _backend.to_host(X)
     X = v.as_float_array("X", X, dtype=model.dtype)
-    net = model._network()
+    engine = model._engine
     for li, layer in enumerate(model._all_layers()):
         if layer.kind != "dense":
             continue
         W = model._param_view(li, "W")
         for _ in range(max_iter):
-            net.forward(X, False)
-            var = float(np.var(net.layer_output(li)))
+            engine.forward(X, False)
+            var = float(np.var(engine.layer_output(li)))
             if not np.isfinite(var) or var == 0.0 or abs(var - 1.0) < tol:
                 break
             W /= float(np.sqrt(var))

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _backend
 from . import _validate as v
 from . import init as initializers
 from . import layers as L
@@ -130,17 +131,19 @@ class Sequential:
             hs.layers = [lay.spec() for lay in h]
             heads.append(hs)
         trunk = [lay.spec() for lay in self.layers]
+        # The raw binding object on both devices (one calling convention: fusedmlp._engine).
         if self.device == "cuda":
-            from ._cuda_network import CudaNet
-
-            self._net = CudaNet(self.n_in, trunk, heads, self.seed, self.dtype)
-            self._net.precision = _PRECISION_CODES[self.precision]
+            mod, prefix = _backend.cuda().mod, "CudaNetwork"
+            if mod is None or not hasattr(mod, "CudaNetwork32"):
+                raise RuntimeError("fusedmlp was built without the CUDA Network")
         else:
-            cls = _core.Network32 if self.dtype == np.float32 else _core.Network64
-            self._net = cls(self.n_in, trunk, heads, self.seed)
+            mod, prefix = _core, "Network"
+        cls = getattr(mod, prefix + ("32" if self.dtype == np.float32 else "64"))
+        self._net = cls(self.n_in, trunk, heads, self.seed)
+        self._net.precision = _PRECISION_CODES[self.precision]
         # Training fronts (Trainer, estimators, callbacks, diagnostics) drive the Network
         # through this one object (fusedmlp._engine).
-        self._engine = Engine(self._net, self.device)
+        self._engine = Engine(self._net, self.device, self.dtype)
         self._index = {}
         for li, name, off, rows, cols, trainable in self._net.param_info():
             self._index[(li, name)] = (off, rows, cols, trainable)
@@ -154,19 +157,13 @@ class Sequential:
 
     def _param_view(self, layer: int, name: str) -> np.ndarray:
         off, rows, cols, trainable = self._index[(layer, name)]
-        arena = self._net.params() if trainable else self._net.buffers()
+        arena = self._engine.params() if trainable else self._engine.buffers()
         view = arena[off : off + rows * cols]
         return view.reshape(rows, cols) if name in ("W", "act_params", "centers") else view
 
     def _assign(self, dst, value) -> None:
         """dst[...] = value, with value moved to dst's device (NumPy -> CuPy on the GPU)."""
-        if self.device == "cuda":
-            from ._cuda_network import to_device
-
-            value = to_device(value, self.dtype)
-        elif v.is_device_array(value):
-            value = _host_copy(value)
-        dst[...] = value
+        dst[...] = _backend.get(self.device).to_device(value, self.dtype)
 
     def to(self, device: str) -> Sequential:
         """A copy of the model on ``device`` ("cpu" or "cuda"): same architecture, parameters,
@@ -181,8 +178,8 @@ class Sequential:
         """
         clone = Sequential.from_config(self.config(), device=device)
         src, dst = self._net, clone._net
-        clone._assign(dst.params(), src.params())
-        clone._assign(dst.buffers(), src.buffers())
+        clone._assign(clone._engine.params(), self._engine.params())
+        clone._assign(clone._engine.buffers(), self._engine.buffers())
         dst.rng_step = src.rng_step
         dst.bn_updates = src.bn_updates
         for li in range(dst.n_layers):
@@ -193,7 +190,7 @@ class Sequential:
     def reset_parameters(self) -> None:
         """(Re)draw every weight from its initializer (deterministic for ``seed``)."""
         rng = np.random.default_rng(self.seed)
-        self._net.params()[:] = 0
+        self._engine.params()[:] = 0
         for li, layer in enumerate(self._all_layers()):
             if isinstance(layer, L.Dense):
                 W = self._param_view(li, "W")
@@ -275,13 +272,13 @@ class Sequential:
         """The input of layer ``li`` in the last (inference) forward pass of ``X``."""
         n_trunk = len(self.layers)
         if li < n_trunk:
-            return X if li == 0 else self._net.layer_output(li - 1)
+            return X if li == 0 else self._engine.layer_output(li - 1)
         start = n_trunk
         for h in self.heads:
             if li == start:  # a head's first layer reads the trunk's output
-                return X if n_trunk == 0 else self._net.layer_output(n_trunk - 1)
+                return X if n_trunk == 0 else self._engine.layer_output(n_trunk - 1)
             if li < start + len(h):
-                return self._net.layer_output(li - 1)
+                return self._engine.layer_output(li - 1)
             start += len(h)
         raise ValueError(f"layer: expected an index below {start}, got {li}")
 
@@ -313,7 +310,7 @@ class Sequential:
         for li in self.rbf_layers():
             inputs = X
             if li > 0:
-                self._net.forward(X, False)
+                self._engine.forward(X, False)
                 inputs = self._layer_inputs(li, X)
             layer_seed = int(rng.integers(2**31 - 1))
             centers, widths = self._all_layers()[li].fit_centers(inputs, seed=layer_seed)
@@ -349,12 +346,12 @@ class Sequential:
     @property
     def parameters(self) -> np.ndarray:
         """The flat parameter arena (a view: writing to it changes the model)."""
-        return self._net.params()
+        return self._engine.params()
 
     @property
     def gradients(self) -> np.ndarray:
         """The flat gradient arena of the last backward pass (a view)."""
-        return self._net.grads()
+        return self._engine.grads()
 
     def n_outputs(self, head: int = 0) -> int:
         return int(self._net.n_outputs(head))
@@ -365,13 +362,10 @@ class Sequential:
         models; for CUDA models a CuPy array on the current device (device arrays, PyTorch /
         JAX tensors through DLPack, are used without a copy; host arrays are copied once)."""
         if self.device == "cuda":
-            from ._backend import cuda as _cuda_backend
-            from ._cuda_network import to_device
-
             if v.is_device_array(X):
-                X = _cuda_backend.asarray(name, X)
+                X = _backend.cuda().asarray(name, X)
             else:
-                X = to_device(v.as_float_array(name, X))
+                X = _backend.cuda().to_device(v.as_float_array(name, X))
             if X.shape[1] != self.n_in:
                 raise ValueError(f"{name}: expected {self.n_in} features, got {X.shape[1]}")
             return X.astype(self.dtype, copy=False)
@@ -386,18 +380,8 @@ class Sequential:
         on_device = v.is_device_array(X)
         X = self.check_X(X)
         batch_size = v.integer("batch_size", batch_size, low=1)
-        if self.device == "cpu":  # one call: the chunks are written straight into the outputs
-            outs = self._net.predict(np.ascontiguousarray(X), batch_size)
-            return outs[0] if len(outs) == 1 else outs
-        parts = [
-            self._net.forward(X[s : s + batch_size], False) for s in range(0, len(X), batch_size)
-        ]
-        xp = np
-        if self.device == "cuda":
-            from ._backend.cuda import _cupy
-
-            xp = _cupy()
-        outs = [xp.concatenate([p[h] for p in parts]) for h in range(len(self.heads))]
+        # one call: the chunks are written straight into the outputs
+        outs = self._engine.predict(X, batch_size)
         if self.device == "cuda" and not on_device:  # host in, host out
             outs = [_host_copy(o) for o in outs]
         return outs[0] if len(outs) == 1 else outs
@@ -506,9 +490,7 @@ _PRECISION_CODES = {"float32": 0, "bfloat16": 1, "float16": 2}  # CudaNetwork.pr
 def _host_copy(x: Any) -> np.ndarray:
     """A NumPy copy of a host or device array (weights leave the model as NumPy arrays)."""
     if v.is_device_array(x):
-        from ._cuda_network import to_host
-
-        return to_host(x)
+        return _backend.to_host(x)
     return np.array(x, copy=True)
 
 

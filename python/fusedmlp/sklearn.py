@@ -103,7 +103,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _activations, _losses
+from . import _activations, _backend, _losses
 from . import _validate as v
 from . import init as _init
 from . import layers as L
@@ -135,9 +135,7 @@ _PREDICT_CHUNK = 4096
 def _host_array(a: Any) -> np.ndarray:
     """A NumPy copy of an arena view (CuPy on a CUDA model)."""
     if v.is_device_array(a):
-        from ._cuda_network import to_host
-
-        return to_host(a)
+        return _backend.to_host(a)
     return np.array(a, copy=True)
 
 

@@ -1351,7 +1351,7 @@ def _fsync_directory(directory: str) -> None:
 def _host(x):
     """A NumPy array of a host or device array (checkpoints and metrics work on the host)."""
     if v.is_device_array(x):
-        from ._cuda_network import to_host
+        from ._backend import to_host
 
         return to_host(x)
     return x

@@ -160,5 +160,9 @@ def wrap(obj: Any, dtype=None):
     """A CuPy view (no copy) of an array object the binding module handed back: anything
     exposing ``__cuda_array_interface__``; the view keeps ``obj`` (and what owns the memory)
     alive."""
-    arr = to_cupy(obj)
+    cai = obj.__cuda_array_interface__
+    if 0 in cai["shape"]:  # an empty arena (no buffers, a stateless optimizer) has no memory
+        arr = _cupy().empty(cai["shape"], dtype=np.dtype(cai["typestr"]))
+    else:
+        arr = to_cupy(obj)
     return arr if dtype is None else arr.view(dtype)
