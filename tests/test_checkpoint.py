@@ -311,8 +311,9 @@ def test_bit_flips_are_detected_or_harmless(saved, tmp_path):
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             head = data[info.header_offset : info.header_offset + 30]
-            name_len, extra_len = int.from_bytes(head[26:28], "little"), int.from_bytes(
-                head[28:30], "little"
+            name_len, extra_len = (
+                int.from_bytes(head[26:28], "little"),
+                int.from_bytes(head[28:30], "little"),
             )
             start = info.header_offset + 30 + name_len + extra_len
             members.append(range(start, start + info.compress_size))

@@ -9,6 +9,7 @@ from pathlib import Path
 import fusedmlp as fm
 import numpy as np
 import pytest
+from conftest import DEVICES
 
 PKG_DIR = Path(fm.__file__).resolve().parent
 
@@ -104,3 +105,32 @@ def test_engine_snapshot_and_configure_keep_state():
         engine.snapshot("weights")
     with pytest.raises(ValueError, match="counters: expected some of"):
         engine.set_counters(steps=1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_apply_gradients_keeps_the_skip_rule(device, rng):
+    """The update alone (FGSM, the data-parallel all-reduce) skips a non-finite gradient as
+    the fused step does: parameters, optimizer state and opt_step unchanged, the RNG step
+    advanced, and it says so."""
+    from fusedmlp import _backend
+
+    be = _backend.get(device)
+    model = fm.MLP(n_in=5, hidden=[7], n_out=3, device=device, seed=2)
+    t = fm.Trainer(model, loss="cross_entropy", optimizer=fm.optim.Adam(lr=1e-2), metrics=())
+    X = rng.normal(size=(16, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 16).astype(np.int32)
+    t.train_step(X, y)
+    e = model._engine
+    e.compute_gradients(be.to_device(X), [be.to_device(y)])
+    assert e.apply_gradients(1e-2) is True
+    params = be.to_host(model.parameters).copy()
+    state = be.to_host(e.opt_state()).copy()
+    counters = e.counters()
+    e.compute_gradients(be.to_device(X), [be.to_device(y)])
+    e.grads()[4] = np.nan
+    assert e.apply_gradients(1e-2) is False
+    np.testing.assert_array_equal(be.to_host(model.parameters), params)
+    np.testing.assert_array_equal(be.to_host(e.opt_state()), state)
+    after = e.counters()
+    assert after["opt_step"] == counters["opt_step"]
+    assert after["rng_step"] == counters["rng_step"] + 1

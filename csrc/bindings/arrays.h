@@ -223,10 +223,4 @@ struct HostMem {
   }
 };
 
-inline std::optional<Arr> read_optional_with(Arr (*read)(const py::handle&, const char*, bool),
-                                             const py::object& obj, const char* name) {
-  if (obj.is_none()) return std::nullopt;
-  return read(obj, name, false);
-}
-
 }  // namespace fm::bindings

@@ -30,35 +30,23 @@ struct Register {
 };
 
 // FM_BINDINGS(name) { m.def(...); } registers a binder run at module import.
-#define FM_BINDINGS(name)                                                          \
-  static void fm_bind_##name(::pybind11::module_& m);                              \
-  static ::fm::bindings::Register fm_register_##name(#name, &fm_bind_##name);      \
+#define FM_BINDINGS(name)                                                     \
+  static void fm_bind_##name(::pybind11::module_& m);                         \
+  static ::fm::bindings::Register fm_register_##name(#name, &fm_bind_##name); \
   static void fm_bind_##name(::pybind11::module_& m)
 
 enum class DType { f32, f64 };
-
-inline DType dtype_of(const py::array& a, const char* name) {
-  if (a.dtype().equal(py::dtype::of<float>())) return DType::f32;
-  if (a.dtype().equal(py::dtype::of<double>())) return DType::f64;
-  throw TypeError(detail::concat(name, ": expected float32 or float64, got ",
-                                 std::string(py::str(a.dtype()))));
-}
-
-// Runs fn(T{}) with T = float or double according to the dtype of `a`.
-template <class F>
-decltype(auto) dtype_dispatch(const py::array& a, const char* name, F&& fn) {
-  if (dtype_of(a, name) == DType::f32) return fn(float{});
-  return fn(double{});
-}
 
 // Checks a C-contiguous array of dtype T with the given number of dimensions and returns its
 // data pointer. Outputs must be writeable.
 template <class T>
 T* checked_ptr(const py::array& a, const char* name, int ndim, bool writeable = false) {
   if (!a.dtype().equal(py::dtype::of<T>()))
-    throw TypeError(detail::concat(name, ": expected dtype ", std::string(py::str(py::dtype::of<T>())),
-                                   ", got ", std::string(py::str(a.dtype()))));
-  FM_CHECK(ndim < 0 || a.ndim() == ndim, name, ": expected a ", ndim, "-d array, got ", a.ndim(), "-d");
+    throw TypeError(detail::concat(name, ": expected dtype ",
+                                   std::string(py::str(py::dtype::of<T>())), ", got ",
+                                   std::string(py::str(a.dtype()))));
+  FM_CHECK(ndim < 0 || a.ndim() == ndim, name, ": expected a ", ndim, "-d array, got ", a.ndim(),
+           "-d");
   FM_CHECK(a.flags() & py::array::c_style, name, ": expected a C-contiguous array");
   if (writeable) FM_CHECK(a.writeable(), name, ": expected a writeable array");
   return static_cast<T*>(const_cast<void*>(a.data()));
@@ -101,8 +89,12 @@ struct ActConfig {
   ActParams<T> params(const T* unit, index_t cols) const {
     ActParams<T> p;
     p.alpha = T(alpha);
-    p.a = T(a); p.b = T(b); p.c = T(c); p.d = T(d);
-    p.lower = T(lower); p.upper = T(upper);
+    p.a = T(a);
+    p.b = T(b);
+    p.c = T(c);
+    p.d = T(d);
+    p.lower = T(lower);
+    p.upper = T(upper);
     p.hinges = hinges;
     p.unit = unit;
     p.cols = cols;

@@ -465,7 +465,8 @@ void bind_network(py::module_& m, const char* name) {
       .def(
           "apply_gradients",
           [](Net& n, double lr, const py::object& stream) {
-            C::run(n, Call<T>{}, stream, [&] { n.train_step_update_only(lr); });
+            // whether the update ran (the skip rule: a non-finite gradient leaves everything)
+            return C::run(n, Call<T>{}, stream, [&] { return n.train_step_update_only(lr); });
           },
           py::arg("lr"), py::arg("stream") = none);
 

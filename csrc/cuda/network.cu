@@ -98,8 +98,7 @@ template <class U>
 __global__ void gather_rows_kernel(U* dst, const U* src, const std::int64_t* idx, index_t batch,
                                    index_t width) {
   const index_t n = batch * width, stride = static_cast<index_t>(gridDim.x) * blockDim.x;
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += stride)
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride)
     dst[e] = src[idx[e / width] * width + e % width];
 }
 
@@ -107,8 +106,7 @@ template <class U>
 __global__ void scatter_rows_kernel(U* dst, const U* src, const std::int64_t* idx, index_t batch,
                                     index_t width) {
   const index_t n = batch * width, stride = static_cast<index_t>(gridDim.x) * blockDim.x;
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += stride)
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride)
     dst[idx[e / width] * width + e % width] = src[e];
 }
 
@@ -300,9 +298,8 @@ void CudaBackend::scatter_rows(U* dst, const U* src, const std::int64_t* idx, in
 }
 
 template <class T>
-void CudaBackend::count_correct(int mode, const T* out, const std::int32_t* labels,
-                                const T* target, T threshold, index_t batch, index_t k,
-                                std::int64_t* counter) {
+void CudaBackend::count_correct(int mode, const T* out, const std::int32_t* labels, const T* target,
+                                T threshold, index_t batch, index_t k, std::int64_t* counter) {
   if (batch <= 0) return;
   count_correct_kernel<T><<<grid_for(batch, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(
       mode, out, labels, target, threshold, batch, k,

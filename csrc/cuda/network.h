@@ -72,8 +72,8 @@ struct CudaBackend {
   cudaStream_t stream = nullptr;
   // While a graph is being captured: device pointers to the per-step values (else null).
   const std::uint64_t* dev_step = nullptr;
-  const void* dev_coef = nullptr;  // const OptCoef<T>*
-  DeviceVec<double> scale_buf;     // the clip / skip factor of the update
+  const void* dev_coef = nullptr;    // const OptCoef<T>*
+  DeviceVec<double> scale_buf;       // the clip / skip factor of the update
   DeviceVec<std::int32_t> flag_buf;  // indices_valid's answer
   // GEMM operand precision of the float32 dense layers: 0 float32, 1 bfloat16, 2 float16
   // (mixed precision: fp32 master weights, gradients, optimizer state and elementwise math;

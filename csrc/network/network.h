@@ -352,7 +352,7 @@ class Network {
   std::uint64_t plan_version_ = 0;
   StepStats stats_;
   typename B::template Vec<std::int64_t> correct_;  // per head: rows counted correct
-  std::vector<Vec> kept_;                            // per head: kept outputs (or empty)
+  std::vector<Vec> kept_;                           // per head: kept outputs (or empty)
   // train_step_indexed's gathered batch: rows, targets, labels, weights (backend memory).
   Vec gather_x_, gather_w_;
   std::vector<Vec> gather_t_;

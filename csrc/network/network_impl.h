@@ -789,8 +789,7 @@ typename Network<T, B>::Gathered Network<T, B>::gather_batch(
     const T* sample_weight) {
   const size_t nh = heads_.size();
   FM_CHECK(batch >= 1, "idx: expected at least one row index");
-  FM_CHECK(target.size() == nh && labels.size() == nh, "y: expected targets for ", nh,
-           " head(s)");
+  FM_CHECK(target.size() == nh && labels.size() == nh, "y: expected targets for ", nh, " head(s)");
   FM_CHECK(stats_.mode.size() == nh, "train_step_indexed: call reset_step_stats first");
   FM_CHECK(n_rows == stats_.n_rows, "X: expected the ", stats_.n_rows,
            " rows reset_step_stats was given, got ", n_rows);

@@ -229,12 +229,13 @@ class Engine:
         )
         return loss, dX, per_head
 
-    def apply_gradients(self, lr: float) -> None:
+    def apply_gradients(self, lr: float) -> bool:
         """The fused update alone on the gradients in ``grads()`` (after
         :meth:`compute_gradients`, maybe modified in between: the data-parallel all-reduce):
-        the global-norm clip computed on that arena, the optimizer, max-norm; advances the
-        optimizer and RNG steps."""
-        self._net.apply_gradients(lr, stream=self._be.stream())
+        the global-norm clip computed on that arena, the optimizer, max-norm. The skip rule
+        holds: a non-finite gradient leaves the parameters, the optimizer state and its step
+        as they were. Returns whether the update ran; the RNG step advances either way."""
+        return bool(self._net.apply_gradients(lr, stream=self._be.stream()))
 
     # -- inference ---------------------------------------------------------------------------
     def forward(self, X: Any, training: bool = False) -> list:

@@ -363,4 +363,3 @@ class OptunaPruning(Callback):
     def on_train_end(self, logs=None):
         if self.pruned_epoch is not None:
             raise self._pruned_error(f"trial pruned at epoch {self.pruned_epoch}")
-

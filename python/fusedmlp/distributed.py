@@ -213,7 +213,10 @@ class DistributedTrainer(Trainer):
             else:
                 MPI = _mpi()
                 self.comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
-            e.apply_gradients(self.current_lr())  # clip (on the global gradient), update
+            # clip (on the global gradient), update; a non-finite global gradient with a
+            # finite loss is skipped on every rank alike (they hold the same gradient)
+            if not e.apply_gradients(self.current_lr()):
+                loss = math.nan
         else:
             e.set_counters(rng_step=g + 1)  # a skipped step still advances the stream
         self._after_step()

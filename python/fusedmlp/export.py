@@ -37,8 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import _activations as acts
-from . import _backend
-from . import _losses
+from . import _backend, _losses
 from . import _validate as v
 from . import layers as L
 
@@ -289,6 +288,7 @@ class _Stage:
 def _stages(model: Any, layers: list[L.Layer], first: int, width: int) -> tuple[list, int]:
     """The stages of ``layers`` (global layer indices from ``first``), input width ``width``,
     with BatchNorm folded into a neighbouring Dense where one is adjacent."""
+
     def param(li: int, name: str) -> np.ndarray | None:
         if (li, name) not in model._index:
             return None

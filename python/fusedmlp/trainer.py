@@ -650,8 +650,8 @@ class Trainer:
         the training set. The step counts the accuracy of labels (arg-max) and of one-column
         0/1 targets (threshold) itself and keeps the outputs for the other metrics, on either
         device. Adversarial training (a callback that sees each batch) computes the training
-        metrics at the epoch's end with one inference pass. Validation values are always computed at the epoch's end with
-        the final parameters (one inference pass).
+        metrics at the epoch's end with one inference pass. Validation values are always
+        computed at the epoch's end with the final parameters (one inference pass).
 
         Divergence (Keras' TerminateOnNaN, built in): when a batch loss is NaN or Inf, or at an
         epoch's end the parameters, the model's outputs or the validation loss are not finite,
