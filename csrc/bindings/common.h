@@ -35,6 +35,22 @@ struct Register {
   static ::fm::bindings::Register fm_register_##name(#name, &fm_bind_##name); \
   static void fm_bind_##name(::pybind11::module_& m)
 
+// The one exception translator (fm::TypeError -> TypeError, fm::ValueError -> ValueError),
+// registered module-locally by each module at import: each module translates the exceptions of
+// its own functions with its own C++ runtime (a toolchain may link libstdc++ into each module;
+// see CMakeLists.txt), so the translator is compiled into both rather than shared across them.
+inline void register_exception_translator() {
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const fm::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const fm::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+}
+
 enum class DType { f32, f64 };
 
 // Checks a C-contiguous array of dtype T with the given number of dimensions and returns its

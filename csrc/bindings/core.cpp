@@ -10,17 +10,7 @@ namespace py = pybind11;
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fusedmlp CPU kernels (C++, OpenBLAS, OpenMP)";
-  // Module-local: each module translates the exceptions of its own functions, with its own
-  // C++ runtime (a toolchain may link libstdc++ into each module; see CMakeLists.txt).
-  py::register_local_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const fm::TypeError& e) {
-      PyErr_SetString(PyExc_TypeError, e.what());
-    } catch (const fm::ValueError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
-    }
-  });
+  fm::bindings::register_exception_translator();
   // OpenBLAS stays single-threaded: GEMMs are split over the OpenMP threads (cpu/blas.h).
   fm::cpu::set_blas_threads(1);
   m.def("set_num_threads", [](int n) {

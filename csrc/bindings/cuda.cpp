@@ -51,17 +51,7 @@ namespace fcu = fm::cuda;
 PYBIND11_MODULE(_cuda, m) {
   m.doc() =
       "fusedmlp CUDA kernels (cuBLASLt GEMMs with fused epilogues, elementwise and row kernels)";
-  // Module-local: each module translates the exceptions of its own functions, with its own
-  // C++ runtime (a toolchain may link libstdc++ into each module; see CMakeLists.txt).
-  py::register_local_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const fm::TypeError& e) {
-      PyErr_SetString(PyExc_TypeError, e.what());
-    } catch (const fm::ValueError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
-    }
-  });
+  fm::bindings::register_exception_translator();
   bind_device_view(m);
 
   m.def(

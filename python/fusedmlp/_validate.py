@@ -87,6 +87,17 @@ def as_float_array(
             ) from exc
     else:
         raise TypeError(f"{name}: expected a NumPy array, got {type(x).__name__}")
+    check_float_layout(name, arr, ndim, dtype, allow_empty)
+    if finite and not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or Inf")
+    return np.ascontiguousarray(arr)
+
+
+def check_float_layout(
+    name: str, arr: Any, ndim: Any = 2, dtype: Any = None, allow_empty: bool = False
+) -> None:
+    """The dtype, dimension and emptiness checks of a float array on either device (NumPy or
+    CuPy: anything with dtype, ndim, shape and size); the arguments of :func:`as_float_array`."""
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name}: expected dtype float32 or float64, got {arr.dtype}")
     if dtype is not None and arr.dtype != np.dtype(dtype):
@@ -98,9 +109,19 @@ def as_float_array(
             raise ValueError(f"{name}: expected a {want} array, got shape {arr.shape}")
     if not allow_empty and arr.size == 0:
         raise ValueError(f"{name}: expected a non-empty array, got shape {arr.shape}")
-    if finite and not np.isfinite(arr).all():
-        raise ValueError(f"{name}: contains NaN or Inf")
-    return np.ascontiguousarray(arr)
+
+
+def check_in_place_layout(name: str, a: Any, shape: tuple[int, ...] | None, dtype: Any) -> None:
+    """An array the kernels update in place, on either device: ``dtype`` (None: float32 or
+    float64), ``shape`` (None: any 1-d)."""
+    if dtype is None and a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != np.dtype(dtype):
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {a.dtype}")
+    if shape is None and a.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-d array, got shape {a.shape}")
+    if shape is not None:
+        check_shape(name, a, shape)
 
 
 def check_same_dtype(**arrays: np.ndarray) -> None:

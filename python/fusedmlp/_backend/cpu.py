@@ -25,14 +25,7 @@ def in_place(name: str, a: Any, shape: tuple[int, ...] | None, dtype, finite: bo
         raise TypeError(
             f"{name}: expected a NumPy array (it is updated in place), got {type(a).__name__}"
         )
-    if dtype is None and a.dtype not in v.FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
-    if dtype is not None and a.dtype != np.dtype(dtype):
-        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {a.dtype}")
-    if shape is None and a.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-d array, got shape {a.shape}")
-    if shape is not None:
-        v.check_shape(name, a, shape)
+    v.check_in_place_layout(name, a, shape, dtype)
     if not a.flags.c_contiguous or not a.flags.writeable:
         raise ValueError(
             f"{name}: expected a writeable C-contiguous array (it is updated in place)"

@@ -87,17 +87,7 @@ def asarray(
             "arrays is an error (move it with cupy.asarray, or pass NumPy arrays for the CPU)"
         )
     arr = to_cupy(x)
-    if arr.dtype not in v.FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected dtype float32 or float64, got {arr.dtype}")
-    if dtype is not None and arr.dtype != np.dtype(dtype):
-        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {arr.dtype}")
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if arr.ndim not in allowed:
-            want = " or ".join(f"{d}-d" for d in allowed)
-            raise ValueError(f"{name}: expected a {want} array, got shape {arr.shape}")
-    if not allow_empty and arr.size == 0:
-        raise ValueError(f"{name}: expected a non-empty array, got shape {arr.shape}")
+    v.check_float_layout(name, arr, ndim, dtype, allow_empty)
     _check_device(name, arr)
     if finite and arr.size and not bool(cp.isfinite(arr).all()):
         raise ValueError(f"{name}: contains NaN or Inf")
@@ -115,14 +105,7 @@ def in_place(name: str, a: Any, shape: tuple[int, ...] | None, dtype, finite: bo
             f"{name}: expected a CuPy array (it is updated in place on the GPU), got {kind}; "
             "mixing host and device arrays is an error"
         )
-    if dtype is None and a.dtype not in v.FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
-    if dtype is not None and a.dtype != np.dtype(dtype):
-        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {a.dtype}")
-    if shape is None and a.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-d array, got shape {a.shape}")
-    if shape is not None:
-        v.check_shape(name, a, shape)
+    v.check_in_place_layout(name, a, shape, dtype)
     if not a.flags.c_contiguous:
         raise ValueError(f"{name}: expected a C-contiguous array (it is updated in place)")
     _check_device(name, a)
