@@ -813,7 +813,9 @@ template void CudaBackend::gather_rows<std::int32_t>(std::int32_t*, const std::i
                                                       index_t, const LossParams<T>&, double*);     \
   template void CudaBackend::optimizer_step<T>(const OptConfig&, T*, const T*, T*, const Segment*, \
                                                int, index_t, std::int64_t, double,                 \
-                                               const GradScale&);
+                                               const GradScale&);                                  \
+  /* inline members of Network (train_step_update_only) call it from the bindings */            \
+  template bool CudaBackend::all_finite<T>(const T*, index_t);
 FM_INSTANTIATE_OPS(float)
 FM_INSTANTIATE_OPS(double)
 #undef FM_INSTANTIATE_OPS
