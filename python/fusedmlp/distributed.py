@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _backend
 from .trainer import Divergence, History, Trainer, _progress, _report, _xp
 
 
@@ -335,9 +336,7 @@ class DistributedTrainer(Trainer):
             *args, default_batch=lambda n: -(-n // self.size)
         )
         if self.model.device == "cuda":
-            from ._backend import cuda as _cuda_backend
-
-            to_device = _cuda_backend().to_device
+            to_device = _backend.get("cuda").to_device
             ys = [to_device(t) for t in ys]
             sw = None if sw is None else to_device(sw)
         return X, ys, sw, val, start, stop, bs, shuffle

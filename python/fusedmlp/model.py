@@ -133,7 +133,7 @@ class Sequential:
         trunk = [lay.spec() for lay in self.layers]
         # The raw binding object on both devices (one calling convention: fusedmlp._engine).
         if self.device == "cuda":
-            mod, prefix = _backend.cuda().mod, "CudaNetwork"
+            mod, prefix = _backend.get("cuda").mod, "CudaNetwork"
             if mod is None or not hasattr(mod, "CudaNetwork32"):
                 raise RuntimeError("fusedmlp was built without the CUDA Network")
         else:
@@ -363,9 +363,9 @@ class Sequential:
         JAX tensors through DLPack, are used without a copy; host arrays are copied once)."""
         if self.device == "cuda":
             if v.is_device_array(X):
-                X = _backend.cuda().asarray(name, X)
+                X = _backend.get("cuda").asarray(name, X)
             else:
-                X = _backend.cuda().to_device(v.as_float_array(name, X))
+                X = _backend.get("cuda").to_device(v.as_float_array(name, X))
             if X.shape[1] != self.n_in:
                 raise ValueError(f"{name}: expected {self.n_in} features, got {X.shape[1]}")
             return X.astype(self.dtype, copy=False)

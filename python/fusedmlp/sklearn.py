@@ -946,7 +946,7 @@ class _BaseMLP(BaseEstimator):
             if self.verbose:
                 print(f"Iteration {len(self.loss_curve_)}, loss = {last['loss']:.8f}")
 
-        x0 = np.array(engine.params(), dtype=np.float64)
+        x0 = _host_array(engine.params()).astype(np.float64)
         if cfg.solver == "lbfgs":
             options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol}
             method = "L-BFGS-B"
