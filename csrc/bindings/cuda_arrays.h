@@ -175,7 +175,13 @@ struct DevMem {
     DeviceView v;
     v.ptr = reinterpret_cast<std::uintptr_t>(ptr);
     v.shape = shape;
-    v.typestr = std::is_same_v<T, float> ? "<f4" : std::is_same_v<T, double> ? "<f8" : "<i8";
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                      std::is_same_v<T, std::int32_t> || std::is_same_v<T, std::int64_t>,
+                  "DeviceView: float32, float64, int32 or int64");
+    v.typestr = std::is_same_v<T, float>          ? "<f4"
+                : std::is_same_v<T, double>       ? "<f8"
+                : std::is_same_v<T, std::int32_t> ? "<i4"
+                                                  : "<i8";
     v.owner = py::reinterpret_borrow<py::object>(owner);
     return py::cast(std::move(v));
   }

@@ -84,6 +84,15 @@ __global__ void restore_if_skipped_kernel(T* dst, const T* backup, index_t n, co
     dst[i] = backup[i];
 }
 
+// *bad = 1 when a value is NaN or Inf (all_finite: exact whatever the magnitudes, where a
+// squared norm would overflow above ~1e154).
+template <class T>
+__global__ void non_finite_kernel(const T* x, index_t n, std::int32_t* bad) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    if (!isfinite(x[i])) *bad = 1;
+}
+
 // Trainer.fit's indexed step (Network::gather_batch / record_step; the CPU loops of
 // network/cpu_backend.h, one thread per element or row).
 __global__ void index_check_kernel(const std::int64_t* idx, index_t batch, index_t n_rows,
@@ -256,13 +265,14 @@ void CudaBackend::restore_if_skipped(T* dst, const T* backup, index_t n, const G
 template <class T>
 bool CudaBackend::all_finite(const T* x, index_t n) {
   if (n <= 0) return true;
-  if (scale_buf.size() < 2) scale_buf.resize(2);
-  // The squared norm by scaled sums (common/norm.h): finite values never overflow it, and a NaN
-  // or an Inf makes it non-finite.
-  cuda::grad_sq_norm(x, n, scale_buf.data() + 1, nullptr, 0.0, stream);
-  double sq = 0.0;
-  read(scale_buf.data() + 1, 1, &sq);
-  return std::isfinite(sq);
+  flag_buf.resize(1);
+  FM_CUDA_CHECK(cudaMemsetAsync(flag_buf.data(), 0, sizeof(std::int32_t), stream));
+  non_finite_kernel<T><<<grid_for(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(
+      x, n, flag_buf.data());
+  FM_CUDA_CHECK_LAUNCH("non_finite_kernel");
+  std::int32_t bad = 0;
+  read(flag_buf.data(), 1, &bad);
+  return bad == 0;
 }
 
 bool CudaBackend::indices_valid(const std::int64_t* idx, index_t batch, index_t n_rows) {

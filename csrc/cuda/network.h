@@ -74,7 +74,7 @@ struct CudaBackend {
   const std::uint64_t* dev_step = nullptr;
   const void* dev_coef = nullptr;    // const OptCoef<T>*
   DeviceVec<double> scale_buf;       // the clip / skip factor of the update
-  DeviceVec<std::int32_t> flag_buf;  // indices_valid's answer
+  DeviceVec<std::int32_t> flag_buf;  // indices_valid's and all_finite's answer
   // GEMM operand precision of the float32 dense layers: 0 float32, 1 bfloat16, 2 float16
   // (mixed precision: fp32 master weights, gradients, optimizer state and elementwise math;
   // half-width copies of X, W and dZ feed the tensor cores, accumulating in fp32).
@@ -91,7 +91,7 @@ struct CudaBackend {
   void weighted_sum(const double* v, const std::vector<double>& w, double* out);
   template <class U>
   void read(const U* src, size_t n, U* dst);  // synchronizes the stream
-  // Whether all n values are finite (one reduction, read back: synchronizes).
+  // Whether all n values are finite (one pass, a flag read back: synchronizes).
   template <class T>
   bool all_finite(const T* x, index_t n);
   // Trainer.fit's indexed step (see CpuBackend): index check (synchronizes), row gather /

@@ -709,16 +709,18 @@ double Network<T, B>::train_step(const T* X, index_t batch, const std::vector<co
     ++rng_step_;
     return applied || !std::isfinite(loss) ? loss : std::numeric_limits<double>::quiet_NaN();
   } else {
+    // The eager device step with the loss read on the host (Adafactor: its kernels take no
+    // device skip signal): the same rule, decided here.
     save_bn_stats();
     const double loss =
         compute_gradients(X, batch, target, labels, sample_weight, nullptr, nullptr);
-    // A non-finite loss leaves the parameters and the statistics as they were.
-    if (std::isfinite(loss))
+    const bool finite = std::isfinite(loss) && be_.all_finite(grads_.data(), n_params());
+    if (finite)
       apply_update(lr);
     else
       restore_bn_stats();
     ++rng_step_;
-    return loss;
+    return finite || !std::isfinite(loss) ? loss : std::numeric_limits<double>::quiet_NaN();
   }
 }
 
