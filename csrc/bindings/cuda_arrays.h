@@ -18,8 +18,8 @@
 #include "cuda/common.cuh"
 #include "cuda/gemm.h"
 #include "cuda/loss.h"
-#include "cuda/network.h"
 #include "cuda/optimizer.h"
+#include "network/cuda_backend.h"
 
 namespace fm::bindings {
 

@@ -1,6 +1,6 @@
-// Bindings of the GPU Network (csrc/cuda/network.h): CudaNetwork32 / CudaNetwork64 in _cuda, the
-// one binding body of bindings/network_common.h over device memory (DevMem): inputs are device
-// arrays (__cuda_array_interface__: CuPy, or PyTorch/JAX through fusedmlp._backend's DLPack
+// Bindings of the GPU Network (csrc/network/cuda_backend.h): CudaNetwork32 / CudaNetwork64 in
+// _cuda, the one binding body of bindings/network_common.h over device memory (DevMem): inputs are
+// device arrays (__cuda_array_interface__: CuPy, or PyTorch/JAX through fusedmlp._backend's DLPack
 // conversion) checked for shape, dtype and device; every call runs on the `stream` argument, else
 // the inputs' stream, else the legacy default stream, set on the Network under its mutex. Arenas
 // and layer outputs come back as DeviceView objects (fusedmlp._backend.cuda.wrap: CuPy views).
@@ -12,7 +12,7 @@
 #include "bindings/common.h"
 #include "bindings/cuda_arrays.h"
 #include "bindings/network_common.h"
-#include "cuda/network.h"
+#include "network/cuda_backend.h"
 
 namespace fm::bindings {
 

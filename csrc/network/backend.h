@@ -4,7 +4,7 @@
 // buffer / optimizer-state arenas and the training step, written once; everything that touches
 // memory or runs a kernel goes through a backend object `be_` of type B. Two backends exist:
 //   CpuBackend   network/cpu_backend.h  host memory, csrc/cpu kernels, synchronous.
-//   CudaBackend  cuda/network.h + .cu   device memory, csrc/cuda kernels, ordered on `stream`;
+//   CudaBackend  cuda_backend.h + .cu   device memory, csrc/cuda kernels, ordered on `stream`;
 //                                       CudaNetwork<T> adds the CUDA-graph step on top.
 // A backend is a plain struct (no virtual calls: the Network is a template over it). Every
 // pointer it receives points into memory of its own kind (B::Vec); sizes are element counts.

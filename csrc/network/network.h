@@ -13,7 +13,7 @@
 // largest batch seen so far: a larger batch grows them once, a smaller one reuses them.
 //
 // Backends: the Network is a template over its backend B (network/cpu_backend.h: host
-// memory and csrc/cpu's kernels; cuda/network.h: device memory, csrc/cuda's kernels on a
+// memory and csrc/cpu's kernels; network/cuda_backend.h: device memory, csrc/cuda's kernels on a
 // stream). The plan, the chains, the loss bookkeeping and the update logic are written once
 // here (network/network_impl.h); B supplies the storage (B::Vec<T>), the kernels with the CPU
 // signatures, and the few glue operations (copy, fill, scale, add, loss slots).

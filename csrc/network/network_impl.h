@@ -1,6 +1,6 @@
 // The Network's plan, arenas, forward/backward over the layer chains and the fused step,
 // written once for every backend (included by network/network.cpp for the CPU and by
-// cuda/network.cu for the GPU; B is the backend, see network/network.h).
+// network/cuda_backend.cu for the GPU; B is the backend, see network/network.h).
 // Cost per training step: the layers' own costs (csrc/cpu/*.cpp, csrc/cuda/*.cu) plus one pass
 // of the optimizer over the parameter arena; no allocation once the workspaces fit the batch.
 #pragma once

@@ -1,4 +1,4 @@
-// The GPU Network (cuda/network.h): the CUDA backend's glue kernels, the generic Network
+// The GPU Network (network/cuda_backend.h): the CUDA backend's glue kernels, the generic Network
 // instantiated over it, and the CUDA-graph training step.
 #include <algorithm>
 #include <cmath>
@@ -16,9 +16,9 @@
 #include "cuda/dropout.h"
 #include "cuda/gemm.h"
 #include "cuda/loss.h"
-#include "cuda/network.h"
 #include "cuda/optimizer.h"
 #include "cuda/rbf.h"
+#include "network/cuda_backend.h"
 #include "network/network_impl.h"
 
 namespace fm::cuda {
@@ -267,8 +267,8 @@ bool CudaBackend::all_finite(const T* x, index_t n) {
   if (n <= 0) return true;
   flag_buf.resize(1);
   FM_CUDA_CHECK(cudaMemsetAsync(flag_buf.data(), 0, sizeof(std::int32_t), stream));
-  non_finite_kernel<T><<<grid_for(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(
-      x, n, flag_buf.data());
+  non_finite_kernel<T>
+      <<<grid_for(n, kElementwiseThreads), kElementwiseThreads, 0, stream>>>(x, n, flag_buf.data());
   FM_CUDA_CHECK_LAUNCH("non_finite_kernel");
   std::int32_t bad = 0;
   read(flag_buf.data(), 1, &bad);
@@ -824,7 +824,7 @@ template void CudaBackend::gather_rows<std::int32_t>(std::int32_t*, const std::i
   template void CudaBackend::optimizer_step<T>(const OptConfig&, T*, const T*, T*, const Segment*, \
                                                int, index_t, std::int64_t, double,                 \
                                                const GradScale&);                                  \
-  /* inline members of Network (train_step_update_only) call it from the bindings */            \
+  /* inline members of Network (train_step_update_only) call it from the bindings */               \
   template bool CudaBackend::all_finite<T>(const T*, index_t);
 FM_INSTANTIATE_OPS(float)
 FM_INSTANTIATE_OPS(double)
