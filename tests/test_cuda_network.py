@@ -1,6 +1,6 @@
 """The GPU Network (device="cuda": csrc/network/cuda_backend.cu, bound as
-_cuda.CudaNetwork32/64) against the CPU Network on the same weights and batches: the fused step's loss curve and final
-parameters for many layer stacks (dense with every fused-epilogue path, batch norm, dropout
+_cuda.CudaNetwork32/64) against the CPU Network on the same weights and batches: the fused
+step's loss curve and final parameters for many layer stacks (dense with every fused-epilogue path, batch norm, dropout
 with the shared Philox masks, noise, RReLU, maxout, softmax, RBF, two heads) and optimizers
 (elementwise rules through the CUDA-graph replay, Adafactor eagerly), CUDA-graph replay equal
 to eager launches, sync=False equal to sync=True, the non-finite-loss skip, Trainer.fit with the
