@@ -1,12 +1,12 @@
-"""The GPU Network (device="cuda": csrc/network/cuda_backend.cu, bound as
-_cuda.CudaNetwork32/64) against the CPU Network on the same weights and batches: the fused
-step's loss curve and final parameters for many layer stacks (dense with every fused-epilogue path, batch norm, dropout
-with the shared Philox masks, noise, RReLU, maxout, softmax, RBF, two heads) and optimizers
-(elementwise rules through the CUDA-graph replay, Adafactor eagerly), CUDA-graph replay equal
-to eager launches, sync=False equal to sync=True, the non-finite-loss skip, Trainer.fit with the
-data on the device, CuPy / NumPy / DLPack (PyTorch) inputs, checkpoints moving between
-devices, the standalone optimizer on CuPy lists, and bad input. The GPU cases carry the "cuda"
-mark and are skipped without a device; the device-independent parts run everywhere."""
+"""The GPU Network (device="cuda": csrc/network/cuda_backend.cu, bound as _cuda.CudaNetwork32/64)
+against the CPU Network on the same weights and batches: the fused step's loss curve and final
+parameters for many layer stacks (dense with every fused-epilogue path, batch norm, dropout with
+the shared Philox masks, noise, RReLU, maxout, softmax, RBF, two heads) and optimizers
+(elementwise rules through the CUDA-graph replay, Adafactor eagerly), CUDA-graph replay equal to
+eager launches, sync=False equal to sync=True, the non-finite-loss skip, Trainer.fit with the
+data on the device, CuPy / NumPy / DLPack (PyTorch) inputs, checkpoints moving between devices,
+the standalone optimizer on CuPy lists, and bad input. The GPU cases carry the "cuda" mark and
+are skipped without a device; the device-independent parts run everywhere."""
 
 from __future__ import annotations
 
