@@ -80,7 +80,7 @@ if has cputests; then
   # the rest of the suite (CPU paths) on the device's packages: a second dependency set
   t0=$SECONDS
   timeout "${CPUTESTS_TIMEOUT:-150}" python3 -m pytest tests -q -p no:cacheprovider -n 12 \
-    --deselect tests/test_cuda_ops.py --deselect tests/test_cuda_network.py -rfE --tb=line \
+    -m "not cuda" --deselect tests/test_cuda_network.py -rfE --tb=line \
     >"$OUT/cputests.log" 2>&1
   echo "cputests: exit $? in $((SECONDS - t0)) s"
   grep -E "^(FAILED|ERROR)" "$OUT/cputests.log" | head -20
@@ -99,7 +99,7 @@ if has sanitize; then
     done
     echo "=== memcheck kernels"
     timeout "${SANITIZE_TIMEOUT:-100}" compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q \
-      -p no:cacheprovider tests/test_cuda_ops.py -k "float32 and (dense or loss or batchnorm or dropout)"
+      -p no:cacheprovider -m cuda -k float32 tests/test_dense.py tests/test_loss.py tests/test_batchnorm.py tests/test_dropout.py
     echo "memcheck kernels exit: $?"
   } >"$OUT/sanitize.log" 2>&1
   grep -E "^=== |exit:|ERROR SUMMARY|passed|failed" "$OUT/sanitize.log"

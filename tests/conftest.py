@@ -21,6 +21,8 @@ DEVICES = [
     pytest.param("cpu", id="cpu"),
     pytest.param("cuda", id="cuda", marks=pytest.mark.cuda),
 ]
+# the checks that only exist on a GPU (mixed devices, a non-NumPy output array)
+CUDA = [p for p in DEVICES if p.id == "cuda"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,6 +41,25 @@ def to_device(a, device):
     import cupy
 
     return cupy.asarray(a)
+
+
+def array_module(device):
+    """NumPy on "cpu", CuPy on "cuda": allocations on the test's device."""
+    if device == "cpu":
+        return np
+    import cupy
+
+    return cupy
+
+
+def kernels(device):
+    """The raw kernel module of ``device``, fusedmlp._core or fusedmlp._cuda: one binding
+    body, the same signatures (outputs passed in)."""
+    if device == "cpu":
+        return fm._core
+    from fusedmlp import _cuda
+
+    return _cuda
 
 
 def to_host(a):

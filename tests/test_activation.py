@@ -1,19 +1,23 @@
 """Every activation kernel against its float64 reference (tests/reference/activation.py),
 the references against central differences, learnable-parameter gradients, RReLU's
-Philox draws, softmax and maxout, and bad input."""
+Philox draws, softmax and maxout, and bad input. The kernel checks run on every device
+(conftest.DEVICES: NumPy in -> the CPU kernels, CuPy in -> the CUDA kernels); the GPU is also
+held to the CPU's results where those are pinned tighter than the references (RReLU's training
+draws, float64 parameter gradients)."""
 
 from __future__ import annotations
 
 import fusedmlp as fm
 import numpy as np
 import pytest
-from conftest import DEVICES, assert_close
+from conftest import CUDA, DEVICES, assert_close, to_device, to_host
 from reference import activation as ref
 from reference.activation_cases import HYPER, make_inputs, make_params
 from scipy import special
 
 ELEMENTWISE = [n for n in fm.ops.activation_names() if n not in ("softmax", "maxout")]
-SHAPES = [(1, 1), (1, 7), (5, 1), (17, 33), (3, 1001)]
+# (1000, 40): many row chunks of the GPU kernels
+SHAPES = [(1, 1), (1, 7), (5, 1), (7, 13), (17, 33), (3, 1001), (1000, 40)]
 DTYPES = [np.float64, np.float32]
 
 KINKS = {"sqnl": (-2.0, 0.0, 2.0)}
@@ -50,45 +54,101 @@ def test_forward_and_derivative_match_reference(name, shape, dtype, device, rng)
     P = make_params(name, shape[1], rng)
     hp = HYPER.get(name, {})
     Pd = None if P is None else P.astype(dtype)
-    y = fm.ops.activation(name, x, Pd, **hp)
-    assert y.dtype == dtype and y.shape == shape
+    xd, Pdd = to_device(x, device), None if P is None else to_device(Pd, device)
+    y = fm.ops.activation(name, xd, Pdd, **hp)
+    assert type(y) is type(xd) and y.dtype == dtype and y.shape == shape
     xr = x.astype(np.float64)
     Pr = None if P is None else Pd.astype(np.float64)
     assert_close(y, ref.forward(name, xr, Pr, **hp), dtype, what=f"{name} forward")
-    g = fm.ops.activation_grad(name, x, Pd, **hp)
+    g = to_host(fm.ops.activation_grad(name, xd, Pdd, **hp))
     m = kink_mask(name, xr, Pr)
     want = ref.derivative(name, xr, Pr, **hp)
     tol = 1e-8 if name == "gelu_tanh" and dtype == np.float64 else None  # reference by FD
     assert_close(g[m], want[m], dtype, tol=tol, what=f"{name} derivative")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(9, 31), (1000, 40)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ELEMENTWISE)
-def test_backward_is_upstream_times_derivative(name, dtype, rng):
-    x = make_inputs(name, (9, 31), rng).astype(dtype)
-    P = make_params(name, 31, rng)
-    Pd = None if P is None else P.astype(dtype)
+def test_backward_is_upstream_times_derivative(name, dtype, shape, device, rng):
+    x = make_inputs(name, shape, rng).astype(dtype)
+    P = make_params(name, shape[1], rng)
+    Pd = None if P is None else to_device(P.astype(dtype), device)
     hp = HYPER.get(name, {})
     up = rng.normal(size=x.shape).astype(dtype)
-    dz, dp = fm.ops.activation_backward(name, x, up, Pd, **hp)
-    want = up.astype(np.float64) * fm.ops.activation_grad(name, x, Pd, **hp).astype(np.float64)
+    xd = to_device(x, device)
+    dz, dp = fm.ops.activation_backward(name, xd, to_device(up, device), Pd, **hp)
+    f1 = to_host(fm.ops.activation_grad(name, xd, Pd, **hp))
+    want = up.astype(np.float64) * f1.astype(np.float64)
     assert_close(dz, want, dtype, what=f"{name} backward")
     assert (dp is None) == (P is None)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(11, 13), (1000, 40)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("name", ["prelu", "srelu", "apl", "soft_exponential"])
-def test_learnable_parameter_gradients_match_finite_differences(name, rng):
-    n = 13
-    x = make_inputs(name, (11, n), rng)
-    P = make_params(name, n, rng)
+def test_learnable_parameter_gradients_match_finite_differences(name, shape, device, rng):
+    x = make_inputs(name, shape, rng)
+    P = make_params(name, shape[1], rng)
     up = rng.normal(size=x.shape)
-    _, dp = fm.ops.activation_backward(name, x, up, P)
+    _, dp = fm.ops.activation_backward(name, *(to_device(a, device) for a in (x, up, P)))
     want = ref.param_grad(name, x, up, P)
-    np.testing.assert_allclose(dp, want, rtol=1e-6, atol=1e-6)
-    _, dp32 = fm.ops.activation_backward(
-        name, x.astype(np.float32), up.astype(np.float32), P.astype(np.float32)
-    )
+    np.testing.assert_allclose(to_host(dp), want, rtol=1e-6, atol=1e-6)
+    x32, up32, P32 = (to_device(a.astype(np.float32), device) for a in (x, up, P))
+    _, dp32 = fm.ops.activation_backward(name, x32, up32, P32)
+    # a sum over the batch: float32 rounding grows with the number of terms
     assert_close(dp32, want, np.float32, tol=1e-4, what=f"{name} dparams float32")
+
+
+@pytest.mark.parametrize("device", CUDA)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (7, 13), (3, 1001), (1000, 40)], ids=lambda s: "x".join(map(str, s))
+)
+@pytest.mark.parametrize("name", ["rrelu", "prelu", "srelu", "apl", "soft_exponential"])
+def test_device_equals_the_cpu(name, shape, dtype, device, rng):
+    """What the references pin more loosely than the CPU does: RReLU's training draws (the
+    same Philox slopes on both devices) and the parameter gradients to float64 rounding (the
+    reference is a central difference)."""
+    z = make_inputs(name, shape, rng).astype(dtype)
+    P = make_params(name, shape[1], rng)
+    P = None if P is None else P.astype(dtype)
+    G = rng.normal(size=shape).astype(dtype)
+    hyper = HYPER.get(name, {})
+    kw = dict(training=True, seed=11, step=3, layer=2) if name == "rrelu" else {}
+    zd, Pd, Gd = (None if a is None else to_device(a, device) for a in (z, P, G))
+    assert_close(
+        fm.ops.activation(name, zd, Pd, **kw, **hyper),
+        fm.ops.activation(name, z, P, **kw, **hyper),
+        dtype,
+        what="f",
+    )
+    assert_close(
+        fm.ops.activation_grad(name, zd, Pd, **kw, **hyper),
+        fm.ops.activation_grad(name, z, P, **kw, **hyper),
+        dtype,
+        what="f'",
+    )
+    dz, dp = fm.ops.activation_backward(name, zd, Gd, Pd, **kw, **hyper)
+    dz_ref, dp_ref = fm.ops.activation_backward(name, z, G, P, **kw, **hyper)
+    assert_close(dz, dz_ref, dtype, what="dz")
+    if dp_ref is None:
+        assert dp is None
+    else:  # a sum over the batch: float32 rounding grows with the number of terms
+        assert_close(dp, dp_ref, dtype, tol=None if dtype == np.float64 else 1e-4, what="dparams")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_parameter_gradient_reduction_is_deterministic(device, rng):
+    z = rng.normal(size=(4099, 37)).astype(np.float32)
+    P = make_params("srelu", 37, rng).astype(np.float32)
+    G = rng.normal(size=z.shape).astype(np.float32)
+    zd, Pd, Gd = (to_device(a, device) for a in (z, P, G))
+    first = to_host(fm.ops.activation_backward("srelu", zd, Gd, Pd)[1])
+    for _ in range(3):
+        again = fm.ops.activation_backward("srelu", zd, Gd, Pd)[1]
+        np.testing.assert_array_equal(to_host(again), first)
 
 
 def test_soft_exponential_alpha_zero_is_identity_with_limit_gradient(rng):
@@ -192,13 +252,21 @@ class TestRReLU:
         np.testing.assert_array_equal(y1, y2)
 
 
+# (33, 1025) rows wider than one GPU block; (300, 10) many rows
+ROW_SHAPES = [(1, 1), (1, 10), (5, 3), (7, 3), (5, 1003), (33, 1025), (300, 10)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1), (1, 10), (7, 3), (5, 1003)])
-def test_softmax_matches_reference(shape, dtype, rng):
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_softmax_matches_reference(shape, dtype, device, rng):
     z = (rng.normal(size=shape) * 5).astype(dtype)
-    assert_close(fm.ops.softmax(z), ref.softmax(z.astype(np.float64)), dtype, what="softmax")
+    zd = to_device(z, device)
+    y = fm.ops.softmax(zd)
+    assert type(y) is type(zd)
+    assert_close(y, ref.softmax(z.astype(np.float64)), dtype, what="softmax")
     g = rng.normal(size=shape).astype(dtype)
-    dz, _ = fm.ops.activation_backward("softmax", z, g)
+    dz, _ = fm.ops.activation_backward("softmax", zd, to_device(g, device))
     assert_close(dz, ref.softmax_backward(z.astype(np.float64), g.astype(np.float64)), dtype)
 
 
@@ -208,20 +276,53 @@ def test_softmax_is_stable_for_huge_logits():
     assert np.isfinite(y).all() and y[0, 0] == 1.0
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_maxout_matches_reference_and_routes_gradient_to_argmax(dtype, rng):
-    z = rng.normal(size=(7, 15)).astype(dtype)
-    y = fm.ops.maxout(z, pieces=3)
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_maxout_matches_reference_and_routes_gradient_to_argmax(shape, dtype, device, rng):
+    rows, units = shape
+    z = rng.normal(size=(rows, 3 * units)).astype(dtype)
+    zd = to_device(z, device)
+    y = fm.ops.maxout(zd, pieces=3)
     assert_close(y, ref.maxout(z.astype(np.float64), 3), dtype)
-    g = rng.normal(size=(7, 5)).astype(dtype)
-    dz, _ = fm.ops.activation_backward("maxout", z, g, pieces=3)
-    z64 = z.astype(np.float64)
-    want = np.zeros_like(z64)
-    for i in range(7):
-        for u in range(5):
-            k = int(np.argmax(z64[i, 3 * u : 3 * u + 3]))
-            want[i, 3 * u + k] = g[i, u]
-    assert_close(dz, want, dtype)
+    g = rng.normal(size=(rows, units)).astype(dtype)
+    dz, _ = fm.ops.activation_backward("maxout", zd, to_device(g, device), pieces=3)
+    # the upstream gradient goes to the first maximum of each group of 3
+    k = np.argmax(z.astype(np.float64).reshape(rows, units, 3), axis=2)
+    want = np.zeros((rows, units, 3))
+    np.put_along_axis(want, k[..., None], g.astype(np.float64)[..., None], axis=2)
+    assert_close(dz, want.reshape(rows, 3 * units), dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_input_on_each_device(device):
+    def dev(a):
+        return to_device(a, device)
+
+    z = dev(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(TypeError, match="z: expected dtype float32 or float64"):
+        fm.ops.activation("relu", dev(np.zeros((2, 3), dtype=np.int32)))
+    with pytest.raises(ValueError, match="z: expected a non-empty array"):
+        fm.ops.activation("relu", dev(np.zeros((0, 3), dtype=np.float32)))
+    with pytest.raises(ValueError, match="z: contains NaN or Inf"):
+        fm.ops.activation("relu", dev(np.full((2, 3), np.nan, dtype=np.float32)))
+    with pytest.raises(ValueError, match="W: expected 3 rows"):
+        fm.ops.dense_forward(z, dev(np.zeros((4, 2), dtype=np.float32)))
+    with pytest.raises(TypeError, match="W: expected dtype float32"):
+        fm.ops.dense_forward(z, dev(np.zeros((3, 2), dtype=np.float64)))
+    with pytest.raises(ValueError, match="params"):
+        fm.ops.activation("prelu", z)
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_mixed_devices_are_refused(device):
+    z = to_device(np.zeros((2, 3)), device)
+    with pytest.raises(TypeError, match="params: expected a GPU array"):
+        fm.ops.activation("prelu", z, np.full((1, 3), 0.25))
+    with pytest.raises(TypeError, match="grad_output: expected a GPU array"):
+        fm.ops.activation_backward("tanh", z, np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="W: expected a GPU array"):
+        fm.ops.dense_forward(z, np.zeros((3, 2)))
 
 
 class TestBadInput:

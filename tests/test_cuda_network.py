@@ -5,17 +5,17 @@ the shared Philox masks, noise, RReLU, maxout, softmax, RBF, two heads) and opti
 (elementwise rules through the CUDA-graph replay, Adafactor eagerly), CUDA-graph replay equal to
 eager launches, sync=False equal to sync=True, the non-finite-loss skip, Trainer.fit with the
 data on the device, CuPy / NumPy / DLPack (PyTorch) inputs, checkpoints moving between devices,
-the standalone optimizer on CuPy lists, and bad input. The GPU cases carry the "cuda" mark and
-are skipped without a device; the device-independent parts run everywhere."""
+and bad input. The GPU cases carry the "cuda" mark and are skipped without a device; the
+device-independent parts run everywhere. The op kernels on the device are checked in the op
+family files (tests/test_activation.py, test_dense.py, ...), the standalone optimizer on CuPy
+lists in tests/test_optimizer.py, each parametrized over conftest.DEVICES."""
 
 from __future__ import annotations
 
 import fusedmlp as fm
 import numpy as np
 import pytest
-from conftest import DEVICES, TOL, assert_close, to_host
-
-CUDA = [p for p in DEVICES if p.id == "cuda"]
+from conftest import CUDA, DEVICES, assert_close, to_host
 
 
 def _stack(kind: str):
@@ -262,27 +262,6 @@ def test_checkpoint_moves_between_devices(device, tmp_path, rng):
     assert_close(on_cpu.predict(X), t.predict(X), np.float32)
     # both continue the same trajectory
     assert on_gpu.train_step(X, y) == pytest.approx(on_cpu.train_step(X, y), rel=1e-4)
-
-
-@pytest.mark.parametrize("device", CUDA)
-@pytest.mark.parametrize("name", ["sgd", "adam", "adafactor"])
-def test_standalone_optimizer_on_cupy(name, device, rng):
-    import cupy as cp
-
-    make = {
-        "sgd": lambda: fm.optim.SGD(lr=0.1, momentum=0.9),
-        "adam": fm.optim.Adam,
-        "adafactor": fm.optim.Adafactor,
-    }[name]
-    host = [rng.normal(size=(5, 7)), rng.normal(size=7)]
-    dev = [cp.asarray(p) for p in host]
-    a, b = make(), make()
-    for _ in range(5):
-        grads = [rng.normal(size=p.shape) for p in host]
-        a.step(host, grads)
-        b.step(dev, [cp.asarray(g) for g in grads])
-    for p, d in zip(host, dev, strict=True):
-        assert_close(d, p, np.float64, tol=TOL[np.float64] * 100)
 
 
 # ------------------------------------------------------------ device-independent behaviour

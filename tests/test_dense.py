@@ -1,15 +1,37 @@
-"""Fused dense layer forward/backward against the float64 reference and finite differences."""
+"""Fused dense layer forward/backward against the float64 reference and finite differences, on
+every device (conftest.DEVICES), with every epilogue path (bias fused or not, GELU-tanh fused,
+elementwise activations with learnable parameters), and the GEMM binding of each backend."""
 
 from __future__ import annotations
 
 import fusedmlp as fm
 import numpy as np
 import pytest
-from conftest import DEVICES, TOL, assert_close
+from conftest import CUDA, DEVICES, TOL, assert_close, kernels, to_device, to_host
 from reference import activation as ref
 
-SIZES = [(1, 1, 1), (1, 5, 3), (7, 13, 5), (33, 17, 1), (3, 1001, 1003), (130, 64, 70)]
-ACTS = ["identity", "relu", "tanh", "sigmoid", "gelu", "brelu", "elu", "prelu", "srelu"]
+# (1000, 20, 40): the bias gradient reduced over several GPU row chunks
+SIZES = [
+    (1, 1, 1),
+    (1, 5, 3),
+    (7, 13, 5),
+    (33, 17, 1),
+    (3, 1001, 1003),
+    (130, 64, 70),
+    (1000, 20, 40),
+]
+ACTS = [
+    "identity",
+    "relu",
+    "tanh",
+    "sigmoid",
+    "gelu",
+    "gelu_tanh",
+    "brelu",
+    "elu",
+    "prelu",
+    "srelu",
+]
 
 
 def params_for(name, n, rng):
@@ -27,34 +49,49 @@ def reference_backward(X, W, Z, G, name, P):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("act", ACTS)
-def test_dense_matches_reference(act, size, dtype, device, rng):
+def test_dense_matches_reference(act, size, bias, dtype, device, rng):
     batch, n_in, n_out = size
     X = rng.normal(size=(batch, n_in))
     W = rng.normal(size=(n_in, n_out)) / np.sqrt(n_in)
-    b = rng.normal(size=n_out)
+    b = rng.normal(size=n_out) if bias else None
     P = params_for(act, n_out, rng)
     G = rng.normal(size=(batch, n_out))
 
     def cast(a):
-        return None if a is None else a.astype(dtype)
+        return None if a is None else to_device(a.astype(dtype), device)
 
     Z, A = fm.ops.dense_forward(cast(X), cast(W), cast(b), act, cast(P))
-    assert Z.dtype == dtype and A.dtype == dtype
+    assert type(Z) is type(cast(X)) and Z.dtype == dtype and A.dtype == dtype
     # reference on the same (rounded) inputs
-    X64, W64, b64 = (a.astype(dtype).astype(np.float64) for a in (X, W, b))
+    X64, W64 = (a.astype(dtype).astype(np.float64) for a in (X, W))
+    b64 = None if b is None else b.astype(dtype).astype(np.float64)
     P64 = None if P is None else P.astype(dtype).astype(np.float64)
     Zr, Ar = ref.dense_forward(X64, W64, b64, act, P64)
     assert_close(Z, Zr, dtype, what="Z")
     assert_close(A, Ar, dtype, what="A")
-    out = fm.ops.dense_backward(cast(X), cast(W), Z, cast(G), act, cast(P))
+    out = fm.ops.dense_backward(cast(X), cast(W), Z, cast(G), act, cast(P), has_bias=bias)
     # derivative evaluated at the kernel's own Z (a float32 Z may sit across a kink from Zr)
-    want = reference_backward(
-        X64, W64, Z.astype(np.float64), G.astype(dtype).astype(np.float64), act, P64
-    )
+    Z64 = to_host(Z).astype(np.float64)
+    G64 = G.astype(dtype).astype(np.float64)
+    want = reference_backward(X64, W64, Z64, G64, act, P64)
+    # float32 on the GPU: its reductions are ordered differently from the CPU's, and were held
+    # to 1e-4 of the CPU's results (a sum over the batch grows rounding with the term count)
+    tol = 1e-4 if dtype == np.float32 and device == "cuda" else None
+    if act == "gelu_tanh" and dtype == np.float64:
+        tol = 1e-8  # its reference derivative is a central difference (as in test_activation)
     for k in ("dX", "dW", "db"):
-        assert_close(out[k], want[k], dtype, what=k)
+        if k == "db" and not bias:
+            assert out[k] is None
+        else:
+            assert_close(out[k], want[k], dtype, tol=tol, what=k)
+    if P is None:
+        assert out["dparams"] is None
+    else:  # the reference is a central difference in float64 (see test_activation.py)
+        dp = ref.param_grad(act, Z64, G64, P64)
+        assert_close(out["dparams"], dp, dtype, tol=1e-6 if dtype == np.float64 else 1e-4)
 
 
 @pytest.mark.parametrize("act", ["tanh", "relu", "softplus", "prelu", "identity"])
@@ -153,6 +190,27 @@ class TestBadInput:
     def test_not_an_array(self):
         with pytest.raises(TypeError, match="X: expected a NumPy array"):
             fm.ops.dense_forward(object(), np.zeros((1, 1)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_gemm_binding_matches_reference(ta, tb, dtype, device, rng):
+    """_core.gemm and _cuda.gemm: the same binding (outputs passed in, stream last)."""
+    m, n, k = 33, 17, 65
+    A = rng.normal(size=(k, m) if ta else (m, k)).astype(dtype)
+    B = rng.normal(size=(n, k) if tb else (k, n)).astype(dtype)
+    want = (A.T if ta else A).astype(np.float64) @ (B.T if tb else B).astype(np.float64)
+    got = to_device(np.empty((m, n), dtype), device)
+    kernels(device).gemm(to_device(A, device), to_device(B, device), got, ta, tb)
+    assert_close(got, want, dtype, tol=TOL[dtype] * np.sqrt(k) * 10, what="gemm")
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_gemm_output_on_another_device_is_refused(device):
+    A = to_device(np.ones((3, 4)), device)
+    with pytest.raises(TypeError, match="out: expected a GPU array"):
+        kernels(device).gemm(A, to_device(np.ones((4, 2)), device), np.empty((3, 2)), False, False)
 
 
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])

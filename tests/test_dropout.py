@@ -1,19 +1,22 @@
 """Dropout and Gaussian noise: exact agreement with an independent NumPy Philox4x32-10
 (tests/reference/dropout.py), keep-rate and moment statistics within binomial/normal bounds,
-reproducibility and key separation, identity at inference, finite differences, bad input."""
+reproducibility and key separation, identity at inference, finite differences, bad input. The
+kernel checks run on every device (conftest.DEVICES), and the device's masks are the CPU's bit
+for bit."""
 
 from __future__ import annotations
 
 import fusedmlp as fm
 import numpy as np
 import pytest
-from conftest import DEVICES, assert_close, to_device, to_host
+from conftest import DEVICES, array_module, assert_close, kernels, to_device, to_host
 from reference import dropout as ref
 from reference.finite_differences import central_difference_grad
 
 DTYPES = [np.float64, np.float32]
-# (1, 1) and (3, 7) leave partial Philox blocks; 300 x 130 crosses the OpenMP threshold.
-SHAPES = [(1, 1), (3, 7), (17, 33), (300, 130)]
+# (1, 1) and (3, 7) leave partial Philox blocks; 300 x 130 crosses the OpenMP threshold;
+# (1001,) a 1-d array with a partial vector at the end.
+SHAPES = [(1, 1), (3, 7), (17, 33), (300, 130), (1001,)]
 KEYS = [(0, 0, 0), (12345, 7, 3), (2**40 + 5, 2**33 + 9, 2**31 + 1)]
 SIGMAS = 6.0  # statistical bounds: a false failure has probability ~1e-9
 
@@ -22,17 +25,32 @@ SIGMAS = 6.0  # statistical bounds: a false failure has probability ~1e-9
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("key", KEYS, ids=["k0", "k1", "k64bit"])
-def test_dropout_matches_philox_reference(key, shape, dtype, device, rng):
+@pytest.mark.parametrize("aligned", [True, False], ids=["vector", "scalar"])
+def test_dropout_matches_philox_reference(aligned, key, shape, dtype, device, rng):
     x = rng.normal(size=shape).astype(dtype)
-    rate = 0.3
-    y = to_host(fm.ops.dropout(to_device(x, device), rate, *key))
-    want = ref.dropout(x.astype(np.float64), rate, *key)
-    assert y.dtype == dtype and y.shape == shape
-    np.testing.assert_array_equal(y != 0, ref.keep_mask(shape, rate, *key) & (x != 0))
-    assert_close(y, want, dtype, what="dropout forward")
     g = rng.normal(size=shape).astype(dtype)
-    dx = to_host(fm.ops.dropout_backward(to_device(g, device), rate, *key))
-    assert_close(dx, ref.dropout(g.astype(np.float64), rate, *key), dtype, what="dropout backward")
+    xp = array_module(device)
+
+    def on_device(a):
+        if aligned:
+            return to_device(a, device)
+        # a view one element into its buffer: not 16-byte aligned, the scalar path
+        buf = xp.empty(a.size + 1, dtype=a.dtype)
+        buf[1:] = to_device(a.ravel(), device)
+        return buf[1:].reshape(a.shape)
+
+    for rate in (0.3, 0.0, 0.9):
+        y = to_host(fm.ops.dropout(on_device(x), rate, *key))
+        want = ref.dropout(x.astype(np.float64), rate, *key)
+        assert y.dtype == dtype and y.shape == shape
+        np.testing.assert_array_equal(y != 0, ref.keep_mask(shape, rate, *key) & (x != 0))
+        assert_close(y, want, dtype, what="dropout forward")
+        # the CPU's bits: same words, same keep rule, same products
+        np.testing.assert_array_equal(y, fm.ops.dropout(x, rate, *key))
+        dx = to_host(fm.ops.dropout_backward(on_device(g), rate, *key))
+        want = ref.dropout(g.astype(np.float64), rate, *key)
+        assert_close(dx, want, dtype, what="dropout backward")
+        np.testing.assert_array_equal(dx, fm.ops.dropout_backward(g, rate, *key))
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
@@ -93,16 +111,19 @@ def test_mask_depends_on_the_flat_index_only():
     )
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_identity_at_inference_and_rate_zero(dtype, rng):
+def test_identity_at_inference_and_rate_zero(dtype, device, rng):
     x = rng.normal(size=(7, 9)).astype(dtype)
+    xd = to_device(x, device)
     for f in (fm.ops.dropout, fm.ops.dropout_backward):
-        y = f(x, 0.5, seed=1, training=False)
-        np.testing.assert_array_equal(y, x)
-        assert y is not x
-        np.testing.assert_array_equal(f(x, 0.0, seed=1), x)
-    np.testing.assert_array_equal(fm.ops.gaussian_noise(x, 2.0, seed=1, training=False), x)
-    np.testing.assert_array_equal(fm.ops.gaussian_noise(x, 0.0, seed=1), x)
+        y = f(xd, 0.5, seed=1, training=False)
+        np.testing.assert_array_equal(to_host(y), x)
+        assert y is not xd
+        np.testing.assert_array_equal(to_host(f(xd, 0.0, seed=1)), x)
+    y = fm.ops.gaussian_noise(xd, 2.0, seed=1, training=False)
+    np.testing.assert_array_equal(to_host(y), x)
+    np.testing.assert_array_equal(to_host(fm.ops.gaussian_noise(xd, 0.0, seed=1)), x)
 
 
 def test_dropout_backward_matches_finite_differences(rng):
@@ -129,6 +150,9 @@ def test_gaussian_noise_matches_philox_reference(shape, dtype, device, rng):
     x = rng.normal(size=shape).astype(dtype)
     y = fm.ops.gaussian_noise(to_device(x, device), 0.7, seed=5, step=6, layer=7)
     assert_close(y, ref.gaussian_noise(x.astype(np.float64), 0.7, 5, 6, 7), dtype)
+    # the GPU evaluates cos(2 pi u) as cospi(2 u): the CPU's values up to the last bits
+    cpu = fm.ops.gaussian_noise(x, 0.7, seed=5, step=6, layer=7)
+    assert_close(y, cpu, dtype, what="vs the CPU")
 
 
 def test_gaussian_noise_moments_and_keys():
@@ -141,6 +165,21 @@ def test_gaussian_noise_moments_and_keys():
     np.testing.assert_array_equal(z, again)
     other = fm.ops.gaussian_noise(np.zeros((500, 400)), 1.5, seed=21, step=2, layer=4)
     assert abs(np.corrcoef(z.ravel(), other.ravel())[0, 1]) < SIGMAS / np.sqrt(n)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_input_on_each_device(device):
+    x = to_device(np.random.default_rng(0).normal(size=(7, 9)), device)
+    with pytest.raises(ValueError, match="rate"):
+        fm.ops.dropout(x, 1.0)
+    with pytest.raises(ValueError, match=r"rate: expected a drop rate in \[0, 1\)"):  # C++
+        kernels(device).dropout_forward(x, array_module(device).empty_like(x), 1.0, 0, 0, 0)
+    with pytest.raises(ValueError, match="stddev"):
+        fm.ops.gaussian_noise(x, -1.0)
+    with pytest.raises(ValueError, match="x: contains NaN or Inf"):
+        fm.ops.dropout(to_device(np.array([np.nan]), device), 0.5)
+    with pytest.raises(ValueError, match="seed"):
+        fm.ops.dropout(x, 0.5, seed=-1)
 
 
 class TestBadInput:

@@ -1,21 +1,23 @@
 """Fused losses against the naive float64 formulas (tests/reference/loss.py) where those are
 stable, finite and exact values where they are not (logits +-1e4), the gradients against
 central differences, label smoothing in both conventions, sample weights, the output
-activations, and bad input."""
+activations, determinism, and bad input. The kernel checks run on every device
+(conftest.DEVICES)."""
 
 from __future__ import annotations
 
 import fusedmlp as fm
 import numpy as np
 import pytest
-from conftest import DEVICES, assert_close, to_device
+from conftest import CUDA, DEVICES, assert_close, kernels, to_device, to_host
 from reference import loss as ref
 from reference.finite_differences import central_difference_grad
 from reference.loss_cases import LOSS_SMOOTHING, LOSSES, SMOOTHING, case
 
 DTYPES = [np.float64, np.float32]
-# (1, 1) one sample, one output; 300 x 130 crosses the OpenMP threshold.
-SHAPES = [(1, 1), (1, 5), (7, 1), (17, 10), (300, 130)]
+# (1, 1) one sample, one output; 300 x 130 crosses the OpenMP threshold; 5 x 1500 takes the
+# GPU's block-per-row kernel, 3000 x 3 many blocks of partial sums.
+SHAPES = [(1, 1), (1, 5), (7, 1), (17, 10), (300, 130), (5, 1500), (3000, 3)]
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
@@ -43,41 +45,44 @@ def test_kernel_gradient_matches_central_differences(name, half, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("name,eps,conv", LOSS_SMOOTHING)
-def test_loss_and_gradient_match_reference(name, eps, conv, shape, dtype, device, rng):
+@pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "unweighted"])
+def test_loss_and_gradient_match_reference(weighted, name, eps, conv, shape, dtype, device, rng):
     if name == "cross_entropy" and shape[1] < 2:
         # one class: the deck's eps/(k-1) is undefined (rejected, see TestBadInput)
         conv = "uniform"
-    z, t, w = case(name, shape, rng, weighted=True)
-    z, t, w = (a.astype(dtype) for a in (z, t, w))
-    L, d = fm.ops.loss(
-        name,
-        to_device(z, device),
-        to_device(t, device),
-        to_device(w, device),
-        label_smoothing=eps,
-        smoothing=conv,
-    )
-    assert isinstance(L, float) and d.dtype == dtype
-    z64, t64, w64 = (a.astype(np.float64) for a in (z, t, w))
+    z, t, w = case(name, shape, rng, weighted)
+    z, t = z.astype(dtype), t.astype(dtype)
+    w = None if w is None else w.astype(dtype)
+    zd, td = to_device(z, device), to_device(t, device)
+    wd = None if w is None else to_device(w, device)
+    L, d = fm.ops.loss(name, zd, td, wd, label_smoothing=eps, smoothing=conv)
+    assert isinstance(L, float) and type(d) is type(zd) and d.dtype == dtype
+    z64, t64 = z.astype(np.float64), t.astype(np.float64)
+    w64 = None if w is None else w.astype(np.float64)
     kw = dict(eps=eps, convention=conv)
     want = ref.loss(name, z64, t64, w64, **kw)
     assert_close(np.array(L), np.array(want), dtype, what="loss")
     assert_close(d, ref.grad(name, z64, t64, w64, **kw), dtype, what="dlogits")
+    L_only, none = fm.ops.loss(name, zd, td, wd, grad=False, label_smoothing=eps, smoothing=conv)
+    assert none is None and L_only == L
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("eps,conv", SMOOTHING, ids=["plain", "deck", "uniform"])
-def test_integer_labels_equal_one_hot_targets(eps, conv, dtype, rng):
-    z = rng.normal(size=(23, 6)).astype(dtype)
-    labels = rng.integers(0, 6, size=23)
-    a = fm.ops.loss("cross_entropy", z, labels, label_smoothing=eps, smoothing=conv)
-    b = fm.ops.loss("cross_entropy", z, ref.one_hot(labels, 6), label_smoothing=eps, smoothing=conv)
-    c = fm.ops.loss(
-        "cross_entropy", z, labels.astype(np.float64), label_smoothing=eps, smoothing=conv
-    )
-    assert_close(np.array(a[0]), np.array(b[0]), dtype)
-    assert_close(a[1], b[1], dtype)
-    np.testing.assert_array_equal(a[1], c[1])
+@pytest.mark.parametrize("cols", [2, 6, 1500])
+def test_integer_labels_equal_one_hot_targets(cols, eps, conv, dtype, device, rng):
+    z = to_device(rng.normal(scale=2.0, size=(37, cols)).astype(dtype), device)
+    labels = rng.integers(0, cols, size=37)
+    for w in (None, to_device(rng.uniform(0.0, 2.0, size=37).astype(dtype), device)):
+        kw = dict(label_smoothing=eps, smoothing=conv)
+        a = fm.ops.loss("cross_entropy", z, to_device(labels, device), w, **kw)
+        onehot = to_device(ref.one_hot(labels, cols).astype(dtype), device)
+        b = fm.ops.loss("cross_entropy", z, onehot, w, **kw)
+        c = fm.ops.loss("cross_entropy", z, to_device(labels.astype(dtype), device), w, **kw)
+        assert_close(np.array(a[0]), np.array(b[0]), dtype)
+        assert_close(a[1], b[1], dtype)
+        np.testing.assert_array_equal(to_host(a[1]), to_host(c[1]))
 
 
 def test_label_smoothing_targets_of_both_conventions():
@@ -109,28 +114,28 @@ def test_mse_conventions_and_deck004_example():
     assert fm.ops.loss("mse", z, t, half=True)[0] == pytest.approx(L / 2)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_extreme_logits_are_finite_and_exact(dtype):
+def test_extreme_logits_are_finite_and_exact(dtype, device):
     big = 1e4
     z = np.array([[big, -big], [-big, big]], dtype=dtype)
     t = np.array([[1.0, 1.0], [1.0, 0.0]], dtype=dtype)
-    L, d = fm.ops.loss("bce", z, t)
+    L, d = fm.ops.loss("bce", to_device(z, device), to_device(t, device))
+    d = to_host(d)
     # softplus(z) - t z: rows (0 + 1e4) and (1e4 + 1e4); mean over 2 samples
     assert np.isfinite(L) and np.isfinite(d).all()
     assert L == pytest.approx((big + 2 * big) / 2, rel=1e-6)
     np.testing.assert_allclose(d, np.array([[0.0, -1.0], [-1.0, 1.0]]) / 2, atol=1e-7)
     zc = np.array([[big, -big, 0.0], [-big, -big, -big]], dtype=dtype)
-    L, d = fm.ops.loss("ce", zc, np.array([1, 0]))
+    L, d = fm.ops.loss("ce", to_device(zc, device), to_device(np.array([1, 0]), device))
+    d = to_host(d)
     # row 0: lse = 1e4, l = 2e4; row 1: lse = -1e4 + log 3, l = log 3
     assert np.isfinite(L) and np.isfinite(d).all()
     assert L == pytest.approx((2 * big + np.log(3)) / 2, rel=1e-6)
     np.testing.assert_allclose(d[0], [0.5, -0.5, 0.0], atol=1e-7)
     np.testing.assert_allclose(d[1], [(1 / 3 - 1) / 2, 1 / 6, 1 / 6], rtol=1e-5)
-    assert np.isfinite(
-        fm.ops.loss("ce", zc, ref.one_hot(np.array([1, 0]), 3).astype(dtype), label_smoothing=0.1)[
-            0
-        ]
-    )
+    onehot = to_device(ref.one_hot(np.array([1, 0]), 3).astype(dtype), device)
+    assert np.isfinite(fm.ops.loss("ce", to_device(zc, device), onehot, label_smoothing=0.1)[0])
     # the naive formula overflows / takes log(0) here; ours agrees with it where it is finite
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         naive = ref.loss("binary_cross_entropy", z.astype(np.float64), t.astype(np.float64))
@@ -168,6 +173,18 @@ def test_single_output_accepts_vector_targets(rng):
         np.testing.assert_array_equal(a[1], b[1])
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_is_deterministic_run_to_run(dtype, device, rng):
+    z = to_device(rng.normal(scale=3.0, size=(4000, 7)).astype(dtype), device)
+    t = to_device(rng.integers(0, 7, size=4000), device)
+    first = fm.ops.loss("ce", z, t)
+    for _ in range(3):  # fixed-order reductions: the same bits every run
+        again = fm.ops.loss("ce", z, t)
+        assert again[0] == first[0]
+        np.testing.assert_array_equal(to_host(again[1]), to_host(first[1]))
+
+
 def test_loss_is_deterministic_across_thread_counts(rng):
     z = rng.normal(size=(1000, 40)).astype(np.float32)
     y = rng.integers(0, 40, size=1000)
@@ -183,13 +200,16 @@ def test_loss_is_deterministic_across_thread_counts(rng):
     np.testing.assert_array_equal(a[1], b[1])
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(7, 5), (4000, 7)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", LOSSES)
-def test_loss_output_activation(name, dtype, rng):
-    z = rng.normal(scale=3.0, size=(7, 5)).astype(dtype)
-    assert_close(fm.ops.loss_output(name, z), ref.output(name, z.astype(np.float64)), dtype)
+def test_loss_output_activation(name, dtype, shape, device, rng):
+    z = rng.normal(scale=3.0, size=shape).astype(dtype)
+    out = fm.ops.loss_output(name, to_device(z, device))
+    assert_close(out, ref.output(name, z.astype(np.float64)), dtype)
     big = np.array([[1e4, -1e4, 0.0]], dtype=dtype)
-    out = fm.ops.loss_output(name, big)
+    out = to_host(fm.ops.loss_output(name, to_device(big, device)))
     assert np.isfinite(out).all()
     if name != "mse":
         assert out[0, 0] == 1.0 and out[0, 1] == 0.0
@@ -206,6 +226,40 @@ def test_names_and_aliases(rng):
         assert fm.ops.loss(alias, z, t)[0] == fm.ops.loss("binary_cross_entropy", z, t)[0]
     for alias in ("mean_squared_error", "l2"):
         assert fm.ops.loss(alias, z, t)[0] == fm.ops.loss("mse", z, t)[0]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_input_on_each_device(device):
+    z = to_device(np.zeros((2, 3)), device)
+    with pytest.raises(ValueError, match=r"target: label 3 of sample 1 is out of range \[0, 3\)"):
+        fm.ops.loss("ce", z, to_device(np.array([0, 3]), device))
+    with pytest.raises(ValueError, match="target: binary_cross_entropy expects"):
+        fm.ops.loss("bce", z, to_device(np.full((2, 3), 1.5), device))
+    with pytest.raises(ValueError, match="half: the 1/2 convention"):
+        fm.ops.loss("ce", z, to_device(np.array([0, 1]), device), half=True)
+    with pytest.raises(ValueError, match="logits: contains NaN or Inf"):
+        fm.ops.loss("mse", to_device(np.full((2, 3), np.inf), device), z)
+    with pytest.raises(ValueError, match="cross_entropy only"):  # the C++ check
+        kernels(device).loss_forward_backward(
+            1,
+            z,
+            to_device(np.zeros(2, np.int32), device),
+            None,
+            None,
+            None,
+            0.0,
+            False,
+            False,
+        )
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_mixed_devices_are_refused(device):
+    z = to_device(np.zeros((2, 3)), device)
+    with pytest.raises(TypeError, match="target: expected a GPU array"):
+        fm.ops.loss("ce", z, np.array([0, 1]))
+    with pytest.raises(TypeError, match="sample_weight: expected a GPU array"):
+        fm.ops.loss("ce", z, to_device(np.array([0, 1]), device), np.ones(2))
 
 
 class TestBadInput:

@@ -2,7 +2,9 @@
 120-step trajectories, the decks' variants and their documented equivalences, the fused
 regularization (L2, L1, decoupled decay, clipping by norm and by value, max-norm, weights-only
 decay), the arena layout with segments, thread-count independence, bit-exact save/restore,
-the state sizes, and bad input."""
+the state sizes, and bad input. The trajectories (the Optimizer classes on lists of arrays and
+the raw arena step fm.ops.optimizer_step), the gradient norm and the bad input run on every
+device (conftest.DEVICES)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import math
 import fusedmlp as fm
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import CUDA, DEVICES, array_module, assert_close, kernels, to_device, to_host
 from fusedmlp._loader import _core
 from reference import optimizer as ref
 from reference.optimizer_cases import (
@@ -22,22 +24,27 @@ from reference.optimizer_cases import (
     SHAPES,
     STEPS,
     TRAJ_TOL,
+    arena,
     eps1_for,
     problem,
+    run_arena,
     run_fm,
     run_ref,
+    views,
 )
 
 DTYPES = [np.float64, np.float32]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_trajectory_matches_reference(case, dtype, rng):
+def test_trajectory_matches_reference(case, dtype, device, rng):
+    """Optimizer.step on lists of arrays of the device (the standalone optimizer)."""
     name, cls, kw, rkw = case
     theta, curv, noise = problem(SHAPES, dtype, rng)
     opt = cls(**kw)
-    got = run_fm(opt, theta, curv, noise, dtype)
+    got = run_fm(opt, theta, curv, noise, dtype, put=lambda a: to_device(a, device), get=to_host)
     decay = opt.decay_mask(theta)
     r = ref.RefOptimizer(opt.name, **rkw, **eps1_for(name, rkw, dtype))
     want = run_ref(r, theta, curv, noise, opt.lr, decay)
@@ -220,6 +227,117 @@ def test_regularizer_records():
         R.configure(cfg, ["l2"])
 
 
+# ---------------------------------------------------------------------- the raw arena step
+def check_arena_step(
+    opt, rkw, name, shapes, dtype, rng, layout, device, clip_norm=None, scale_fn=None
+):
+    """fm.ops.optimizer_step on an arena of the device against the float64 reference and
+    against _core.optimizer_step on the host (its state layout too)."""
+    theta, curv, noise = problem(shapes, dtype, rng)
+    if clip_norm is not None:
+        noise = [[10.0 * n for n in step] for step in noise]
+    decay = opt.decay_mask(theta)
+    # "aligned": n a multiple of the 16-byte group, so the vector path runs inside the runs;
+    # "gaps": 3 untouched elements after the first segment and n odd: the scalar path.
+    gap, pad = {"aligned": (0, 0), "gaps": (3, 2)}[layout]
+    segs, n = arena(shapes, decay, gap, pad)
+    if layout == "aligned":
+        n += (-n) % 4
+    else:
+        n += 1 - n % 2
+    flat0 = rng.normal(size=n).astype(dtype)  # gap and pad elements must stay as they are
+    for v_, th in zip(views(flat0, segs, shapes), theta, strict=True):
+        v_[...] = th
+    cfg = opt.config()
+    lr = opt.lr
+    size = _core.optimizer_state_size(cfg, n, segs)
+    assert fm.ops.optimizer_state_size(cfg, n, segs) == size
+
+    p_d = to_device(flat0.copy(), device)
+    st_d = array_module(device).zeros(size, dtype=dtype)
+
+    def device_step(g, t):
+        g_d = to_device(g, device)
+        fm.ops.optimizer_step(cfg, p_d, g_d, st_d, segs, step=t, lr=lr, clip_norm=clip_norm)
+        return to_host(p_d).copy()
+
+    p_c, st_c = flat0.copy(), np.zeros(size, dtype=dtype)
+
+    def host_step(g, t):
+        scale = 1.0 if clip_norm is None else ref.clip_grad_norm_scale([g], clip_norm)
+        _core.optimizer_step(cfg, p_c, g, st_c, segs, t, lr, scale)
+        return p_c
+
+    got = run_arena(device_step, flat0, segs, shapes, curv, noise, dtype)
+    host = run_arena(host_step, flat0, segs, shapes, curv, noise, dtype)
+    r = ref.RefOptimizer(opt.name, **rkw, **eps1_for(name, rkw, dtype))
+    want = run_ref(r, theta, curv, noise, lr, decay, grad_scale_fn=scale_fn)
+    tol = TRAJ_TOL[dtype]
+    for i, (g_, c_, w_) in enumerate(
+        zip(views(got, segs, shapes), views(host, segs, shapes), want, strict=True)
+    ):
+        assert_close(g_, w_, dtype, tol=tol, what=f"{name} param {i} vs reference")
+        assert_close(g_, c_, dtype, tol=tol, what=f"{name} param {i} vs the host step")
+    # elements outside every segment are not touched
+    inside = np.zeros(n, dtype=bool)
+    for s in segs:
+        inside[s.offset : s.offset + s.rows * s.cols] = True
+    np.testing.assert_array_equal(got[~inside], flat0[~inside])
+    # the state has the host's layout (so it moves between the backends unchanged)
+    assert_close(st_d, st_c, dtype, tol=tol, what=f"{name} state vs the host step")
+    assert max(float(np.abs(w_ - t_).max()) for w_, t_ in zip(want, theta, strict=True)) > 1e-2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["aligned", "gaps"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_arena_trajectory_matches_reference(case, dtype, layout, device, rng):
+    name, cls, kw, rkw = case
+    check_arena_step(cls(**kw), rkw, name, SHAPES, dtype, rng, layout, device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["aligned", "gaps"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt_name", ["sgd", "adam", "rmsprop", "adafactor"])
+@pytest.mark.parametrize("reg", REG_CASES, ids=[r[0] for r in REG_CASES])
+def test_arena_regularization_matches_reference(reg, opt_name, dtype, layout, device, rng):
+    rname, kw, rkw = reg
+    kw, rkw = dict(kw), dict(rkw)
+    base = {"sgd": dict(momentum=0.9), "adam": {}, "rmsprop": {}, "adafactor": {}}[opt_name]
+    lr = kw.pop("lr", 0.02)
+    if opt_name == "adafactor" and "weight_decay" in rkw:  # Adafactor's decay is decoupled
+        rkw["decoupled"] = rkw.pop("weight_decay")
+    if opt_name == "adafactor":
+        rkw["relative_step"] = False
+        rkw["eps1"] = float(np.finfo(dtype).eps)
+    opt = fm.optim.get(opt_name, lr=lr, **base, **kw)
+    shapes = [(6, 70), (70,)]
+    check_arena_step(
+        opt, {**base, **rkw}, f"{opt_name}/{rname}", shapes, dtype, rng, layout, device
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("opt_name", ["sgd", "adam", "adafactor"])
+def test_arena_clip_norm_on_the_device_matches_reference(opt_name, device, rng):
+    opt = fm.optim.get(opt_name, lr=0.02)  # Adafactor: an explicit lr, no relative step
+    rkw = {"relative_step": False} if opt_name == "adafactor" else {}
+    check_arena_step(
+        opt,
+        rkw,
+        opt_name,
+        [(6, 4), (4,)],
+        np.float64,
+        rng,
+        "gaps",
+        device,
+        clip_norm=1.0,
+        scale_fn=lambda g: ref.clip_grad_norm_scale(g, 1.0),
+    )
+
+
 # ---------------------------------------------------------------------- arena and threads
 def arena_layout(shapes, gap=3):
     segs, off = [], 0
@@ -304,12 +422,19 @@ def test_thread_count_does_not_change_the_result(name, rng):
         assert s == out[0][1]
 
 
-@pytest.mark.parametrize("n", [1, 7, 4096, 4097, 70001])
-def test_grad_sq_norm(n, rng):
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", [1, 7, 4096, 4097, 70001, 5_000_000])
+def test_grad_sq_norm_and_clip_scale(n, device, rng):
     for dtype in DTYPES:
         g = rng.normal(size=n).astype(dtype)
+        gd = to_device(g, device)
         want = float(np.sum(g.astype(np.float64) ** 2))
-        assert float(fm.ops.grad_sq_norm(g)) == pytest.approx(want, rel=1e-13)
+        got = fm.ops.grad_sq_norm(gd)
+        assert type(got) is type(gd) and got.shape == () and got.dtype == np.float64
+        assert float(got) == pytest.approx(want, rel=1e-13)
+        assert float(fm.ops.grad_sq_norm(gd)) == float(got)  # deterministic
+        scale = float(fm.ops.clip_norm_scale(gd, 0.5))
+        assert scale == pytest.approx(ref.clip_grad_norm_scale([g], 0.5), rel=1e-13)
 
 
 # ---------------------------------------------------------------------- state
@@ -523,6 +648,44 @@ def test_bad_state_dict():
         opt.load_state_dict({"optimizer": "adam"})
     with pytest.raises(TypeError, match="state"):
         opt.load_state_dict([1, 2])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_arena_step_bad_input(device):
+    xp = array_module(device)
+    cfg = fm.optim.Adam(lr=0.01).config()
+    p, g = xp.ones(6), xp.ones(6)
+    s = xp.zeros(12)
+    before = to_host(p).copy()
+    with pytest.raises(ValueError, match="state: expected 12 elements"):
+        fm.ops.optimizer_step(cfg, p, g, xp.zeros(6), step=1, lr=0.1)
+    with pytest.raises(TypeError, match="grads: expected dtype float64"):
+        fm.ops.optimizer_step(cfg, p, g.astype(xp.float32), s, step=1, lr=0.1)
+    with pytest.raises(ValueError, match="grads: contains NaN or Inf"):
+        fm.ops.optimizer_step(cfg, p, xp.full(6, xp.nan), s, step=1, lr=0.1)
+    with pytest.raises(ValueError, match="step"):
+        fm.ops.optimizer_step(cfg, p, g, s, step=0, lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        fm.ops.optimizer_step(cfg, p, g, s, step=1, lr=-0.1)
+    with pytest.raises(ValueError, match="clip_norm"):
+        fm.ops.optimizer_step(cfg, p, g, s, step=1, lr=0.1, clip_norm=0.0)
+    with pytest.raises(ValueError, match=r"segments\[1\]: offset"):
+        fm.ops.optimizer_step(
+            cfg, p, g, s, [_core.Segment(0, 1, 4), _core.Segment(2, 1, 2)], step=1, lr=0.1
+        )
+    with pytest.raises(ValueError, match="params and state: expected separate arrays"):
+        kernels(device).optimizer_step(cfg, s[:6], g, s, None, 1, 0.1)
+    with pytest.raises(TypeError, match="config"):
+        fm.ops.optimizer_step("adam", p, g, s, step=1, lr=0.1)
+    np.testing.assert_array_equal(to_host(p), before)  # every call was refused before a launch
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_arena_step_on_mixed_devices_is_refused(device):
+    cfg = fm.optim.Adam(lr=0.01).config()
+    g, s = to_device(np.ones(6), device), to_device(np.zeros(12), device)
+    with pytest.raises(TypeError, match="params: expected a CuPy array"):
+        fm.ops.optimizer_step(cfg, np.ones(6), g, s, step=1, lr=0.1)
 
 
 def test_cpp_checks():

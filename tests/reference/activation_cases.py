@@ -1,5 +1,5 @@
-"""Activation inputs and hyper-parameters shared by tests/test_activation.py,
-tests/test_cuda_ops.py and tests/test_alignment.py: the non-default hyper-parameters, the
+"""Activation inputs and hyper-parameters shared by tests/test_activation.py
+and tests/test_alignment.py: the non-default hyper-parameters, the
 learnable parameters of each parametric activation, and the inputs."""
 
 from __future__ import annotations

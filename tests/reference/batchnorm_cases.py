@@ -1,4 +1,4 @@
-"""Batch-normalization inputs shared by tests/test_batchnorm.py and tests/test_cuda_ops.py."""
+"""Batch-normalization inputs shared by tests/test_batchnorm.py (both devices)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loss case tables and inputs shared by tests/test_loss.py and tests/test_cuda_ops.py."""
+"""Loss case tables and inputs shared by tests/test_loss.py (both devices)."""
 
 from __future__ import annotations
 

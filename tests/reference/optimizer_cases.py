@@ -1,6 +1,6 @@
 """The optimizer case tables and the trajectory harness, shared by tests/test_optimizer.py
-(CPU), tests/test_cuda_ops.py (the device arena), tests/test_alignment.py (array addresses)
-and tests/test_network.py (the fused Trainer step).
+(both devices: the Optimizer classes and the raw arena step), tests/test_alignment.py (array
+addresses) and tests/test_network.py (the fused Trainer step).
 
 Unlike the references beside it, this module names fusedmlp's classes: a case is
 (id, fusedmlp constructor, its kwargs, the kwargs of ``optimizer.RefOptimizer``). The
@@ -147,11 +147,16 @@ def grads_at(params, curv, noise_t, dtype):
     ]
 
 
-def run_fm(opt, theta, curv, noise, dtype, lrs=None, steps=STEPS, start=0):
-    params = [p.copy() for p in theta]
+def run_fm(opt, theta, curv, noise, dtype, lrs=None, steps=STEPS, start=0, put=None, get=None):
+    """``steps`` Optimizer.step calls; with ``put`` / ``get`` (host -> device, device -> host)
+    the parameters and gradients live on a device, the gradients computed on the host."""
+    put = put or (lambda a: a)
+    get = get or (lambda a: a)
+    params = [put(p.copy()) for p in theta]
     for t in range(start, start + steps):
         kw = {} if lrs is None else {"lr": lrs[t]}
-        opt.step(params, grads_at(params, curv, noise[t], dtype), **kw)
+        grads = grads_at([get(p) for p in params], curv, noise[t], dtype)
+        opt.step(params, [put(g) for g in grads], **kw)
     return params
 
 
@@ -168,6 +173,42 @@ def eps1_for(name, rkw, dtype):
     if name.startswith("adafactor") and "eps1" not in rkw:
         return {"eps1": float(np.finfo(dtype).eps)}
     return {}
+
+
+def arena(shapes, decay, gap, pad):
+    """Segments of an arena holding the parameters of ``shapes`` (decay / max-norm per parameter
+    as Optimizer.step sets them), with ``gap`` untouched elements after the first one and
+    ``pad`` after the last; returns (segments, arena length)."""
+    segs, off = [], 0
+    for i, (s, d) in enumerate(zip(shapes, decay, strict=True)):
+        rows, cols = (1, s[0]) if len(s) == 1 else s
+        segs.append(fm._core.Segment(off, rows, cols, decay=d, max_norm=d and len(s) == 2))
+        off += rows * cols + (gap if i == 0 else 0)
+    return segs, off + pad
+
+
+def views(flat, segs, shapes):
+    """The parameters inside a host arena, as views."""
+    return [
+        flat[s.offset : s.offset + s.rows * s.cols].reshape(sh)
+        for s, sh in zip(segs, shapes, strict=True)
+    ]
+
+
+def run_arena(step_fn, flat0, segs, shapes, curv, noise, dtype):
+    """STEPS steps of g = c theta + noise on a host arena; step_fn(grad_arena, t) updates the
+    arena and returns it on the host."""
+    flat = flat0.copy()
+    for t in range(STEPS):
+        g = np.zeros_like(flat)
+        for gv, gp in zip(
+            views(g, segs, shapes),
+            grads_at(views(flat, segs, shapes), curv, noise[t], dtype),
+            strict=True,
+        ):
+            gv[...] = gp
+        flat = step_fn(g, t + 1)
+    return flat
 
 
 # (id, fusedmlp regularization kwargs, reference kwargs)
