@@ -164,16 +164,21 @@ def test_async_step_equals_sync(device, rng):
 
 @pytest.mark.parametrize("device", CUDA)
 @pytest.mark.parametrize("graphs", [True, False])
-def test_non_finite_loss_skips_update(graphs, device, rng):
-    _, t = _pair("relu", "adam", np.float32)
+@pytest.mark.parametrize("opt", ["adam", "adafactor"])  # graph replay / eager host-read loss
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_non_finite_loss_skips_update(value, opt, graphs, device, rng):
+    # A NaN in X is swallowed by ReLU (the loss stays finite) but not by dW = X^T dZ: the skip
+    # rule looks at the gradient too, on every path of the device step.
+    _, t = _pair("relu", opt, np.float32)
     t.model._net.use_graphs = graphs
     X = rng.normal(size=(20, 6)).astype(np.float32)
     y = rng.integers(0, 5, 20).astype(np.int32)
     t.train_step(X, y)
+    t.train_step(X, y)  # the graph of this shape is captured (elementwise rules)
     before = to_host(t.model.parameters).copy()
     step = t.model._net.opt_step
     bad = X.copy()
-    bad[3, 2] = np.inf
+    bad[3, 2] = value
     loss = t.model._engine.step(bad, [y], None, 1e-2)  # the engine's step: no input check
     assert not np.isfinite(loss)
     np.testing.assert_array_equal(to_host(t.model.parameters), before)
