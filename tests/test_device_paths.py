@@ -111,6 +111,7 @@ def test_checkpoints_and_moving_between_devices(host_cuda, tmp_path):
     np.testing.assert_array_equal(moved.predict(X), model.predict(X))
 
 
+@pytest.mark.filterwarnings("ignore:.*(converge|Maximum iterations)")  # max_iter=5 on purpose
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_estimators_on_the_cuda_path(host_cuda, solver):
     pytest.importorskip("sklearn")
