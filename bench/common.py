@@ -478,7 +478,8 @@ def gemm_floor(
     """Time each GEMM of one training step alone (same BLAS, same threads) and sum: the floor
     a training step cannot beat while it runs those GEMMs.
 
-    The call overhead (measured with an empty ``m = 0`` call) is subtracted, so
+    The call overhead (measured with a 1 x 1 x 1 call: the binding refuses empty arrays) is
+    subtracted, so
     the floor is the BLAS time alone (at most half of a GEMM's time is taken off, so a noisy
     overhead measurement cannot make a tiny GEMM free).
 
@@ -488,8 +489,8 @@ def gemm_floor(
     """
     sg = sgemm or Sgemm()
     _use_threads(requested_threads(), requested_threads())
-    empty = sg.prepare(False, False, 0, 8, 8)
-    overhead = _time_callable(empty, repeats=repeats)["median_s"]
+    smallest = sg.prepare(False, False, 1, 1, 1)
+    overhead = _time_callable(smallest, repeats=repeats)["median_s"]
     rows, cache = [], {}
     for g in gemm_list(cfg, batch):
         key = (g["ta"], g["tb"], g["m"], g["n"], g["k"])
