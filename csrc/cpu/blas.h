@@ -59,10 +59,23 @@ constexpr double kGemmBlockFlops = 8.0e6;     // about this much work per block 
 constexpr index_t kGemmMinBlock = 128;        // no block narrower
 constexpr index_t kGemmSplitAlign = 16;       // block edges on 64-byte float boundaries
 
+inline void set_blas_threads(int n) { scipy_openblas_set_num_threads(n); }
+inline int blas_threads() { return scipy_openblas_get_num_threads(); }
+
+// OpenBLAS must stay single-threaded (above), but anything in the process may raise its thread
+// count after import: threadpoolctl does for every BLAS it finds (scikit-learn uses it, and so
+// did our own benchmarks' thread setup), and then every GEMM woke OpenBLAS's pool next to the
+// OpenMP threads. A read of its setting per GEMM (a global) puts it back; never inside a
+// parallel region, where the blocks' own calls run.
+inline void keep_blas_single_threaded() {
+  if (!omp_in_parallel() && blas_threads() != 1) set_blas_threads(1);
+}
+
 template <class T>
 void gemm(bool ta, bool tb, index_t m, index_t n, index_t k, T alpha, const T* A, index_t lda,
           const T* B, index_t ldb, T beta, T* C, index_t ldc) {
   if (m == 0 || n == 0) return;
+  keep_blas_single_threaded();
   const double flops = 2.0 * double(m) * double(n) * double(k);
   const bool split_cols = n >= m;
   const index_t extent = split_cols ? n : m;
@@ -103,8 +116,5 @@ void gemm(bool ta, bool tb, index_t m, index_t n, index_t k, T alpha, const T* A
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (index_t b = 0; b < parts; ++b) block(b);
 }
-
-inline void set_blas_threads(int n) { scipy_openblas_set_num_threads(n); }
-inline int blas_threads() { return scipy_openblas_get_num_threads(); }
 
 }  // namespace fm::cpu
